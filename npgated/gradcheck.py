@@ -301,3 +301,82 @@ def check_model(
 def report(results) -> str:
     """One line per result, for printing (the CLI's ``gradcheck`` command)."""
     return "\n".join(str(r) for r in results)
+
+
+# ---------------------------------------------------------------------------------------
+# The suite behind `npgated gradcheck`: every layer and the models on tiny float64 shapes.
+# ---------------------------------------------------------------------------------------
+def _layer_cases(rng):
+    """(title, layer, inputs, state, before_forward) for every layer, tiny shapes."""
+    from npgated.layers.affine import TimeAffine  # noqa: PLC0415 (layers import nothing here)
+    from npgated.layers.dropout import TimeDropout  # noqa: PLC0415
+    from npgated.layers.gru import TimeGRU  # noqa: PLC0415
+    from npgated.layers.loss import TimeSoftmaxWithLoss  # noqa: PLC0415
+    from npgated.layers.lstm import TimeLSTM  # noqa: PLC0415
+    from npgated.layers.rnn import TimeRNN  # noqa: PLC0415
+
+    N, T, D, H, V = 3, 4, 5, 6, 7
+
+    def arr(*shape):
+        return backend.to_device(rng.standard_normal(shape) * 0.5)
+
+    xs = arr(N, T, D)
+    ts = backend.to_device(rng.integers(0, V, (N, T)))
+    dropout = TimeDropout(0.4, variational=True)
+
+    def freeze():
+        dropout.rng = np.random.default_rng(7)
+
+    yield "TimeAffine", TimeAffine(arr(D, V), arr(V)), (xs,), None, None
+    yield "TimeDropout (variational, frozen mask)", dropout, (xs,), None, freeze
+    yield "TimeSoftmaxWithLoss", TimeSoftmaxWithLoss(), (arr(N, T, V), ts), None, None
+    h0, c0 = arr(N, H), arr(N, H)
+    yield "TimeRNN", TimeRNN(arr(D, H), arr(H, H), arr(H), stateful=True), (xs,), {"h": h0}, None
+    yield ("TimeLSTM", TimeLSTM(arr(D, 4 * H), arr(H, 4 * H), arr(4 * H), stateful=True), (xs,),
+           {"h": h0, "c": c0}, None)
+    for reset_after in (False, True):
+        b = arr(2, 3 * H) if reset_after else arr(3 * H)
+        yield (f"TimeGRU (reset_after={reset_after})",
+               TimeGRU(arr(D, 3 * H), arr(H, 3 * H), b, stateful=True, reset_after=reset_after),
+               (xs,), {"h": h0}, None)
+
+
+def _model_cases(target):
+    from npgated.models.rnnlm import BetterRnnlm, Rnnlm  # noqa: PLC0415
+
+    if target in ("rnnlm", "all"):
+        for cell in ("rnn", "lstm", "gru"):
+            yield f"Rnnlm ({cell})", Rnnlm(11, 5, 6, cell=cell, seed=0, dtype=np.float64), ()
+    if target in ("better", "all"):
+        yield ("BetterRnnlm (2 layers, tied, variational dropout)",
+               BetterRnnlm(11, 6, 6, num_layers=2, dropout_ratio=0.3, seed=0, dtype=np.float64),
+               ("embed.W",))
+
+
+def run_suite(target: str = "layers", seed: int = 0):
+    """Yield ``(title, results, tolerance)`` for each check of the chosen target.
+
+    ``target``: ``"layers"`` (every layer), ``"rnnlm"``, ``"better"`` or ``"all"``.
+    Runs on the active backend, in float64.
+    """
+    rng = np.random.default_rng(seed)
+    if target in ("layers", "all"):
+        for title, layer, inputs, state, before in _layer_cases(rng):
+            wrt = None
+            if state:
+                wrt = ["xs", *layer.param_names, *(("h0", "c0") if "c" in state else ("h0",))]
+            yield title, check_layer(layer, inputs, wrt=wrt, state=state, before_forward=before,
+                                     seed=seed), 1e-7
+    for title, model, directional in _model_cases(target):
+        N, T, V = 2, 3, model.vocab_size
+        xs = rng.integers(0, V, (N, T))
+        ts = rng.integers(0, V, (N, T))
+        drops = [layer for name, layer in model.layers.items() if name.startswith("drop")]
+
+        def before(model=model, drops=drops):
+            model.reset_state()
+            for i, layer in enumerate(drops):
+                layer.rng = np.random.default_rng(100 + i)
+
+        yield title, check_model(model, xs, ts, before_forward=before, seed=seed,
+                                 directional=directional), 1e-6

@@ -64,3 +64,33 @@ def ptb_dir():
         if (path / "ptb.train.txt").is_file():
             return path
     pytest.skip("PTB data not found: set NPGATED_DATA_DIR to the folder with ptb.train.txt")
+
+
+def write_synthetic_ptb(folder, n_train=3000, n_eval=600, seed=0) -> Path:
+    """Write ptb.{train,valid,test}.txt with a learnable grammar of 20 words."""
+    rng = np.random.default_rng(seed)
+    subjects, verbs, objects = ["the cat", "a dog", "my bird"], ["sees", "eats", "likes"], \
+        ["fish", "the ball", "a bone", "seeds"]
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def sentences(n_words):
+        lines, count = [], 0
+        while count < n_words:
+            s = f"{subjects[rng.integers(3)]} {verbs[rng.integers(3)]} {objects[rng.integers(4)]}"
+            if rng.random() < 0.3:
+                s += " and then sleeps"
+            lines.append(f" {s} ")
+            count += len(s.split()) + 1
+        return "\n".join(lines) + "\n"
+
+    (folder / "ptb.train.txt").write_text(sentences(n_train))
+    (folder / "ptb.valid.txt").write_text(sentences(n_eval))
+    (folder / "ptb.test.txt").write_text(sentences(n_eval))
+    return folder
+
+
+@pytest.fixture
+def synthetic_ptb(tmp_path):
+    """A folder with small synthetic ptb.{train,valid,test}.txt files (20-word grammar)."""
+    return write_synthetic_ptb(tmp_path / "synthetic_ptb")

@@ -1,0 +1,247 @@
+"""The ``npgated`` command line: train, eval, generate, gradcheck, demo.
+
+``train``'s flags are generated from :class:`npgated.training.config.TrainConfig`, so every
+hyperparameter is a flag (``--hidden-size 200``) with the field's help text, and a preset
+(``--preset book-small``) fills in the rest. Exit codes: 0 success, 1 training diverged,
+2 bad usage or input (one line on stderr, no traceback), 130 / 143 interrupted by SIGINT /
+SIGTERM after writing a resumable checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import signal
+import sys
+import typing
+from pathlib import Path
+
+from npgated import __version__
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (and exit code 2)."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _usage_error(message: str) -> int:
+    print(f"npgated: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+# ---------------------------------------------------------------------------------------
+# flags generated from the config dataclass
+# ---------------------------------------------------------------------------------------
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    from npgated.training.config import TrainConfig  # noqa: PLC0415
+
+    hints = typing.get_type_hints(TrainConfig)
+    group = parser.add_argument_group("hyperparameters (override the preset)")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        base = [a for a in typing.get_args(kind) if a is not type(None)] or [kind]
+        kind = base[0]
+        kw = dict(dest=f.name, default=None, help=f"{f.metadata['help']} (default: {f.default})")
+        if kind is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+            continue
+        if "choices" in f.metadata:
+            kw["choices"] = f.metadata["choices"]
+        group.add_argument(flag, type=kind, **kw)
+
+
+def _config_from_args(args):
+    from npgated.training.config import PRESETS, TrainConfig, preset  # noqa: PLC0415
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+             if getattr(args, f.name) is not None}
+    if args.dry_run:
+        if given.get("max_iters") is not None or given.get("epochs") is not None:
+            raise ValueError("--dry-run sets --epochs 1 --max-iters 3: do not combine them")
+        given.update(epochs=1, max_iters=3, log_interval=1)
+    if args.preset is None:
+        return TrainConfig(**given)
+    if args.preset not in PRESETS:
+        raise ValueError(f"unknown preset {args.preset!r}; choose one of: {', '.join(PRESETS)}")
+    return preset(args.preset, **given)
+
+
+# ---------------------------------------------------------------------------------------
+# commands
+# ---------------------------------------------------------------------------------------
+def cmd_train(args) -> int:
+    from npgated.training.loop import TrainingDiverged, load_corpora, train  # noqa: PLC0415
+
+    config = _config_from_args(args)
+    corpora = load_corpora(config)
+    train_c, valid, test, word_to_id, _ = corpora
+    if args.dry_run:  # a quick end-to-end run: evaluate on a few windows only
+        keep = 10 * config.batch_size * config.time_size + 1
+        valid, test = valid[:keep], test[:keep]
+    print(f"npgated {__version__}: training {config.model} ({config.cell}) on "
+          f"{len(train_c):,} tokens, vocabulary {len(word_to_id):,}; run dir {config.run_dir}")
+    try:
+        result = train(config, (train_c, valid, test, word_to_id), resume=args.resume)
+    except TrainingDiverged as exc:
+        print(f"npgated: training stopped: {exc}", file=sys.stderr)
+        return 1
+    if result.interrupted is not None:
+        print(f"interrupted: resumable checkpoint in {Path(config.run_dir) / 'last.npz'}; "
+              "continue with the same command and --resume", file=sys.stderr)
+        return 128 + int(result.interrupted)
+    if result.best_val_ppl is not None:
+        print(f"best valid perplexity {result.best_val_ppl:.2f}")
+    if result.test_ppl is not None:
+        print(f"test perplexity {result.test_ppl:.2f}")
+    return 0
+
+
+def _load_model(path):
+    """(model, meta) from a checkpoint file or a run directory (its best.npz, else last.npz)."""
+    from npgated.models.rnnlm import build_model  # noqa: PLC0415
+    from npgated.training.checkpoint import load_checkpoint, restore  # noqa: PLC0415
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.npz" if (path / "best.npz").exists() else path / "last.npz"
+    ckpt = load_checkpoint(path)
+    dtype = next(iter(ckpt.params.values())).dtype
+    model = build_model(ckpt.meta["config"], dtype=dtype)
+    restore(model, ckpt)
+    return model, ckpt.meta
+
+
+def cmd_eval(args) -> int:
+    from npgated.data import ptb  # noqa: PLC0415
+    from npgated.training.evaluate import eval_perplexity  # noqa: PLC0415
+
+    model, meta = _load_model(args.checkpoint)
+    corpus, word_to_id, _ = ptb.load_data(args.split, args.data_dir)
+    if meta.get("vocab_checksum") not in (None, ptb.vocab_checksum(word_to_id)):
+        raise ValueError("the checkpoint was trained on a different vocabulary than this data")
+    ppl = eval_perplexity(model, corpus, args.batch_size, args.time_size, progress=True)
+    print(f"{args.split} perplexity {ppl:.2f}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from npgated.data import ptb  # noqa: PLC0415
+
+    model, meta = _load_model(args.checkpoint)
+    _, word_to_id, id_to_word = ptb.load_data("train", args.data_dir)
+    start = ptb.words_to_ids(args.start.split(), word_to_id)
+    skip = [word_to_id[w] for w in args.skip if w in word_to_id]
+    ids = model.generate(start, args.length, temperature=args.temperature, top_k=args.top_k,
+                         skip_ids=skip, seed=args.seed)
+    text = " ".join(ptb.ids_to_words(ids, id_to_word)).replace(" <eos>", "\n")
+    print(text)
+    return 0
+
+
+def cmd_gradcheck(args) -> int:
+    from npgated.gradcheck import report  # noqa: PLC0415
+    from npgated.gradcheck import run_suite  # noqa: PLC0415
+
+    failed = 0
+    for title, results, tol in run_suite(args.target, seed=args.seed):
+        worst = max(r.error for r in results)
+        status = "ok" if worst <= tol else "FAIL"
+        failed += status == "FAIL"
+        print(f"== {title}: {status} (worst {worst:.1e}, tolerance {tol:.0e})")
+        if args.verbose or status == "FAIL":
+            print(report(results))
+    print("all gradients agree with finite differences" if not failed
+          else f"{failed} check(s) failed")
+    return 1 if failed else 0
+
+
+def cmd_demo(args) -> int:
+    from npgated.analysis.demo import main as demo_main  # noqa: PLC0415
+
+    return demo_main(args)
+
+
+# ---------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="npgated", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"npgated {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train a language model on PTB",
+                       description="Train a language model; flags override the preset.")
+    p.add_argument("--preset", help="book-small, book-better or zaremba-small")
+    p.add_argument("--resume", action="store_true", help="continue from <run-dir>/last.npz")
+    p.add_argument("--dry-run", action="store_true",
+                   help="one epoch of 3 iterations and a short evaluation (end-to-end check)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no log lines")
+    _add_config_flags(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="perplexity of a checkpoint on a PTB split")
+    p.add_argument("checkpoint", help="a .npz checkpoint or a run directory")
+    p.add_argument("--split", default="test", choices=("train", "valid", "val", "test"))
+    p.add_argument("--data-dir", default=None, help="PTB folder (default: $NPGATED_DATA_DIR)")
+    p.add_argument("--batch-size", type=int, default=10, help="parallel streams")
+    p.add_argument("--time-size", type=int, default=35, help="window length")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("generate", help="sample text from a checkpoint")
+    p.add_argument("checkpoint", help="a .npz checkpoint or a run directory")
+    p.add_argument("--start", default="you", help="prompt words, space separated")
+    p.add_argument("--length", type=int, default=100, help="number of words to sample")
+    p.add_argument("--temperature", type=float, default=1.0, help="> 1 flatter, < 1 sharper")
+    p.add_argument("--top-k", type=int, default=None, help="sample among the k most likely")
+    p.add_argument("--skip", nargs="*", default=["<unk>", "N"], help="words never sampled")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same text")
+    p.add_argument("--data-dir", default=None, help="PTB folder (default: $NPGATED_DATA_DIR)")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("gradcheck", help="finite-difference report for every layer or a model")
+    p.add_argument("target", nargs="?", default="layers",
+                   choices=("layers", "rnnlm", "better", "all"),
+                   help="what to check (default: every layer)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-v", "--verbose", action="store_true", help="one line per array")
+    p.set_defaults(func=cmd_gradcheck)
+
+    p = sub.add_parser("demo", help="offline: vanishing gradients and long-range tasks, "
+                                    "RNN vs LSTM vs GRU (no data needed)")
+    p.add_argument("--out", default="demo", help="folder for the table and figures")
+    p.add_argument("--quick", action="store_true", help="fewer lengths and steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "quiet", False):
+        level = logging.WARNING
+    else:
+        level = logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stdout)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError, TypeError) as exc:
+        return _usage_error(str(exc))
+    except KeyboardInterrupt:  # outside the training loop (which handles it itself)
+        return 128 + signal.SIGINT
+    except Exception as exc:  # data/checkpoint/backend errors: one line, no traceback
+        from npgated.backend import BackendError  # noqa: PLC0415
+        from npgated.data.ptb import DataError  # noqa: PLC0415
+        from npgated.training.checkpoint import CheckpointError  # noqa: PLC0415
+
+        if isinstance(exc, (BackendError, DataError, CheckpointError)):
+            return _usage_error(str(exc))
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

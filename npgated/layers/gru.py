@@ -1,0 +1,595 @@
+"""Gated recurrent units: step functions, the single-step layer and the fast time layer.
+
+The GRU (Cho et al., 2014, "Learning Phrase Representations using RNN Encoder-Decoder for
+Statistical Machine Translation"; compared with the LSTM by Chung et al., 2014, "Empirical
+Evaluation of Gated Recurrent Neural Networks on Sequence Modeling") keeps one state vector
+``h`` and two gates: the reset gate ``r`` decides how much of ``h_prev`` enters the
+candidate ``n``, the update gate ``z`` mixes ``h_prev`` and ``n``.
+
+Two variants are in use and both are implemented (``reset_after``):
+
+``reset_after=False`` (Cho et al. 2014; d2l.ai)
+    ``n = tanh(x @ Wx_n + (r * h_prev) @ Wh_n + b_n)``, one bias vector ``b`` of shape (3H,).
+    The reset gate acts *before* the recurrent matrix multiply, so one step needs two
+    dependent matrix products with ``Wh``.
+``reset_after=True`` (cuDNN, PyTorch ``nn.GRU``, Keras' default)
+    ``n = tanh(x @ Wx_n + b_xn + r * (h_prev @ Wh_n + b_hn))``; ``b`` has shape (2, 3H): row 0
+    is the input-side bias (PyTorch's ``bias_ih``), row 1 the hidden-side bias
+    (``bias_hh``). ``b_hn`` must stay separate because ``r`` multiplies it. The reset gate
+    acts *after* the multiply, so one step is a single ``h_prev @ Wh`` (cuDNN's reason).
+
+Both use ``h_next = z * h_prev + (1 - z) * n`` (PyTorch and d2l). "Deep Learning from
+Scratch 2" writes ``h_next = (1 - z) * h_prev + z * n``: its ``z`` is our ``1 - z``.
+
+Parameters are packed gate blocks in the order r, z, n (PyTorch's order): ``Wx`` (D, 3H),
+``Wh`` (H, 3H), columns ``[:H]`` reset, ``[H:2H]`` update, ``[2H:]`` candidate. PyTorch
+stores the transposes: ``weight_ih_l0 = Wx.T``, ``weight_hh_l0 = Wh.T``, and for
+``reset_after=True`` ``bias_ih_l0 = b[0]``, ``bias_hh_l0 = b[1]``.
+
+The module has, in order: the pure step functions (:func:`gru_step_forward`,
+:func:`gru_step_backward`) with the full equations, the readable single-step layer
+:class:`GRU`, and the fast sequence layer :class:`TimeGRU` (truncated BPTT, stateful like
+the book's ``TimeLSTM``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from npgated import backend, checks
+from npgated.functional import sigmoid
+from npgated.layers.base import Layer
+from npgated.layers.recurrent import RecurrentLayer, check_recurrent_params, check_step_inputs
+
+
+# ---------------------------------------------------------------------------------------
+# Validation shared by the layers
+# ---------------------------------------------------------------------------------------
+def _check_gru_params(Wx, Wh, b, reset_after: bool):
+    """Validate ``Wx`` (D, 3H), ``Wh`` (H, 3H), ``b`` (3H,) or (2, 3H); return (D, H)."""
+    try:
+        return check_recurrent_params(Wx, Wh, b, gates=3, bias_rows=2 if reset_after else None)
+    except ValueError as exc:
+        if not str(exc).startswith("b "):
+            raise
+        hint = (
+            " for reset_after=True (row 0: input-side bias, row 1: hidden-side bias)"
+            if reset_after
+            else " for reset_after=False"
+        )
+        raise ValueError(f"{exc}{hint}") from None
+
+
+def _peek_cache(layer, cache_name: str = "cache"):
+    """The forward cache for ``backward`` (the caller clears it, so a second backward raises).
+
+    A forward in eval mode stores no cache; backward after it says so.
+    """
+    if getattr(layer, "cache", None) is None and getattr(layer, "_eval_forward", False):
+        raise RuntimeError(
+            f"{type(layer).__name__}.backward after a forward in eval mode: eval mode keeps "
+            "no backward cache; call train() before the forward you want to differentiate"
+        )
+    return layer._require_forward(cache_name)
+
+
+# ---------------------------------------------------------------------------------------
+# 1. Pure step functions
+# ---------------------------------------------------------------------------------------
+class GRUStepCache(NamedTuple):
+    """What :func:`gru_step_backward` needs from :func:`gru_step_forward`.
+
+    Attributes
+    ----------
+    x : (N, D) array
+        The input of the step.
+    h_prev : (N, H) array
+        The previous hidden state.
+    r, z, n : (N, H) arrays
+        Reset gate, update gate, candidate state (after their nonlinearities).
+    hn : (N, H) array or None
+        ``reset_after=True``: ``h_prev @ Wh_n + b_hn`` (what ``r`` multiplies in F3).
+        ``reset_after=False``: None.
+    reset_after : bool
+        Which variant produced the cache.
+    """
+
+    x: object
+    h_prev: object
+    r: object
+    z: object
+    n: object
+    hn: object
+    reset_after: bool
+
+
+def _check_bias_variant(b, reset_after: bool) -> None:
+    want = 2 if reset_after else 1
+    if b.ndim != want:
+        raise ValueError(
+            f"b has shape {checks.shape_str(b.shape)} but reset_after={reset_after} needs "
+            + ("(2, 3H): row 0 input-side, row 1 hidden-side bias" if reset_after else "(3H,)")
+        )
+
+
+def gru_step_forward(x, h_prev, Wx, Wh, b, reset_after: bool = False):
+    """One GRU step, forward.
+
+    Parameters
+    ----------
+    x : (N, D) array
+        Input at this step.
+    h_prev : (N, H) array
+        Previous hidden state.
+    Wx : (D, 3H) array
+        Input-to-hidden weights, gate blocks r, z, n.
+    Wh : (H, 3H) array
+        Hidden-to-hidden weights, gate blocks r, z, n.
+    b : (3H,) array if ``reset_after=False``, (2, 3H) array if ``reset_after=True``
+        Biases; for ``reset_after=True`` row 0 is the input-side and row 1 the hidden-side
+        bias.
+    reset_after : bool
+        False: Cho et al. / d2l (reset before the recurrent product). True: cuDNN/PyTorch
+        (reset after it, ``b_hn`` kept separate).
+
+    Returns
+    -------
+    h_next : (N, H) array
+    cache : GRUStepCache
+
+    Notes
+    -----
+    Blocks of a (., 3H) array are written ``_r = [:, :H]``, ``_z = [:, H:2H]``,
+    ``_n = [:, 2H:]``, ``_rz = [:, :2H]``. For ``reset_after=True`` write
+    ``b_x = b[0]``, ``b_h = b[1]``; for ``reset_after=False`` let ``b_x = b`` and ``b_h = 0``.
+
+    F1  a_rz = x @ Wx_rz + h_prev @ Wh_rz + b_x_rz + b_h_rz
+    F2  r = sigma(a_r),  z = sigma(a_z)          (a_r = a_rz[:, :H], a_z = a_rz[:, H:])
+    F3  reset_after=False:  a_n = x @ Wx_n + (r * h_prev) @ Wh_n + b_x_n
+        reset_after=True:   hn = h_prev @ Wh_n + b_h_n;  a_n = x @ Wx_n + b_x_n + r * hn
+    F4  n = tanh(a_n)
+    F5  h_next = z * h_prev + (1 - z) * n
+
+    The backward equations are in :func:`gru_step_backward`.
+    """
+    _check_bias_variant(b, reset_after)
+    H = h_prev.shape[1]
+    if reset_after:
+        ax = x @ Wx + b[0]  # F1, F3 (input side, all three blocks)
+        ah = h_prev @ Wh + b[1]  # F1, F3 (hidden side, all three blocks)
+        a_rz = ax[:, : 2 * H] + ah[:, : 2 * H]  # F1
+        r = sigmoid(a_rz[:, :H])  # F2
+        z = sigmoid(a_rz[:, H:])  # F2
+        hn = ah[:, 2 * H :]  # F3
+        a_n = ax[:, 2 * H :] + r * hn  # F3
+    else:
+        a_rz = x @ Wx[:, : 2 * H] + h_prev @ Wh[:, : 2 * H] + b[: 2 * H]  # F1
+        r = sigmoid(a_rz[:, :H])  # F2
+        z = sigmoid(a_rz[:, H:])  # F2
+        hn = None
+        a_n = x @ Wx[:, 2 * H :] + (r * h_prev) @ Wh[:, 2 * H :] + b[2 * H :]  # F3
+    xp = backend.get_array_module(x)
+    n = xp.tanh(a_n)  # F4
+    h_next = z * h_prev + (1 - z) * n  # F5
+    return h_next, GRUStepCache(x, h_prev, r, z, n, hn, bool(reset_after))
+
+
+def gru_step_backward(dh_next, cache: GRUStepCache, Wx, Wh):
+    """One GRU step, backward.
+
+    Parameters
+    ----------
+    dh_next : (N, H) array
+        Gradient of the loss w.r.t. ``h_next`` (everything that flows into it).
+    cache : GRUStepCache
+        From :func:`gru_step_forward`; it records ``reset_after``.
+    Wx : (D, 3H) array
+    Wh : (H, 3H) array
+
+    Returns
+    -------
+    dx : (N, D) array
+    dh_prev : (N, H) array
+    dWx : (D, 3H) array
+    dWh : (H, 3H) array
+    db : (3H,) array, or (2, 3H) for ``reset_after=True``
+        Fresh arrays (the layers add them into their gradient buffers).
+
+    Notes
+    -----
+    With the notation of :func:`gru_step_forward` (F1..F5), ``da_*`` the gradients w.r.t.
+    the pre-activations and ``[p, q, s]`` the concatenation of (N, H) blocks along axis 1:
+
+    B1  dz = dh_next * (h_prev - n);  dn = dh_next * (1 - z);  dh_prev = dh_next * z
+    B2  da_n = dn * (1 - n**2)
+    B3  reset_after=False:  drh = da_n @ Wh_n.T;  dr = drh * h_prev;  dh_prev += drh * r
+        reset_after=True:   dhn = da_n * r;       dr = da_n * hn
+    B4  da_r = dr * r * (1 - r);  da_z = dz * z * (1 - z)
+    B5  da = [da_r, da_z, da_n];  dx = da @ Wx.T;  dWx = x.T @ da
+    B6  reset_after=False:  dh_prev += da[:, :2H] @ Wh_rz.T
+        reset_after=True:   dah = [da_r, da_z, dhn];  dh_prev += dah @ Wh.T
+    B7  reset_after=False:  dWh_rz = h_prev.T @ da[:, :2H];  dWh_n = (r * h_prev).T @ da_n
+        reset_after=True:   dWh = h_prev.T @ dah
+    B8  reset_after=False:  db = da.sum(axis=0)
+        reset_after=True:   db[0] = da.sum(axis=0);  db[1] = dah.sum(axis=0)
+
+    (B3, reset_after=True: ``a_n = ... + r * hn`` gives ``d hn = da_n * r`` and
+    ``dr = da_n * hn``; ``hn`` depends on ``h_prev`` through ``Wh_n`` and on ``b_hn``, so
+    ``dhn`` joins the hidden-side gradient ``dah`` of B6-B8.)
+    """
+    x, h_prev, r, z, n, hn, reset_after = cache
+    xp = backend.get_array_module(dh_next)
+    H = h_prev.shape[1]
+    dz = dh_next * (h_prev - n)  # B1
+    dn = dh_next * (1 - z)  # B1
+    dh_prev = dh_next * z  # B1
+    da_n = dn * (1 - n * n)  # B2
+    if reset_after:
+        dhn = da_n * r  # B3
+        dr = da_n * hn  # B3
+    else:
+        drh = da_n @ Wh[:, 2 * H :].T  # B3
+        dr = drh * h_prev  # B3
+        dh_prev += drh * r  # B3
+    da_r = dr * r * (1 - r)  # B4
+    da_z = dz * z * (1 - z)  # B4
+    da = xp.concatenate((da_r, da_z, da_n), axis=1)  # B5
+    dx = da @ Wx.T  # B5
+    dWx = x.T @ da  # B5
+    if reset_after:
+        dah = xp.concatenate((da_r, da_z, dhn), axis=1)  # B6
+        dh_prev += dah @ Wh.T  # B6
+        dWh = h_prev.T @ dah  # B7
+        db = xp.stack((da.sum(axis=0), dah.sum(axis=0)))  # B8
+    else:
+        dh_prev += da[:, : 2 * H] @ Wh[:, : 2 * H].T  # B6
+        dWh = xp.concatenate(  # B7
+            (h_prev.T @ da[:, : 2 * H], (r * h_prev).T @ da_n), axis=1
+        )
+        db = da.sum(axis=0)  # B8
+    return dx, dh_prev, dWx, dWh, db
+
+
+# ---------------------------------------------------------------------------------------
+# 2. The single-step layer (the textbook version)
+# ---------------------------------------------------------------------------------------
+class GRU(Layer):
+    """One GRU step as a layer: ``h_next = GRU(x, h_prev)``.
+
+    The readable version: it calls :func:`gru_step_forward` / :func:`gru_step_backward`
+    (see them for the equations F1..F5, B1..B8) and adds the weight gradients into
+    ``grads``. For sequences use :class:`TimeGRU`, which gives the same numbers faster.
+
+    Parameters
+    ----------
+    Wx : (D, 3H) array
+        Input-to-hidden weights, gate blocks r, z, n.
+    Wh : (H, 3H) array
+        Hidden-to-hidden weights, gate blocks r, z, n.
+    b : (3H,) array, or (2, 3H) array for ``reset_after=True``
+        Biases (row 0 input-side, row 1 hidden-side when ``reset_after=True``).
+    reset_after : bool
+        Which GRU variant (see the module docstring).
+    """
+
+    param_names = ("Wx", "Wh", "b")
+
+    def __init__(self, Wx, Wh, b, reset_after: bool = False):
+        self.D, self.H = _check_gru_params(Wx, Wh, b, reset_after)
+        super().__init__(Wx, Wh, b)
+        self.reset_after = bool(reset_after)
+        self.cache = None
+        self._eval_forward = False
+
+    def forward(self, x, h_prev):
+        """``h_next`` from ``x`` (N, D) and ``h_prev`` (N, H); returns (N, H)."""
+        Wx, Wh, b = self.params
+        check_step_inputs(self, x, h_prev)
+        h_next, cache = gru_step_forward(x, h_prev, Wx, Wh, b, self.reset_after)
+        self.cache = cache if self.training else None
+        self._eval_forward = not self.training
+        return h_next
+
+    def backward(self, dh_next):
+        """Gradients from ``dh_next`` (N, H); returns ``(dx (N, D), dh_prev (N, H))``.
+
+        Adds ``dWx``, ``dWh``, ``db`` into ``grads``.
+        """
+        cache = _peek_cache(self)
+        Wx, Wh, _ = self.params
+        checks.check_float(dh_next, "dh_next", dtype=Wx.dtype)
+        checks.check_shape(dh_next, cache.h_prev.shape, "dh_next")
+        self.cache = None  # consumed: a second backward for this forward raises
+        dx, dh_prev, dWx, dWh, db = gru_step_backward(dh_next, cache, Wx, Wh)
+        self.grads[0] += dWx
+        self.grads[1] += dWh
+        self.grads[2] += db
+        return dx, dh_prev
+
+
+# ---------------------------------------------------------------------------------------
+# 3. The Time layer (the fast version)
+# ---------------------------------------------------------------------------------------
+class TimeGRUCache(NamedTuple):
+    """What ``TimeGRU.backward`` needs from the forward.
+
+    Attributes
+    ----------
+    xs : (N, T, D) array
+        The inputs.
+    hs : (N, T + 1, H) array
+        The hidden states, the initial state at index 0 (``hs[:, t + 1]`` is h_t).
+    gates : (N, T, 3H) array
+        The packed activations r, z, n of every step.
+    hn : (N, T, H) array or None
+        ``reset_after=True``: ``h_{t-1} @ Wh_n + b_hn`` of every step; else None.
+    """
+
+    xs: object
+    hs: object
+    gates: object
+    hn: object
+
+
+class TimeGRU(RecurrentLayer):
+    """A GRU over T time steps, with truncated-BPTT state (the fast layer).
+
+    Computes the same numbers as T applications of :class:`GRU` (the tests check it), with
+    the input projection of all steps in one GEMM before the time loop, only the recurrent
+    products and element-wise math inside it, and the weight gradients as one GEMM each
+    after the backward loop.
+
+    Parameters
+    ----------
+    Wx : (D, 3H) array
+        Input-to-hidden weights, gate blocks r, z, n.
+    Wh : (H, 3H) array
+        Hidden-to-hidden weights, gate blocks r, z, n.
+    b : (3H,) array, or (2, 3H) array for ``reset_after=True``
+        Biases (row 0 input-side, row 1 hidden-side when ``reset_after=True``).
+    stateful : bool
+        Carry the last hidden state into the next forward (see
+        :mod:`npgated.layers.recurrent` for the rule that picks the initial state).
+    reset_after : bool
+        False: Cho et al. 2014 / d2l; True: cuDNN / PyTorch ``nn.GRU`` (module docstring).
+
+    Attributes
+    ----------
+    h, dh, stateful, record_grad_norms, grad_norms
+        See :class:`~npgated.layers.recurrent.RecurrentLayer`. ``grad_norms[t]`` is the
+        norm of ``dh`` at B0 below (upstream plus what flows back from step t + 1).
+
+    Notes
+    -----
+    Forward, h_{t-1} = hs[:, t] (hs[:, 0] the initial state), h_t = hs[:, t + 1], blocks and
+    biases named as in :func:`gru_step_forward` (F1..F5)::
+
+        F0  ax = xs @ Wx + b_x            all T steps in one GEMM, (N, T, 3H);
+                                          reset_after=True also adds b_h_rz to the r, z blocks
+        F1  a_rz = ax[:, t, :2H] + h_{t-1} @ Wh_rz
+        F2  r = sigma(a_r),  z = sigma(a_z)
+        F3  reset_after=False:  a_n = ax[:, t, 2H:] + (r * h_{t-1}) @ Wh_n
+            reset_after=True:   hn = h_{t-1} @ Wh_n + b_hn;  a_n = ax[:, t, 2H:] + r * hn
+        F4  n = tanh(a_n)
+        F5  h_t = z * h_{t-1} + (1 - z) * n
+
+    (reset_after=True computes F1 and F3's ``h_{t-1} @ Wh_n`` as one ``h_{t-1} @ Wh``.)
+
+    Backward. The step backward (B1..B8 of :func:`gru_step_backward`) is linear in ``dh``,
+    and the factors that multiply ``dh`` depend on the forward only, except for the products
+    with ``Wh``. So they are computed for all T steps at once before the loop (h_prev is
+    h_{t-1}, all arrays (N, T, H))::
+
+        K1  kz = (h_prev - n) * z * (1 - z)            B1, B4:  da_z = dh * kz
+        K2  kn = (1 - z) * (1 - n**2)                  B1, B2:  da_n = dh * kn
+        K3  reset_after=False:  kr = h_prev * r * (1 - r)      B3, B4: da_r = drh * kr
+            reset_after=True:   kr = kn * hn * r * (1 - r)     B3, B4: da_r = dh * kr
+        K4  reset_after=True:   khn = kn * r                   B3:     dhn = dh * khn
+
+    and the loop runs t = T-1, ..., 0 with dh_next = 0 at the start (truncated BPTT)::
+
+        B0  dh = dhs[:, t] + dh_next          total gradient of h_t
+        B1  da_z = dh * kz;  da_n = dh * kn   (reset_after=True: da_r = dh * kr, dhn = dh * khn)
+        B2  reset_after=False:  drh = da_n @ Wh_n.T;  da_r = drh * kr
+        B3  reset_after=False:  dh_next = dh * z + drh * r + [da_r, da_z] @ Wh_rz.T
+            reset_after=True:   dh_next = dh * z + [da_r, da_z, dhn] @ Wh.T
+
+    after it, ``dh`` (the attribute) is the last dh_next = dL/dh_0, and with
+    ``da = [da_r, da_z, da_n]`` over all N * T rows (one GEMM or sum each)::
+
+        B4  dxs = da @ Wx.T
+        B5  dWx += xs.T @ da
+        B6  reset_after=False:  dWh_rz += h_prev.T @ da_rz;  dWh_n += (r * h_prev).T @ da_n
+            reset_after=True:   dWh += h_prev.T @ dah,  dah = [da_r, da_z, dhn]
+        B7  reset_after=False:  db += da.sum(axis=(0, 1))
+            reset_after=True:   db[0] += da.sum(axis=(0, 1));  db[1] += dah.sum(axis=(0, 1))
+    """
+
+    param_names = ("Wx", "Wh", "b")
+
+    def __init__(self, Wx, Wh, b, stateful: bool = False, reset_after: bool = False):
+        _check_gru_params(Wx, Wh, b, reset_after)
+        super().__init__(Wx, Wh, b, stateful=stateful)
+        self.reset_after = bool(reset_after)
+
+    def forward(self, xs):
+        """
+        Parameters
+        ----------
+        xs : (N, T, D) array
+
+        Returns
+        -------
+        hs : (N, T, H) array
+            The hidden states h_1..h_T (a fresh array). ``self.h`` is h_T.
+        """
+        self._check_xs(xs)
+        Wx, Wh, b = self.params
+        N, T, D = xs.shape
+        H = self.hidden_size
+        xp = backend.get_array_module(xs)
+        dtype = xs.dtype
+
+        hs = xp.empty((N, T + 1, H), dtype=dtype)
+        self._initial_state(N, hs[:, 0])
+        # In eval mode the gate activations are not kept: one step's worth of buffer is
+        # reused (index s = 0) instead of one slot per step (s = t).
+        store = self.training
+        gates = xp.empty((N, T if store else 1, 3 * H), dtype=dtype)  # r, z, n
+        if self.reset_after:
+            bias = b[0].copy()
+            bias[: 2 * H] += b[1, : 2 * H]  # b_h_rz adds to the same pre-activation as b_x_rz
+        else:
+            bias = b
+        ax = (xs.reshape(N * T, D) @ Wx).reshape(N, T, 3 * H)  # F0
+        ax += bias  # F0
+
+        # Preallocated per-step scratch: the hot loop writes with out= (no temporaries).
+        if self.reset_after:
+            hn_all = xp.empty((N, T if store else 1, H), dtype=dtype)
+            b_hn = b[1, 2 * H :]
+            ah = xp.empty((N, 3 * H), dtype=dtype)
+            for t in range(T):
+                s = t if store else 0
+                h_prev, g, hn = hs[:, t], gates[:, s], hn_all[:, s]
+                rz, r, z, n = g[:, : 2 * H], g[:, :H], g[:, H : 2 * H], g[:, 2 * H :]
+                xp.matmul(h_prev, Wh, out=ah)  # F1, F3 (h_prev @ Wh, all three blocks)
+                xp.add(ax[:, t, : 2 * H], ah[:, : 2 * H], out=rz)  # F1
+                sigmoid(rz, out=rz)  # F2
+                xp.add(ah[:, 2 * H :], b_hn, out=hn)  # F3
+                xp.multiply(r, hn, out=n)  # F3
+                n += ax[:, t, 2 * H :]  # F3
+                xp.tanh(n, out=n)  # F4
+                h_next = hs[:, t + 1]
+                xp.subtract(h_prev, n, out=h_next)  # F5  h = n + z * (h_prev - n)
+                h_next *= z  # F5
+                h_next += n  # F5
+        else:
+            hn_all = None
+            Wh_rz = xp.ascontiguousarray(Wh[:, : 2 * H])  # once per forward: contiguous GEMM
+            Wh_n = xp.ascontiguousarray(Wh[:, 2 * H :])  # operands for the two products
+            a_rz = xp.empty((N, 2 * H), dtype=dtype)
+            rh = xp.empty((N, H), dtype=dtype)
+            a_n = xp.empty((N, H), dtype=dtype)
+            for t in range(T):
+                s = t if store else 0
+                h_prev, g = hs[:, t], gates[:, s]
+                rz, r, z, n = g[:, : 2 * H], g[:, :H], g[:, H : 2 * H], g[:, 2 * H :]
+                xp.matmul(h_prev, Wh_rz, out=a_rz)  # F1
+                xp.add(ax[:, t, : 2 * H], a_rz, out=rz)  # F1
+                sigmoid(rz, out=rz)  # F2
+                xp.multiply(r, h_prev, out=rh)  # F3
+                xp.matmul(rh, Wh_n, out=a_n)  # F3
+                xp.add(ax[:, t, 2 * H :], a_n, out=n)  # F3
+                xp.tanh(n, out=n)  # F4
+                h_next = hs[:, t + 1]
+                xp.subtract(h_prev, n, out=h_next)  # F5  h = n + z * (h_prev - n)
+                h_next *= z  # F5
+                h_next += n  # F5
+
+        self.h = hs[:, -1].copy()
+        self._eval_forward = not store
+        self.cache = TimeGRUCache(xs, hs, gates, hn_all) if store else None
+        return hs[:, 1:].copy()
+
+    def backward(self, dhs):
+        """
+        Parameters
+        ----------
+        dhs : (N, T, H) array
+            Gradient of the loss w.r.t. the forward's output.
+
+        Returns
+        -------
+        dxs : (N, T, D) array
+            Also: adds dWx, dWh, db to ``grads``; sets ``dh`` = dL/dh_0, (N, H).
+        """
+        cache = self._require_forward()
+        xs, hs, gates, hn = cache
+        N, T, D = xs.shape
+        H = self.hidden_size
+        self._check_dhs(dhs, (N, T, H))
+        self.cache = None  # consumed: a second backward for this forward raises
+        Wx, Wh, _ = self.params
+        dWx, dWh, db = self.grads
+        xp = backend.get_array_module(xs)
+        dtype = xs.dtype
+
+        r, z, n = gates[..., :H], gates[..., H : 2 * H], gates[..., 2 * H :]
+        h_prev = hs[:, :-1]
+        dh = xp.empty((N, H), dtype=dtype)
+        dh_next = xp.zeros((N, H), dtype=dtype)
+        norms = self._grad_norm_buffer(T, like=xs)
+
+        if self.reset_after:
+            # da[:, t] holds, per step, the blocks [da_r, da_z, dhn, da_n]: the first three
+            # are the hidden-side gradient dah (one GEMM with Wh.T in the loop).
+            da = xp.empty((N, T, 4, H), dtype=dtype)
+            kn = da[:, :, 3]
+            xp.multiply(n, n, out=kn)  # K2
+            xp.subtract(1, kn, out=kn)  # K2
+            kn *= 1 - z  # K2
+            xp.multiply(kn, r, out=da[:, :, 2])  # K4
+            xp.multiply(da[:, :, 2], hn, out=da[:, :, 0])  # K3  kn * r * hn
+            da[:, :, 0] *= 1 - r  # K3
+            xp.subtract(h_prev, n, out=da[:, :, 1])  # K1
+            da[:, :, 1] *= z  # K1
+            da[:, :, 1] *= 1 - z  # K1
+            dah = da.reshape(N, T, 4 * H)[:, :, : 3 * H]  # [da_r, da_z, dhn] per step
+            WhT = xp.ascontiguousarray(Wh.T)  # once per backward: a contiguous GEMM operand
+            for t in reversed(range(T)):
+                xp.add(dhs[:, t], dh_next, out=dh)  # B0  (out=: no temporary in the hot loop)
+                if norms is not None:
+                    norms[t] = (dh * dh).sum()
+                da[:, t] *= dh[:, None, :]  # B1  all four blocks at once
+                xp.matmul(dah[:, t], WhT, out=dh_next)  # B3
+                dh_next += dh * z[:, t]  # B3
+
+            da2 = da.reshape(N * T, 4 * H)
+            da_x = xp.concatenate((da2[:, : 2 * H], da2[:, 3 * H :]), axis=1)  # da
+            da_h = da2[:, : 3 * H]  # dah
+            dxs = (da_x @ Wx.T).reshape(N, T, D)  # B4
+            dWx += xs.reshape(N * T, D).T @ da_x  # B5
+            dWh += h_prev.reshape(N * T, H).T @ da_h  # B6
+            db[0] += da_x.sum(axis=0)  # B7
+            db[1] += da_h.sum(axis=0)  # B7
+        else:
+            da = xp.empty((N, T, 3, H), dtype=dtype)  # blocks [da_r, da_z, da_n] per step
+            xp.subtract(h_prev, n, out=da[:, :, 1])  # K1
+            da[:, :, 1] *= z  # K1
+            da[:, :, 1] *= 1 - z  # K1
+            xp.multiply(n, n, out=da[:, :, 2])  # K2
+            xp.subtract(1, da[:, :, 2], out=da[:, :, 2])  # K2
+            da[:, :, 2] *= 1 - z  # K2
+            kr = h_prev * r  # K3
+            kr *= 1 - r  # K3
+            da3 = da.reshape(N, T, 3 * H)
+            Wh_rzT = xp.ascontiguousarray(Wh[:, : 2 * H].T)  # once per backward: contiguous
+            Wh_nT = xp.ascontiguousarray(Wh[:, 2 * H :].T)  # GEMM operands
+            drh = xp.empty((N, H), dtype=dtype)
+            for t in reversed(range(T)):
+                xp.add(dhs[:, t], dh_next, out=dh)  # B0  (out=: no temporary in the hot loop)
+                if norms is not None:
+                    norms[t] = (dh * dh).sum()
+                da_t = da[:, t]
+                da_t[:, 1:] *= dh[:, None, :]  # B1  da_z, da_n
+                xp.matmul(da_t[:, 2], Wh_nT, out=drh)  # B2
+                xp.multiply(drh, kr[:, t], out=da_t[:, 0])  # B2  da_r
+                xp.matmul(da3[:, t, : 2 * H], Wh_rzT, out=dh_next)  # B3
+                drh *= r[:, t]  # B3
+                dh_next += drh  # B3
+                dh_next += dh * z[:, t]  # B3
+
+            da2 = da.reshape(N * T, 3 * H)
+            h_prev2 = h_prev.reshape(N * T, H)
+            dxs = (da2 @ Wx.T).reshape(N, T, D)  # B4
+            dWx += xs.reshape(N * T, D).T @ da2  # B5
+            dWh[:, : 2 * H] += h_prev2.T @ da2[:, : 2 * H]  # B6
+            dWh[:, 2 * H :] += (r.reshape(N * T, H) * h_prev2).T @ da2[:, 2 * H :]  # B6
+            db += da2.sum(axis=0)  # B7
+
+        self.dh = dh_next
+        self._store_grad_norms(norms)
+        return dxs

@@ -1,0 +1,264 @@
+"""What the three recurrent Time layers (TimeRNN, TimeLSTM, TimeGRU) have in common.
+
+Not the math -- each cell derives its own forward and backward in its module -- only the
+bookkeeping of truncated backpropagation through time (the book's ``stateful`` layers), which
+would otherwise be written three times:
+
+* parameter validation: ``Wx`` (D, kH), ``Wh`` (H, kH), ``b`` (kH,) with k gate blocks
+  (k = 1 RNN, 4 LSTM, 3 GRU), one float dtype, one backend (:func:`check_recurrent_params`);
+* the recurrent state: ``stateful``, ``h`` (and ``c`` for a cell with a memory cell),
+  ``set_state()``, ``reset_state()``, and the rule that picks the initial state of a forward
+  (:meth:`RecurrentLayer._initial_state`);
+* the gradient w.r.t. that initial state after backward, ``dh`` (and ``dc``);
+* input validation of ``xs`` and ``dhs`` (and of a single step's ``x``, ``h_prev``:
+  :func:`check_step_inputs`);
+* the optional recording of per-step gradient norms (``record_grad_norms``).
+
+The rule for the initial state of a forward (the book's truncated BPTT, made explicit):
+
+1. the state given by ``set_state()`` if one was given since the last forward;
+2. else, if ``stateful``, the last state of the previous forward (``h``/``c``), if any;
+3. else zeros.
+
+After forward, ``h`` (and ``c``) hold the state after the last time step. The state is
+carried across windows by *value*: no gradient crosses a window boundary.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from npgated import backend, checks
+from npgated.layers.base import Layer
+
+
+def check_recurrent_params(Wx, Wh, b, gates: int, bias_rows: int | None = None):
+    """Validate the parameters of a recurrent cell with ``gates`` blocks; return ``(D, H)``.
+
+    Parameters
+    ----------
+    Wx : (D, gates * H) array
+        Input-to-hidden weights.
+    Wh : (H, gates * H) array
+        Hidden-to-hidden weights (H is read from its first dimension).
+    b : (gates * H,) array, or (bias_rows, gates * H) when ``bias_rows`` is given
+        Bias (GRU with ``reset_after=True`` keeps an input-side and a hidden-side row).
+    gates : int
+        Number of gate blocks k (1 RNN, 4 LSTM, 3 GRU).
+    bias_rows : int, optional
+        If given, ``b`` must be 2-D with this many rows.
+
+    Raises
+    ------
+    ValueError
+        A shape does not match, with the expected symbolic and numeric shapes and the actual
+        one, e.g. ``Wx must have shape (D, 4H) = (5, 24), got (5, 20)``.
+    TypeError
+        A parameter is not a floating-point array, or the parameters do not share one
+        dtype or one backend.
+    """
+    for name, p in (("Wx", Wx), ("Wh", Wh), ("b", b)):
+        checks.check_float(p, name)
+    for name, p in (("Wx", Wx), ("Wh", Wh)):
+        if p.ndim != 2:
+            raise ValueError(f"{name} must be a 2-D matrix, got shape {checks.shape_str(p.shape)}")
+    kH = "H" if gates == 1 else f"{gates}H"
+    H = Wh.shape[0]
+    D = Wx.shape[0]
+    checks.check_param_shape(Wh, (H, gates * H), f"(H, {kH})", "Wh")
+    checks.check_param_shape(Wx, (D, gates * H), f"(D, {kH})", "Wx")
+    if bias_rows is None:
+        checks.check_param_shape(b, (gates * H,), f"({kH},)", "b")
+    else:
+        checks.check_param_shape(b, (bias_rows, gates * H), f"({bias_rows}, {kH})", "b")
+    if not (Wx.dtype == Wh.dtype == b.dtype):
+        raise TypeError(
+            f"Wx, Wh and b must share one float dtype, got {Wx.dtype}, {Wh.dtype}, {b.dtype}"
+        )
+    modules = {backend.get_array_module(p).__name__ for p in (Wx, Wh, b)}
+    if len(modules) != 1:
+        raise TypeError(
+            f"Wx, Wh and b must live on one backend, got {sorted(modules)}: "
+            "move them with backend.to_device(p)"
+        )
+    return D, H
+
+
+def check_step_inputs(layer, x, h_prev, c_prev=None) -> None:
+    """Inputs of a single-step layer: x (N, D), h_prev (N, H) (and c_prev (N, H)).
+
+    All in the layer's dtype; D and H are read from ``layer.params[0]`` (Wx) and
+    ``layer.params[1]`` (Wh). Raises ValueError (shape) or TypeError (dtype).
+    """
+    D, H = layer.params[0].shape[0], layer.params[1].shape[0]
+    checks.check_float(x, "x", ndim=2, dtype=layer.dtype, symbolic="(N, D)")
+    checks.check_shape(x, (None, D), "x")
+    N = x.shape[0]
+    checks.check_float(h_prev, "h_prev", ndim=2, dtype=layer.dtype, symbolic="(N, H)")
+    checks.check_shape(h_prev, (N, H), "h_prev")
+    if c_prev is not None:
+        checks.check_float(c_prev, "c_prev", ndim=2, dtype=layer.dtype, symbolic="(N, H)")
+        checks.check_shape(c_prev, (N, H), "c_prev")
+
+
+class RecurrentLayer(Layer):
+    """Base class of the Time layers: TBPTT state, its gradient, validation, gradient norms.
+
+    Subclasses set ``has_cell = True`` if they carry a memory cell ``c`` (LSTM), call
+    ``super().__init__(Wx, Wh, b, stateful=...)`` and, in ``forward``, fill the initial
+    state with :meth:`_initial_state` and set ``self.h`` (and ``self.c``) to the last step's
+    state; ``backward`` sets ``self.dh`` (and ``self.dc``).
+
+    Attributes
+    ----------
+    stateful : bool
+        Carry the last state of one forward into the next (truncated BPTT over windows).
+    h : (N, H) array or None
+        The state after the last step of the last forward, or the state given by
+        ``set_state``. Likewise ``c`` for layers with a memory cell.
+    dh : (N, H) array or None
+        After backward: the gradient of the loss w.r.t. the initial state ``h_0`` of the
+        forward (likewise ``dc``). It is not fed to an earlier window (TBPTT).
+    record_grad_norms : bool
+        Class default False. When True, ``backward`` stores ``grad_norms``, a host float64
+        array (T,) whose entry t is the Frobenius norm (over the batch) of the total gradient
+        w.r.t. the hidden state output at step t: the upstream ``dhs[:, t]`` plus what flows
+        back from step t + 1. When False (the default) no work is done for it and
+        ``grad_norms`` is None.
+    """
+
+    has_cell = False
+    record_grad_norms = False
+
+    def __init__(self, Wx, Wh, b, stateful: bool = False):
+        super().__init__(Wx, Wh, b)
+        self.stateful = bool(stateful)
+        self.h = None
+        self.dh = None
+        if self.has_cell:
+            self.c = None
+            self.dc = None
+        self.grad_norms = None
+        self.cache = None
+        self._state_given = False  # set_state() called since the last forward
+        self._eval_forward = False  # the last forward ran in eval mode (nothing cached)
+
+    # -- sizes ------------------------------------------------------------------------
+    @property
+    def input_size(self) -> int:
+        """D, the size of one input vector."""
+        return self.params[0].shape[0]
+
+    @property
+    def hidden_size(self) -> int:
+        """H, the size of the hidden state."""
+        return self.params[1].shape[0]
+
+    # -- the recurrent state ------------------------------------------------------------
+    def set_state(self, h, c=None) -> None:
+        """Start the next forward from this state (any ``stateful``).
+
+        Parameters
+        ----------
+        h : (N, H) array
+            Initial hidden state, on the parameters' backend, in their dtype.
+        c : (N, H) array, optional
+            Initial memory cell (layers with a cell only); zeros if omitted.
+
+        The batch size N is checked against ``xs`` at the next forward.
+        """
+        name = type(self).__name__
+        H = self.hidden_size
+        states = (("h", h), ("c", c)) if c is not None else (("h", h),)
+        if c is not None and not self.has_cell:
+            raise ValueError(f"{name} has no memory cell: call set_state(h) without c")
+        for label, s in states:
+            checks.check_float(s, label, ndim=2, dtype=self.dtype, symbolic="(N, H)")
+            checks.check_shape(s, (None, H), label)
+            if backend.get_array_module(s) is not backend.get_array_module(self.params[0]):
+                raise TypeError(
+                    f"{label} lives on another backend than {name}'s parameters: move it "
+                    "with backend.to_device(state, like=layer.params[0])"
+                )
+        if c is not None and c.shape != h.shape:
+            raise ValueError(
+                f"c must have the shape of h {checks.shape_str(h.shape)}, "
+                f"got {checks.shape_str(c.shape)}"
+            )
+        self.h = h
+        if self.has_cell:
+            self.c = c
+        self._state_given = True
+
+    def reset_state(self) -> None:
+        """Forget the carried state: the next forward starts from zeros."""
+        self.h = None
+        if self.has_cell:
+            self.c = None
+        self._state_given = False
+
+    def _initial_state(self, N: int, h_out, c_out=None) -> None:
+        """Write the initial state of this forward into ``h_out`` (and ``c_out``), (N, H) views.
+
+        The state given by ``set_state()`` since the last forward; else the carried state if
+        ``stateful``; else zeros (see the module docstring). Consumes the ``set_state`` flag.
+        """
+        given, self._state_given = self._state_given, False
+        if given or (self.stateful and self.h is not None):
+            if self.h.shape[0] != N:
+                where = "the state given by set_state()" if given else "the carried state"
+                raise ValueError(
+                    f"{type(self).__name__}: {where} has batch size {self.h.shape[0]}, but "
+                    f"xs has batch size {N}: call reset_state() (or set_state with N rows) "
+                    "when the batch size changes"
+                )
+            h_out[...] = self.h
+            if c_out is not None:
+                if self.c is None:
+                    c_out[...] = 0
+                else:
+                    c_out[...] = self.c
+        else:
+            h_out[...] = 0
+            if c_out is not None:
+                c_out[...] = 0
+
+    # -- validation -------------------------------------------------------------------
+    def _check_xs(self, xs) -> None:
+        """xs must be a float (N, T, D) array in the parameters' dtype."""
+        checks.check_float(xs, "xs", ndim=3, dtype=self.dtype, symbolic="(N, T, D)")
+        if xs.shape[2] != self.input_size:
+            raise ValueError(
+                f"xs must have shape (N, T, D) with D = {self.input_size}, "
+                f"got {checks.shape_str(xs.shape)}"
+            )
+
+    def _check_dhs(self, dhs, expected_shape) -> None:
+        """dhs must have the shape (N, T, H) of the forward's output and its dtype."""
+        checks.check_float(dhs, "dhs", dtype=self.dtype)
+        if tuple(dhs.shape) != tuple(expected_shape):
+            raise ValueError(
+                f"dhs must have the shape of the forward's output hs "
+                f"{checks.shape_str(expected_shape)}, got {checks.shape_str(dhs.shape)}"
+            )
+
+    def _require_forward(self, cache_name: str = "cache"):
+        if getattr(self, cache_name, None) is None and self._eval_forward:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward after a forward in eval mode (nothing is "
+                "cached then): call train() before the forward"
+            )
+        return super()._require_forward(cache_name)
+
+    # -- gradient norms ---------------------------------------------------------------
+    def _grad_norm_buffer(self, T: int, like):
+        """A zeroed (T,) float64 buffer for squared norms on ``like``'s backend, or None."""
+        if not self.record_grad_norms:
+            self.grad_norms = None
+            return None
+        return backend.get_array_module(like).zeros(T, dtype=np.float64)
+
+    def _store_grad_norms(self, squared) -> None:
+        """``grad_norms`` = sqrt of the recorded squared norms, as a host float64 array."""
+        if squared is not None:
+            self.grad_norms = np.sqrt(backend.to_cpu(squared).astype(np.float64))

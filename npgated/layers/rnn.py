@@ -1,0 +1,332 @@
+"""The vanilla (Elman) recurrent layer: h_t = tanh(x_t @ Wx + h_{t-1} @ Wh + b).
+
+Elman, "Finding structure in time", Cognitive Science 14 (1990); backpropagation through
+time as in Werbos, "Backpropagation through time: what it does and how to do it",
+Proc. IEEE 78 (1990).
+
+The module has three parts, the same in ``lstm.py`` and ``gru.py``:
+
+1. pure step functions ``rnn_step_forward`` / ``rnn_step_backward`` (one time step, all the
+   equations, a named :class:`RNNStepCache`);
+2. :class:`RNN`, the readable single-step layer built on them;
+3. :class:`TimeRNN`, the fast layer over a whole (N, T, D) sequence: the input projection of
+   all T steps is one GEMM before the time loop, the weight gradients are one GEMM each
+   after the backward loop, and the loop itself does only ``h @ Wh`` and element-wise math.
+
+Shapes: N batch, T time steps, D input size, H hidden size.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from npgated import backend, checks
+from npgated.layers.base import Layer
+from npgated.layers.recurrent import RecurrentLayer, check_recurrent_params, check_step_inputs
+
+__all__ = [
+    "RNNStepCache",
+    "rnn_step_forward",
+    "rnn_step_backward",
+    "RNN",
+    "TimeRNNCache",
+    "TimeRNN",
+]
+
+
+# ---------------------------------------------------------------------------------------
+# 1. Step functions
+# ---------------------------------------------------------------------------------------
+class RNNStepCache(NamedTuple):
+    """What ``rnn_step_backward`` needs from ``rnn_step_forward``.
+
+    Attributes
+    ----------
+    x : (N, D) array
+        The step's input.
+    h_prev : (N, H) array
+        The previous hidden state.
+    h_next : (N, H) array
+        The new hidden state tanh(a) (its derivative is 1 - h_next**2).
+    """
+
+    x: object
+    h_prev: object
+    h_next: object
+
+
+def rnn_step_forward(x, h_prev, Wx, Wh, b):
+    """One step of the vanilla RNN.
+
+    Parameters
+    ----------
+    x : (N, D) array
+        Input at this step.
+    h_prev : (N, H) array
+        Hidden state of the previous step.
+    Wx : (D, H) array
+    Wh : (H, H) array
+    b : (H,) array
+
+    Returns
+    -------
+    h_next : (N, H) array
+    cache : RNNStepCache
+
+    Notes
+    -----
+    Forward::
+
+        F1  a = x @ Wx + h_prev @ Wh + b
+        F2  h_next = tanh(a)
+
+    Backward, given dh_next = dL/dh_next (see :func:`rnn_step_backward`)::
+
+        B1  da = dh_next * (1 - h_next**2)          tanh' = 1 - tanh**2
+        B2  dh_prev = da @ Wh.T
+        B3  dx = da @ Wx.T
+        B4  dWx = x.T @ da
+        B5  dWh = h_prev.T @ da
+        B6  db = da.sum(axis=0)                      b is broadcast over the batch
+    """
+    xp = backend.get_array_module(x)
+    a = x @ Wx + h_prev @ Wh + b  # F1
+    h_next = xp.tanh(a)  # F2
+    return h_next, RNNStepCache(x=x, h_prev=h_prev, h_next=h_next)
+
+
+def rnn_step_backward(dh_next, cache: RNNStepCache, Wx, Wh):
+    """Backward of :func:`rnn_step_forward` (equations B1..B6 in its Notes).
+
+    Parameters
+    ----------
+    dh_next : (N, H) array
+        Gradient of the loss w.r.t. ``h_next``.
+    cache : RNNStepCache
+        From the matching forward.
+    Wx : (D, H) array
+    Wh : (H, H) array
+
+    Returns
+    -------
+    dx : (N, D) array
+    dh_prev : (N, H) array
+    dWx : (D, H) array
+    dWh : (H, H) array
+    db : (H,) array
+    """
+    da = dh_next * (1 - cache.h_next**2)  # B1
+    dh_prev = da @ Wh.T  # B2
+    dx = da @ Wx.T  # B3
+    dWx = cache.x.T @ da  # B4
+    dWh = cache.h_prev.T @ da  # B5
+    db = da.sum(axis=0)  # B6
+    return dx, dh_prev, dWx, dWh, db
+
+
+# ---------------------------------------------------------------------------------------
+# 2. The single-step layer
+# ---------------------------------------------------------------------------------------
+class RNN(Layer):
+    """One step of a vanilla RNN as a layer (the textbook version; see :class:`TimeRNN`).
+
+    Parameters
+    ----------
+    Wx : (D, H) array
+    Wh : (H, H) array
+    b : (H,) array
+        All of one float dtype; the layer computes in it.
+
+    Notes
+    -----
+    ``forward(x, h_prev)`` is :func:`rnn_step_forward` (F1-F2); ``backward(dh_next)`` is
+    :func:`rnn_step_backward` (B1-B6) and *adds* dWx, dWh, db to ``grads``.
+    """
+
+    param_names = ("Wx", "Wh", "b")
+
+    def __init__(self, Wx, Wh, b):
+        check_recurrent_params(Wx, Wh, b, gates=1)
+        super().__init__(Wx, Wh, b)
+        self.cache = None
+
+    def forward(self, x, h_prev):
+        """
+        Parameters
+        ----------
+        x : (N, D) array
+        h_prev : (N, H) array
+
+        Returns
+        -------
+        h_next : (N, H) array
+        """
+        Wx, Wh, b = self.params
+        check_step_inputs(self, x, h_prev)
+        h_next, self.cache = rnn_step_forward(x, h_prev, Wx, Wh, b)
+        return h_next
+
+    def backward(self, dh_next):
+        """
+        Parameters
+        ----------
+        dh_next : (N, H) array
+
+        Returns
+        -------
+        dx : (N, D) array
+        dh_prev : (N, H) array
+        """
+        cache = self._require_forward()
+        self.cache = None
+        checks.check_float(dh_next, "dh_next", dtype=self.dtype)
+        checks.check_shape(dh_next, cache.h_next.shape, "dh_next")
+        Wx, Wh, _ = self.params
+        dx, dh_prev, dWx, dWh, db = rnn_step_backward(dh_next, cache, Wx, Wh)
+        self.grads[0] += dWx
+        self.grads[1] += dWh
+        self.grads[2] += db
+        return dx, dh_prev
+
+
+# ---------------------------------------------------------------------------------------
+# 3. The Time layer
+# ---------------------------------------------------------------------------------------
+class TimeRNNCache(NamedTuple):
+    """What ``TimeRNN.backward`` needs from the forward.
+
+    Attributes
+    ----------
+    xs : (N, T, D) array
+        The inputs.
+    hs : (N, T + 1, H) array
+        The hidden states, the initial state at index 0 (``hs[:, t + 1]`` is h_t).
+    """
+
+    xs: object
+    hs: object
+
+
+class TimeRNN(RecurrentLayer):
+    """A vanilla RNN over T time steps, with truncated-BPTT state.
+
+    Parameters
+    ----------
+    Wx : (D, H) array
+    Wh : (H, H) array
+    b : (H,) array
+        All of one float dtype; the layer computes in it.
+    stateful : bool
+        Carry the last hidden state into the next forward (see
+        :mod:`npgated.layers.recurrent` for the rule that picks the initial state).
+
+    Attributes
+    ----------
+    h, dh, stateful, record_grad_norms, grad_norms
+        See :class:`~npgated.layers.recurrent.RecurrentLayer`.
+
+    Notes
+    -----
+    With h_0 the initial state and hs[:, t + 1] = h_t (t = 0..T-1), forward::
+
+        F0  ax = xs @ Wx + b                 all T steps in one GEMM, (N, T, H)
+        F1  a_t = ax[:, t] + h_{t-1} @ Wh    in the loop
+        F2  h_t = tanh(a_t)
+
+    Backward, for t = T-1 down to 0, with dhs[:, t] the upstream gradient of h_t and
+    dh_prev = 0 at the start (nothing arrives from beyond the window: truncated BPTT)::
+
+        B0  dh = dhs[:, t] + dh_prev         total gradient of h_t (dh_prev from step t + 1)
+        B1  da_t = dh * (1 - h_t**2)
+        B2  dh_prev = da_t @ Wh.T            for step t - 1; after the loop it is dL/dh_0
+        B3  dxs = da @ Wx.T                  after the loop, all T steps in one GEMM
+        B4  dWx = xs.T @ da                  contracted over N and T in one GEMM
+        B5  dWh = hs[:, :-1].T @ da          likewise
+        B6  db = da.sum(axis=(0, 1))
+
+    (B1-B6 are those of :func:`rnn_step_backward`, summed over time.)
+    """
+
+    param_names = ("Wx", "Wh", "b")
+
+    def __init__(self, Wx, Wh, b, stateful: bool = False):
+        check_recurrent_params(Wx, Wh, b, gates=1)
+        super().__init__(Wx, Wh, b, stateful=stateful)
+
+    def forward(self, xs):
+        """
+        Parameters
+        ----------
+        xs : (N, T, D) array
+
+        Returns
+        -------
+        hs : (N, T, H) array
+            The hidden states h_1..h_T (a fresh array). ``self.h`` is h_T.
+        """
+        self._check_xs(xs)
+        Wx, Wh, b = self.params
+        N, T, D = xs.shape
+        H = self.hidden_size
+        xp = backend.get_array_module(xs)
+
+        hs = xp.empty((N, T + 1, H), dtype=xs.dtype)
+        self._initial_state(N, hs[:, 0])
+        ax = (xs.reshape(N * T, D) @ Wx).reshape(N, T, H)  # F0
+        ax += b  # F0
+        for t in range(T):
+            a = ax[:, t]  # (N, H) view: a_t is built in place
+            a += hs[:, t] @ Wh  # F1
+            xp.tanh(a, out=hs[:, t + 1])  # F2  (out=: no temporary in the hot loop)
+
+        self.h = hs[:, -1].copy()
+        self._eval_forward = not self.training
+        self.cache = TimeRNNCache(xs=xs, hs=hs) if self.training else None
+        return hs[:, 1:].copy()
+
+    def backward(self, dhs):
+        """
+        Parameters
+        ----------
+        dhs : (N, T, H) array
+            Gradient of the loss w.r.t. the forward's output.
+
+        Returns
+        -------
+        dxs : (N, T, D) array
+            Also: adds dWx, dWh, db to ``grads``; sets ``dh`` = dL/dh_0, (N, H).
+        """
+        cache = self._require_forward()
+        self.cache = None
+        xs, hs = cache
+        N, T, D = xs.shape
+        H = self.hidden_size
+        self._check_dhs(dhs, (N, T, H))
+        Wx, Wh, _ = self.params
+        dWx, dWh, db = self.grads
+        xp = backend.get_array_module(xs)
+
+        WhT = xp.ascontiguousarray(Wh.T)  # once per backward: a contiguous operand for GEMM
+        da = xp.empty((N, T, H), dtype=xs.dtype)
+        dh = xp.empty((N, H), dtype=xs.dtype)
+        dh_prev = xp.zeros((N, H), dtype=xs.dtype)  # nothing arrives from beyond step T
+        norms = self._grad_norm_buffer(T, like=xs)
+        for t in reversed(range(T)):
+            xp.add(dhs[:, t], dh_prev, out=dh)  # B0  (out=: no temporary in the hot loop)
+            if norms is not None:
+                norms[t] = (dh * dh).sum()
+            h = hs[:, t + 1]
+            da_t = da[:, t]
+            xp.multiply(h, h, out=da_t)  # B1  da_t = dh * (1 - h**2), built in place
+            xp.subtract(1, da_t, out=da_t)  # B1
+            da_t *= dh  # B1
+            dh_prev = da_t @ WhT  # B2
+
+        da2 = da.reshape(N * T, H)
+        dxs = (da2 @ Wx.T).reshape(N, T, D)  # B3
+        dWx += xs.reshape(N * T, D).T @ da2  # B4
+        dWh += hs[:, :-1].reshape(N * T, H).T @ da2  # B5
+        db += da2.sum(axis=0)  # B6
+        self.dh = dh_prev
+        self._store_grad_norms(norms)
+        return dxs

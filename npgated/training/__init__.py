@@ -1,0 +1,1 @@
+"""Training: the loop, evaluation, learning-rate schedules, checkpoints and logging."""

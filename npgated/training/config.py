@@ -1,0 +1,164 @@
+"""Training configuration: one frozen dataclass, the single source of truth.
+
+The command line is generated from these fields (``help`` from each field's metadata), the
+run directory gets them as ``config.json``, and checkpoints store them. Presets are partial
+configs applied on top of the defaults, and every field stays overridable.
+
+Presets
+-------
+book-small      DLfS2 ch. 6 ``train_rnnlm.py``: Rnnlm 100/100, 1 layer, batch 20, T 35,
+                SGD lr 20, clip 0.25, 4 epochs (book: test perplexity ~136).
+book-better     DLfS2 ch. 6 ``train_better_rnnlm.py``: BetterRnnlm 650/650, 2 layers,
+                dropout 0.5, tied, SGD lr 20 divided by 4 on a validation plateau, 40 epochs.
+zaremba-small   Zaremba et al. 2014 small: 2 x 200 LSTM, no dropout, T 20, batch 20,
+                SGD lr 1 halved every epoch after epoch 4, clip 5, init U(-0.1, 0.1), 13 epochs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+
+def _f(default, help_text, **kw):
+    return field(default=default, metadata={"help": help_text, **kw})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run."""
+
+    # model
+    model: str = _f("Rnnlm", "model class", choices=("Rnnlm", "BetterRnnlm"))
+    cell: str = _f("lstm", "recurrent cell", choices=("lstm", "gru", "rnn"))
+    wordvec_size: int = _f(100, "embedding size D")
+    hidden_size: int = _f(100, "hidden size H")
+    num_layers: int = _f(1, "number of stacked recurrent layers (BetterRnnlm)")
+    dropout: float = _f(0.0, "dropout ratio in [0, 1) (BetterRnnlm)")
+    variational: bool = _f(True, "variational dropout: one mask per sequence, reused over time")
+    tie_weights: bool = _f(False, "tie the output matrix to the embedding (needs H == D)")
+    init: str = _f("book", "initialisation: 'book' (scaled normal) or a uniform scale like 0.1")
+    # data
+    data_dir: str | None = _f(None, "folder with ptb.{train,valid,test}.txt "
+                                    "(default: $NPGATED_DATA_DIR, else download to a cache)")
+    batch_size: int = _f(20, "batch size N (parallel streams)")
+    time_size: int = _f(35, "truncated-BPTT window T")
+    # optimisation
+    optimizer: str = _f("sgd", "optimizer",
+                        choices=("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"))
+    lr: float = _f(20.0, "learning rate")
+    max_grad_norm: float = _f(0.25, "global gradient-norm clip (0 disables clipping)")
+    schedule: str = _f("constant", "learning-rate schedule",
+                       choices=("constant", "plateau", "step"))
+    lr_factor: float = _f(4.0, "divide the learning rate by this (plateau and step schedules)")
+    lr_decay_start: int = _f(4, "step schedule: first epoch after which the lr is divided")
+    epochs: int = _f(4, "number of epochs")
+    max_iters: int | None = _f(None, "stop each epoch after this many iterations (quick runs)")
+    # bookkeeping
+    seed: int = _f(0, "seed for initialisation and dropout")
+    dtype: str = _f("float32", "compute dtype", choices=("float32", "float64"))
+    backend: str = _f("numpy", "array backend", choices=("numpy", "cupy", "fake-cupy"))
+    run_dir: str = _f("runs/npgated", "where config.json, metrics.jsonl, checkpoints and the plot go")
+    log_interval: int = _f(100, "iterations between log lines")
+    checkpoint_interval: int = _f(0, "also save last.npz every this many iterations (0: epoch ends only)")
+    progress: bool = _f(True, "show a tqdm progress bar")
+
+    def __post_init__(self):
+        _validate(self)
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown config fields {unknown}")
+        return cls(**d)
+
+    def init_value(self):
+        """``"book"`` or the uniform scale as a float."""
+        return "book" if self.init == "book" else float(self.init)
+
+    def model_kwargs(self, vocab_size: int) -> dict:
+        """Keyword arguments for the model class."""
+        kw = dict(vocab_size=vocab_size, wordvec_size=self.wordvec_size,
+                  hidden_size=self.hidden_size, cell=self.cell, init=self.init_value())
+        if self.model == "BetterRnnlm":
+            kw.update(num_layers=self.num_layers, dropout_ratio=self.dropout,
+                      variational=self.variational, tie_weights=self.tie_weights)
+        return kw
+
+
+def _validate(c: TrainConfig) -> None:
+    for f in dataclasses.fields(c):
+        choices = f.metadata.get("choices")
+        if choices and getattr(c, f.name) not in choices:
+            raise ValueError(
+                f"{f.name}={getattr(c, f.name)!r} is not valid; choose one of: {', '.join(choices)}"
+            )
+    for name in ("wordvec_size", "hidden_size", "num_layers", "batch_size", "time_size",
+                 "epochs", "log_interval"):
+        v = getattr(c, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if c.max_iters is not None and c.max_iters < 1:
+        raise ValueError(f"max_iters must be a positive integer, got {c.max_iters!r}")
+    if c.checkpoint_interval < 0:
+        raise ValueError(f"checkpoint_interval must be >= 0, got {c.checkpoint_interval}")
+    if not 0.0 <= c.dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {c.dropout}")
+    if not c.lr > 0:
+        raise ValueError(f"lr must be > 0, got {c.lr}")
+    if c.max_grad_norm < 0:
+        raise ValueError(f"max_grad_norm must be >= 0 (0 disables clipping), got {c.max_grad_norm}")
+    if not c.lr_factor > 1:
+        raise ValueError(f"lr_factor must be > 1, got {c.lr_factor}")
+    if c.init != "book":
+        try:
+            scale = float(c.init)
+        except ValueError:
+            raise ValueError(f"init must be 'book' or a positive number, got {c.init!r}") from None
+        if not scale > 0:
+            raise ValueError(f"init must be 'book' or a positive number, got {c.init!r}")
+    if c.model == "Rnnlm" and (c.num_layers != 1 or c.dropout or c.tie_weights):
+        raise ValueError(
+            "Rnnlm has one layer, no dropout and no tying: use --model BetterRnnlm for "
+            "num_layers/dropout/tie_weights"
+        )
+    if c.tie_weights and c.hidden_size != c.wordvec_size:
+        raise ValueError(
+            f"tie_weights needs hidden_size == wordvec_size, got {c.hidden_size} and "
+            f"{c.wordvec_size}"
+        )
+
+
+PRESETS: dict[str, dict] = {
+    "book-small": dict(model="Rnnlm", cell="lstm", wordvec_size=100, hidden_size=100,
+                       batch_size=20, time_size=35, optimizer="sgd", lr=20.0,
+                       max_grad_norm=0.25, schedule="constant", epochs=4),
+    "book-better": dict(model="BetterRnnlm", cell="lstm", wordvec_size=650, hidden_size=650,
+                        num_layers=2, dropout=0.5, variational=True, tie_weights=True,
+                        batch_size=20, time_size=35, optimizer="sgd", lr=20.0,
+                        max_grad_norm=0.25, schedule="plateau", lr_factor=4.0, epochs=40),
+    "zaremba-small": dict(model="BetterRnnlm", cell="lstm", wordvec_size=200, hidden_size=200,
+                          num_layers=2, dropout=0.0, tie_weights=False, batch_size=20,
+                          time_size=20, optimizer="sgd", lr=1.0, max_grad_norm=5.0,
+                          schedule="step", lr_factor=2.0, lr_decay_start=4, init="0.1",
+                          epochs=13),
+}
+
+
+def preset(name: str, **overrides) -> TrainConfig:
+    """The config of a named preset with ``overrides`` applied."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    return TrainConfig(**{**PRESETS[name], **overrides})

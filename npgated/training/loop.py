@@ -1,0 +1,317 @@
+"""Training a language model on a corpus: the loop, its bookkeeping, resuming.
+
+The loop itself is :func:`fit`; each iteration is the five steps of the book, in order::
+
+    model.zero_grads()                          # gradients accumulate: clear them first
+    loss = model.forward(xs, ts)                # mean cross-entropy of one (N, T) window
+    model.backward()                            # BPTT within the window
+    norm = clip_grads(model.grads, max_norm)    # global norm over the unique gradients
+    optimizer.update(model.params, model.grads)
+
+followed by logging. After each epoch: validation perplexity, the learning-rate schedule,
+``best.npz`` when validation improved, ``last.npz`` (resumable), ``metrics.jsonl`` and
+``perplexity.png`` in the run directory.
+
+Faults lose nothing: a non-finite loss or gradient norm stops training with
+:class:`TrainingDiverged` *before* the update, and the last good checkpoint stays; Ctrl-C
+(SIGINT) or SIGTERM finishes the current iteration, writes a resumable ``last.npz`` and
+returns with ``interrupted`` set. Resuming restores parameters, optimizer state, the
+recurrent state, every random generator, the batcher position and the schedule, so the run
+continues with exactly the numbers an uninterrupted run produces.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from npgated import backend
+from npgated.data import ptb
+from npgated.data.batching import TBPTTBatcher
+from npgated.models.rnnlm import build_model
+from npgated.optim import make_optimizer
+from npgated.optim.clip import clip_grads, global_norm
+from npgated.training.checkpoint import load_checkpoint, restore, save_checkpoint
+from npgated.training.config import TrainConfig
+from npgated.training.evaluate import eval_perplexity
+from npgated.training.plotting import plot_perplexity
+from npgated.training.schedule import make_schedule
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient norm became non-finite; nothing was updated or saved."""
+
+
+@dataclass
+class Progress:
+    """Where a run is; saved in checkpoints so that a resumed run continues exactly."""
+
+    epoch: int = 1  # 1-based epoch in progress
+    iteration: int = 0  # iterations done in this epoch
+    total_iterations: int = 0
+    lr: float = 0.0
+    best_val_ppl: float | None = None
+    last_loss: float | None = None
+    interval_loss: float = 0.0  # sum of losses since the last log line
+    interval_count: int = 0
+    schedule: dict = field(default_factory=dict)
+    batcher: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_val_ppl: float | None
+    test_ppl: float | None
+    progress: Progress
+    interrupted: int | None = None  # the signal number that stopped the run, if any
+
+
+class _StopRequests:
+    """Turn SIGINT / SIGTERM into a flag checked between iterations (never mid-update)."""
+
+    def __init__(self):
+        self.signum = None
+        self._old = {}
+
+    def _handler(self, signum, frame):
+        self.signum = signum
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for s, old in self._old.items():
+            signal.signal(s, old)
+        return False
+
+
+class Run:
+    """The run directory: config.json, metrics.jsonl, last.npz, best.npz, perplexity.png."""
+
+    def __init__(self, run_dir, config: TrainConfig):
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config = config
+        (self.dir / "config.json").write_text(config.to_json() + "\n")
+        self.metrics_path = self.dir / "metrics.jsonl"
+
+    @property
+    def last(self) -> Path:
+        return self.dir / "last.npz"
+
+    @property
+    def best(self) -> Path:
+        return self.dir / "best.npz"
+
+    def log(self, record: dict) -> None:
+        with open(self.metrics_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def history(self) -> list[dict]:
+        if not self.metrics_path.exists():
+            return []
+        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line]
+
+    def plot(self) -> None:
+        plot_perplexity(self.history(), self.dir / "perplexity.png")
+
+
+def save_state(path, model, optimizer, progress: Progress, config: TrainConfig,
+               vocab_checksum: str | None) -> None:
+    """Write a resumable checkpoint (parameters, optimizer, state, generators, position)."""
+    meta = dict(progress=progress.__dict__, train_config=config.to_dict(),
+                vocab_checksum=vocab_checksum, rng_states=model.rng_states())
+    save_checkpoint(path, model, optimizer, meta=meta, extra=model.recurrent_state())
+
+
+def fit(model, optimizer, schedule, batcher, valid_corpus, config: TrainConfig, run: Run,
+        progress: Progress, vocab_checksum=None, stop_after: int | None = None):
+    """Train until ``config.epochs`` are done; returns the signal number if interrupted.
+
+    ``stop_after`` behaves like a Ctrl-C after that many iterations in total (tests).
+    """
+    N, T = config.batch_size, config.time_size
+    per_epoch = min(len(batcher), config.max_iters or len(batcher))
+    with _StopRequests() as stop:
+        while progress.epoch <= config.epochs:
+            model.train()
+            optimizer.lr = progress.lr
+            bar = tqdm(total=per_epoch, initial=progress.iteration, disable=not config.progress,
+                       desc=f"epoch {progress.epoch}/{config.epochs}", unit="it", leave=False)
+            tic, tokens = time.perf_counter(), 0
+            while progress.iteration < per_epoch:
+                if stop.signum is None and stop_after is not None \
+                        and progress.total_iterations >= stop_after:
+                    stop.signum = signal.SIGINT
+                if stop.signum is not None:
+                    bar.close()
+                    progress.batcher = batcher.state_dict()
+                    save_state(run.last, model, optimizer, progress, config, vocab_checksum)
+                    logger.warning("interrupted: resumable checkpoint written to %s", run.last)
+                    return stop.signum
+                xs, ts = batcher.next_batch()
+                model.zero_grads()
+                loss = float(model.forward(xs, ts))
+                model.backward()
+                if config.max_grad_norm > 0:
+                    norm = clip_grads(model.grads, config.max_grad_norm)
+                else:
+                    norm = global_norm(model.grads)
+                if not (math.isfinite(loss) and math.isfinite(norm)):
+                    bar.close()
+                    raise TrainingDiverged(
+                        f"non-finite {'loss' if not math.isfinite(loss) else 'gradient norm'} "
+                        f"at epoch {progress.epoch}, iteration {progress.iteration + 1} "
+                        f"(loss {loss}, gradient norm {norm}); last finite loss "
+                        f"{progress.last_loss}. Nothing was updated; the last good checkpoint "
+                        f"is {run.last if run.last.exists() else 'not written yet'}. "
+                        "Try a smaller --lr or a smaller --max-grad-norm."
+                    )
+                optimizer.update(model.params, model.grads)
+
+                progress.iteration += 1
+                progress.total_iterations += 1
+                progress.last_loss = loss
+                progress.interval_loss += loss
+                progress.interval_count += 1
+                tokens += N * T
+                bar.update(1)
+                if config.progress:
+                    elapsed = time.perf_counter() - tic
+                    bar.set_postfix(ppl=f"{math.exp(loss):.1f}", lr=f"{progress.lr:.3g}",
+                                    tok_s=f"{tokens / max(elapsed, 1e-9):.0f}")
+                if progress.iteration % config.log_interval == 0 or progress.iteration == per_epoch:
+                    _log_interval(run, progress, per_epoch, tic, tokens, N * T)
+                if config.checkpoint_interval and \
+                        progress.total_iterations % config.checkpoint_interval == 0:
+                    progress.batcher = batcher.state_dict()
+                    save_state(run.last, model, optimizer, progress, config, vocab_checksum)
+            bar.close()
+
+            # -- end of epoch: validate, schedule, checkpoint, plot --------------------
+            model.reset_state()
+            val_ppl = eval_perplexity(model, valid_corpus, N, T) if valid_corpus is not None \
+                else None
+            improved = val_ppl is not None and (progress.best_val_ppl is None
+                                                or val_ppl < progress.best_val_ppl)
+            run.log(dict(kind="valid", epoch=progress.epoch, ppl=val_ppl, lr=progress.lr,
+                         improved=improved))
+            logger.info("| end of epoch %d | valid ppl %.2f | lr %.4g%s", progress.epoch,
+                        val_ppl if val_ppl is not None else float("nan"), progress.lr,
+                        " | best" if improved else "")
+            if improved:
+                progress.best_val_ppl = val_ppl
+            progress.lr = schedule.step(progress.epoch, progress.lr, val_ppl)
+            progress.schedule = schedule.state_dict()
+            progress.epoch += 1
+            progress.iteration = 0
+            progress.batcher = batcher.state_dict()
+            if improved:
+                save_state(run.best, model, optimizer, progress, config, vocab_checksum)
+            save_state(run.last, model, optimizer, progress, config, vocab_checksum)
+            run.plot()
+    return None
+
+
+def _log_interval(run: Run, progress: Progress, per_epoch: int, tic: float, tokens: int,
+                  tokens_per_iter: int) -> None:
+    mean = progress.interval_loss / progress.interval_count
+    ms = 1000 * (time.perf_counter() - tic) * tokens_per_iter / max(tokens, 1)
+    logger.info("| epoch %3d | %5d/%5d batches | lr %.4g | ms/batch %7.1f | loss %5.2f | ppl %8.2f",
+                progress.epoch, progress.iteration, per_epoch, progress.lr, ms, mean,
+                math.exp(mean))
+    run.log(dict(kind="train", epoch=progress.epoch, iteration=progress.iteration,
+                 progress=progress.epoch - 1 + progress.iteration / per_epoch,
+                 loss=mean, ppl=math.exp(mean), lr=progress.lr, ms_per_batch=ms))
+    progress.interval_loss, progress.interval_count = 0.0, 0
+
+
+def load_corpora(config: TrainConfig):
+    """(train, valid, test, word_to_id, id_to_word) of PTB from ``config.data_dir``."""
+    train, word_to_id, id_to_word = ptb.load_data("train", config.data_dir)
+    valid, _, _ = ptb.load_data("valid", config.data_dir)
+    test, _, _ = ptb.load_data("test", config.data_dir)
+    return train, valid, test, word_to_id, id_to_word
+
+
+def train(config: TrainConfig, corpora=None, resume: bool = False,
+          stop_after: int | None = None) -> TrainResult:
+    """Build everything from ``config``, train, and evaluate the best model on the test set.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    corpora : (train, valid, test, word_to_id), optional
+        Token-id arrays and the vocabulary; default: PTB from ``config.data_dir``.
+        ``valid`` / ``test`` may be None (no validation / no test evaluation).
+    resume : bool
+        Continue from ``<run_dir>/last.npz`` (the config must describe the same model).
+    stop_after : int, optional
+        Stop as if interrupted after this many iterations in total (for tests).
+    """
+    backend.use(config.backend)
+    if corpora is None:
+        train_c, valid_c, test_c, word_to_id, _ = load_corpora(config)
+    else:
+        train_c, valid_c, test_c, word_to_id = corpora[:4]
+    checksum = ptb.vocab_checksum(word_to_id)
+    model = build_model(dict(model=config.model, **config.model_kwargs(len(word_to_id))),
+                        dtype=np.dtype(config.dtype), seed=config.seed)
+    optimizer = make_optimizer(config.optimizer, config.lr)
+    schedule = _make_schedule(config)
+    batcher = TBPTTBatcher(train_c, config.batch_size, config.time_size)
+    run = Run(config.run_dir, config)
+    progress = Progress(lr=config.lr)
+
+    if resume:
+        if not run.last.exists():
+            raise FileNotFoundError(
+                f"cannot resume: no checkpoint at {run.last}; start without --resume"
+            )
+        ckpt = load_checkpoint(run.last)
+        restore(model, ckpt, optimizer, vocab_checksum=checksum)
+        progress = Progress(**ckpt.meta["progress"])
+        model.set_rng_states(ckpt.meta["rng_states"])
+        model.set_recurrent_state(ckpt.extra)
+        batcher.load_state_dict(progress.batcher)
+        if progress.schedule:
+            schedule.load_state_dict(progress.schedule)
+        logger.info("resumed from %s at epoch %d, iteration %d", run.last, progress.epoch,
+                    progress.iteration)
+    else:
+        run.metrics_path.write_text("")
+
+    logger.info("%r", model)
+    interrupted = fit(model, optimizer, schedule, batcher, valid_c, config, run, progress,
+                      vocab_checksum=checksum, stop_after=stop_after)
+    test_ppl = None
+    if interrupted is None and test_c is not None:
+        best = run.best if run.best.exists() else run.last
+        restore(model, load_checkpoint(best), vocab_checksum=checksum)
+        test_ppl = eval_perplexity(model, test_c, config.batch_size, config.time_size)
+        run.log(dict(kind="test", ppl=test_ppl, checkpoint=best.name))
+        logger.info("| end of training | test ppl %.2f (%s)", test_ppl, best.name)
+    return TrainResult(run.dir, progress.best_val_ppl, test_ppl, progress, interrupted)
+
+
+def _make_schedule(config: TrainConfig):
+    if config.schedule == "plateau":
+        return make_schedule("plateau", factor=config.lr_factor)
+    if config.schedule == "step":
+        return make_schedule("step", start_epoch=config.lr_decay_start, factor=config.lr_factor)
+    return make_schedule("constant")

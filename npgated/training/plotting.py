@@ -1,0 +1,35 @@
+"""Figures of a training run, saved to files (never shown: no display is assumed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def plot_perplexity(history: list[dict], path) -> Path:
+    """Training (per log interval) and validation (per epoch) perplexity, log scale.
+
+    ``history`` holds the records of ``metrics.jsonl``: ``{"kind": "train", "progress":
+    epochs as a float, "ppl": ...}`` and ``{"kind": "valid", "epoch": ..., "ppl": ...}``.
+    """
+    import matplotlib  # noqa: PLC0415 (import only when a figure is wanted)
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    train = [(r["progress"], r["ppl"]) for r in history if r.get("kind") == "train"]
+    valid = [(r["epoch"], r["ppl"]) for r in history if r.get("kind") == "valid"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if train:
+        ax.plot(*zip(*train), label="train (interval mean)", lw=1)
+    if valid:
+        ax.plot(*zip(*valid), "o-", label="validation", lw=2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("perplexity")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

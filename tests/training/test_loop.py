@@ -1,0 +1,115 @@
+import json
+import math
+
+import numpy as np
+import pytest
+
+from npgated import backend
+from npgated.data import ptb
+from npgated.training.checkpoint import load_checkpoint
+from npgated.training.config import TrainConfig
+from npgated.training.loop import TrainingDiverged, train
+
+
+
+@pytest.fixture
+def corpora(synthetic_ptb):
+    folder = synthetic_ptb
+    train_c, w2i, _ = ptb.load_data("train", folder)
+    valid, _, _ = ptb.load_data("valid", folder)
+    test, _, _ = ptb.load_data("test", folder)
+    return train_c, valid, test, w2i
+
+
+def _config(tmp_path, **kw):
+    base = dict(model="BetterRnnlm", wordvec_size=16, hidden_size=16, num_layers=2, dropout=0.2,
+                tie_weights=True, batch_size=4, time_size=5, lr=2.0, max_grad_norm=1.0,
+                epochs=2, max_iters=25, schedule="plateau", log_interval=10, progress=False,
+                run_dir=str(tmp_path / "run"), seed=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_training_lowers_perplexity_and_writes_run_dir(tmp_path, corpora):
+    result = train(_config(tmp_path, epochs=3, max_iters=None), corpora)
+    run = result.run_dir
+    for name in ("config.json", "metrics.jsonl", "last.npz", "best.npz", "perplexity.png"):
+        assert (run / name).stat().st_size > 0, name
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    valid = [r["ppl"] for r in records if r["kind"] == "valid"]
+    assert len(valid) == 3 and valid[-1] < valid[0]
+    vocab = len(corpora[3])
+    assert result.test_ppl < vocab / 2  # far better than uniform
+    assert json.loads((run / "config.json").read_text())["hidden_size"] == 16
+
+
+def test_same_seed_bit_identical(tmp_path, corpora):
+    a = train(_config(tmp_path, run_dir=str(tmp_path / "a")), corpora)
+    b = train(_config(tmp_path, run_dir=str(tmp_path / "b")), corpora)
+    la = (a.run_dir / "metrics.jsonl").read_text()
+    lb = (b.run_dir / "metrics.jsonl").read_text()
+    strip = lambda text: [{k: v for k, v in json.loads(l).items() if k != "ms_per_batch"}  # noqa: E731
+                          for l in text.splitlines()]
+    assert strip(la) == strip(lb)
+
+
+@pytest.mark.parametrize("stop_after", [7, 25, 31])
+def test_resume_continues_exactly(tmp_path, corpora, stop_after):
+    """Interrupted at iteration k (mid-epoch, at an epoch end, in epoch 2), then resumed."""
+    full = train(_config(tmp_path, run_dir=str(tmp_path / "full")), corpora)
+    cfg = _config(tmp_path, run_dir=str(tmp_path / "cut"))
+    first = train(cfg, corpora, stop_after=stop_after)
+    assert first.interrupted is not None
+    second = train(cfg, corpora, resume=True)
+    assert second.interrupted is None
+    a = load_checkpoint(full.run_dir / "last.npz").params
+    b = load_checkpoint(second.run_dir / "last.npz").params
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert full.test_ppl == second.test_ppl
+    assert full.best_val_ppl == second.best_val_ppl
+
+
+def test_nan_stops_training_and_keeps_last_good_checkpoint(tmp_path, corpora, monkeypatch):
+    from npgated.training import loop
+
+    cfg = _config(tmp_path, epochs=3)
+    calls = {"n": 0}
+    real_update = loop.make_optimizer
+
+    def poisoned(name, lr):
+        opt = real_update(name, lr)
+        update = opt.update
+
+        def update_then_poison(params, grads):
+            update(params, grads)
+            calls["n"] += 1
+            if calls["n"] == 30:  # in epoch 2: a parameter becomes NaN mid-training
+                params[1][0, 0] = np.nan
+
+        opt.update = update_then_poison
+        return opt
+
+    monkeypatch.setattr(loop, "make_optimizer", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"epoch 2, iteration 6 .*last finite loss"):
+        train(cfg, corpora)
+    ckpt = load_checkpoint(tmp_path / "run" / "last.npz")
+    assert ckpt.meta["progress"]["epoch"] == 2  # written after epoch 1, never overwritten
+    assert all(np.isfinite(a).all() for a in ckpt.params.values())
+
+
+def test_plain_rnnlm_and_other_optimizers(tmp_path, corpora):
+    for opt in ("adam", "momentum"):
+        cfg = _config(tmp_path, model="Rnnlm", num_layers=1, dropout=0.0, tie_weights=False,
+                      optimizer=opt, lr=0.01 if opt == "adam" else 0.5, epochs=1,
+                      run_dir=str(tmp_path / opt), schedule="constant")
+        result = train(cfg, corpora)
+        assert math.isfinite(result.test_ppl)
+
+
+def test_fake_cupy_backend_trains(tmp_path, corpora):
+    try:
+        result = train(_config(tmp_path, backend="fake-cupy", epochs=1, max_iters=5), corpora)
+    finally:
+        backend.use("numpy")
+    assert math.isfinite(result.test_ppl)
