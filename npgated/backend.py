@@ -243,6 +243,8 @@ def _strip(x):
         return tuple(_strip(v) for v in x)
     if isinstance(x, list):
         return [_strip(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _strip(v) for k, v in x.items()}
     return x
 
 

@@ -219,14 +219,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _configure_logging(level) -> None:
+    """Library code logs to the "npgated" logger; the CLI prints its records to stdout."""
+    logger = logging.getLogger("npgated")
+    for handler in list(logger.handlers):
+        if getattr(handler, "_npgated_cli", False):
+            logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler._npgated_cli = True
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "quiet", False):
-        level = logging.WARNING
-    else:
-        level = logging.INFO
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stdout)
+    _configure_logging(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, TypeError) as exc:

@@ -346,10 +346,11 @@ def _model_cases(target):
 
     if target in ("rnnlm", "all"):
         for cell in ("rnn", "lstm", "gru"):
-            yield f"Rnnlm ({cell})", Rnnlm(11, 5, 6, cell=cell, seed=0, dtype=np.float64), ()
+            yield f"Rnnlm ({cell})", Rnnlm(11, 5, 6, cell=cell, seed=0, dtype=np.float64, init=0.5), ()
     if target in ("better", "all"):
         yield ("BetterRnnlm (2 layers, tied, variational dropout)",
-               BetterRnnlm(11, 6, 6, num_layers=2, dropout_ratio=0.3, seed=0, dtype=np.float64),
+               BetterRnnlm(11, 6, 6, num_layers=2, dropout_ratio=0.3, seed=0, dtype=np.float64,
+                           init=0.5),
                ("embed.W",))
 
 

@@ -36,8 +36,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numpy as np
-
 from npgated import backend, checks
 from npgated.functional import sigmoid
 from npgated.layers.base import Layer

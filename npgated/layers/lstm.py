@@ -247,6 +247,22 @@ class LSTM(Layer):
 # ---------------------------------------------------------------------------------------
 # 3. The Time layer
 # ---------------------------------------------------------------------------------------
+def _gate_scale_shift(H: int, like):
+    """(4H,) vectors ``scale``, ``shift`` with ``scale * tanh(scale * a) + shift`` = F2.
+
+    On the sigmoid blocks i, f, o: scale = 0.5, shift = 0.5, since sigma(a) = 0.5 *
+    tanh(0.5 * a) + 0.5; on the tanh block g: scale = 1, shift = 0. This lets the time loop
+    apply all four activations to the packed (N, 4H) pre-activation in four array operations
+    instead of nine.
+    """
+    xp = backend.get_array_module(like)
+    scale = xp.full(4 * H, 0.5, dtype=like.dtype)
+    shift = xp.full(4 * H, 0.5, dtype=like.dtype)
+    scale[2 * H : 3 * H] = 1
+    shift[2 * H : 3 * H] = 0
+    return scale, shift
+
+
 class TimeLSTMCache(NamedTuple):
     """What ``TimeLSTM.backward`` needs from the forward.
 
@@ -272,13 +288,20 @@ class TimeLSTMCache(NamedTuple):
 class TimeLSTM(RecurrentLayer):
     """An LSTM over T time steps, with truncated-BPTT state.
 
+    Computes the same numbers as T applications of :class:`LSTM` (the tests check it), with
+    the input projection of all steps in one GEMM before the time loop, only ``h @ Wh`` and
+    element-wise math inside it, and the weight gradients as one GEMM each after the
+    backward loop.
+
     Parameters
     ----------
     Wx : (D, 4H) array
+        Input-to-hidden weights, gate blocks i, f, g, o.
     Wh : (H, 4H) array
+        Hidden-to-hidden weights, gate blocks i, f, g, o.
     b : (4H,) array
-        Gate blocks i, f, g, o (PyTorch order; the book packs f, g, i, o); all of one float
-        dtype, the layer computes in it.
+        Bias, gate blocks i, f, g, o (PyTorch order; the book packs f, g, i, o). All three
+        of one float dtype; the layer computes in it.
     stateful : bool
         Carry the last (h, c) into the next forward (see :mod:`npgated.layers.recurrent` for
         the rule that picks the initial state).
@@ -286,38 +309,52 @@ class TimeLSTM(RecurrentLayer):
     Attributes
     ----------
     h, c, dh, dc, stateful, record_grad_norms, grad_norms
-        See :class:`~npgated.layers.recurrent.RecurrentLayer`.
+        See :class:`~npgated.layers.recurrent.RecurrentLayer`. ``grad_norms[t]`` is the
+        norm of ``dh`` at B0 below (upstream plus what flows back from step t + 1).
 
     Notes
     -----
-    The equations of :func:`lstm_step_forward` / :func:`lstm_step_backward`, arranged for
-    speed. With h_0, c_0 the initial state, hs[:, t + 1] = h_t, cs[:, t + 1] = c_t, and
-    ``gates`` one packed (N, T, 4H) array (a_t is built in ``gates[:, t]`` and overwritten
-    by the gates [i | f | g | o]), forward::
+    Forward, h_{t-1} = hs[:, t], c_{t-1} = cs[:, t] (index 0: the initial state), h_t =
+    hs[:, t + 1], c_t = cs[:, t + 1]; ``gates[:, t]`` (N, 4H) first holds the
+    pre-activation a_t and is then overwritten, in place, by the gates [i | f | g | o]::
 
         F0  ax = xs @ Wx + b                      all T steps in one GEMM, (N, T, 4H)
-        F1  a_t = ax[:, t] + h_{t-1} @ Wh         in the loop: the only GEMM per step
-        F2  i, f, g, o = sigma(a_i), sigma(a_f), tanh(a_g), sigma(a_o)
+        F1  a_t = ax[:, t] + h_{t-1} @ Wh         the only GEMM in the loop
+        F2  [i | f | g | o] = scale * tanh(scale * a_t) + shift
         F3  c_t = f * c_{t-1} + i * g
         F4  h_t = o * tanh(c_t)
 
-    Backward, for t = T-1 down to 0, starting from dh_prev = dc_prev = 0 (nothing arrives
-    from beyond the window: truncated BPTT). The activation derivatives
-    ``dact = [i*(1-i) | f*(1-f) | 1-g**2 | o*(1-o)]`` and ``o * (1 - tanh_c**2)`` are
-    computed for all steps at once before the loop::
+    F2 is lstm_step_forward's F2 for all four blocks in one pass: ``scale`` = 0.5 and
+    ``shift`` = 0.5 on the i, f, o blocks (sigma(a) = 0.5 * tanh(0.5 * a) + 0.5), ``scale``
+    = 1 and ``shift`` = 0 on the g block (tanh).
 
-        B0  dh = dhs[:, t] + dh_prev              total gradient of h_t (dh_prev from step t+1)
-        B1  dc = dc_prev + dh * o * (1 - tanh_c**2)
-        B2  da_i = dc * g * dact_i
-        B3  da_f = dc * c_{t-1} * dact_f
-        B4  da_g = dc * i * dact_g
-        B5  da_o = dh * tanh_c * dact_o
-        B6  dc_prev = dc * f                      for step t - 1; after the loop dL/dc_0
-        B7  dh_prev = da_t @ Wh.T                 for step t - 1; after the loop dL/dh_0
-        B8  dxs = da @ Wx.T                       after the loop, all T steps in one GEMM
-        B9  dWx = xs.T @ da                       contracted over N and T in one GEMM
-        B10 dWh = hs[:, :-1].T @ da               likewise
-        B11 db = da.sum(axis=(0, 1))
+    Backward. The step backward (B1..B11 of :func:`lstm_step_backward`) is linear in
+    (dh, dc), and the factors that multiply them depend on the forward only, except for the
+    product with ``Wh``. So they are computed for all T steps at once before the loop (all
+    arrays (N, T, 4H) or (N, T, H); tanh_c = tanh(c_t))::
+
+        K1  dact = scale**2 - (gates - shift)**2  = [i*(1-i) | f*(1-f) | 1-g**2 | o*(1-o)]
+        K2  k = dact * [g | c_{t-1} | i | tanh_c]
+        K3  kc = o * (1 - tanh_c**2)
+
+    and the loop runs t = T-1, ..., 0 with dh_next = dc_next = 0 at the start (nothing
+    arrives from beyond the window: truncated BPTT)::
+
+        B0  dh = dhs[:, t] + dh_next              total gradient of h_t
+        B1  dc = dc_next + dh * kc[:, t]          total gradient of c_t
+        B2-B4  [da_i | da_f | da_g] = dc * k[:, t, :3H]
+        B5  da_o = dh * k[:, t, 3H:]
+        B6  dc_next = dc * f                      for step t - 1
+        B7  dh_next = da_t @ Wh.T                 for step t - 1
+
+    after it, ``dh`` and ``dc`` (the attributes) are the last dh_next = dL/dh_0 and
+    dc_next = dL/dc_0, and with ``da`` = [da_i | da_f | da_g | da_o] over all N * T rows
+    (one GEMM or sum each)::
+
+        B8  dxs = da @ Wx.T
+        B9  dWx += xs.T @ da
+        B10 dWh += hs[:, :-1].T @ da
+        B11 db += da.sum(axis=(0, 1))
     """
 
     param_names = ("Wx", "Wh", "b")
@@ -343,36 +380,42 @@ class TimeLSTM(RecurrentLayer):
         N, T, D = xs.shape
         H = self.hidden_size
         xp = backend.get_array_module(xs)
+        dtype = xs.dtype
 
-        hs = xp.empty((N, T + 1, H), dtype=xs.dtype)
-        cs = xp.empty((N, T + 1, H), dtype=xs.dtype)
-        tanh_cs = xp.empty((N, T, H), dtype=xs.dtype)
+        hs = xp.empty((N, T + 1, H), dtype=dtype)
+        cs = xp.empty((N, T + 1, H), dtype=dtype)
         self._initial_state(N, hs[:, 0], cs[:, 0])
+        # In eval mode tanh(c_t) is not kept: one step's worth of buffer is reused (index
+        # s = 0) instead of one slot per step (s = t).
+        store = self.training
+        tanh_cs = xp.empty((N, T if store else 1, H), dtype=dtype)
+        scale, shift = _gate_scale_shift(H, like=xs)
         gates = (xs.reshape(N * T, D) @ Wx).reshape(N, T, 4 * H)  # F0
         gates += b  # F0
-        # In the loop, out= and in-place operators write into the preallocated buffers:
-        # no temporaries per step in the hot loop.
+
+        # Preallocated per-step scratch: the hot loop writes with out= (no temporaries).
+        ah = xp.empty((N, 4 * H), dtype=dtype)
+        ig = xp.empty((N, H), dtype=dtype)
         for t in range(T):
-            a = gates[:, t]  # (N, 4H) view: a_t, then the gates, in place
-            a += hs[:, t] @ Wh  # F1
-            sigmoid(a[:, : 2 * H], out=a[:, : 2 * H])  # F2  i, f
-            xp.tanh(a[:, 2 * H : 3 * H], out=a[:, 2 * H : 3 * H])  # F2  g
-            sigmoid(a[:, 3 * H :], out=a[:, 3 * H :])  # F2  o
+            s = t if store else 0
+            a, c_prev, c, tanh_c = gates[:, t], cs[:, t], cs[:, t + 1], tanh_cs[:, s]
             i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
-            c = cs[:, t + 1]
-            xp.multiply(f, cs[:, t], out=c)  # F3
-            c += i * g  # F3
-            xp.tanh(c, out=tanh_cs[:, t])  # F4
-            xp.multiply(o, tanh_cs[:, t], out=hs[:, t + 1])  # F4
+            xp.matmul(hs[:, t], Wh, out=ah)  # F1
+            a += ah  # F1
+            a *= scale  # F2
+            xp.tanh(a, out=a)  # F2
+            a *= scale  # F2
+            a += shift  # F2
+            xp.multiply(f, c_prev, out=c)  # F3
+            xp.multiply(i, g, out=ig)  # F3
+            c += ig  # F3
+            xp.tanh(c, out=tanh_c)  # F4
+            xp.multiply(o, tanh_c, out=hs[:, t + 1])  # F4
 
         self.h = hs[:, -1].copy()
         self.c = cs[:, -1].copy()
-        self._eval_forward = not self.training
-        self.cache = (
-            TimeLSTMCache(xs=xs, hs=hs, cs=cs, gates=gates, tanh_cs=tanh_cs)
-            if self.training
-            else None
-        )
+        self._eval_forward = not store
+        self.cache = TimeLSTMCache(xs, hs, cs, gates, tanh_cs) if store else None
         return hs[:, 1:].copy()
 
     def backward(self, dhs):
@@ -389,53 +432,56 @@ class TimeLSTM(RecurrentLayer):
             (N, H) each.
         """
         cache = self._require_forward()
-        self.cache = None
         xs, hs, cs, gates, tanh_cs = cache
         N, T, D = xs.shape
         H = self.hidden_size
         self._check_dhs(dhs, (N, T, H))
+        self.cache = None  # consumed: a second backward for this forward raises
         Wx, Wh, _ = self.params
         dWx, dWh, db = self.grads
         xp = backend.get_array_module(xs)
+        dtype = xs.dtype
 
-        # Activation derivatives of all steps at once (vectorised over T, outside the loop).
-        i, f, g, o = (gates[..., k * H : (k + 1) * H] for k in range(4))
-        dact = xp.empty_like(gates)
-        dact[..., :H] = i * (1 - i)  # B2  sigma'
-        dact[..., H : 2 * H] = f * (1 - f)  # B3  sigma'
-        dact[..., 2 * H : 3 * H] = 1 - g * g  # B4  tanh'
-        dact[..., 3 * H :] = o * (1 - o)  # B5  sigma'
-        o_dtanh = o * (1 - tanh_cs * tanh_cs)  # B1  o * tanh'(c_t)
+        # The known factors K1-K3 of all steps. K2 is written into the da buffer, which the
+        # loop then multiplies in place, block by block, by dc or dh.
+        scale, shift = _gate_scale_shift(H, like=xs)
+        i, f, g = gates[..., :H], gates[..., H : 2 * H], gates[..., 2 * H : 3 * H]
+        o = gates[..., 3 * H :]
+        da = xp.subtract(gates, shift)  # K1  (N, T, 4H)
+        da *= da  # K1
+        xp.subtract(scale * scale, da, out=da)  # K1
+        blocks = da.reshape(N, T, 4, H)  # a view: blocks[:, t, k] is block k of da_t
+        blocks[:, :, 0] *= g  # K2
+        blocks[:, :, 1] *= cs[:, :-1]  # K2
+        blocks[:, :, 2] *= i  # K2
+        blocks[:, :, 3] *= tanh_cs  # K2
+        kc = tanh_cs * tanh_cs  # K3
+        xp.subtract(1, kc, out=kc)  # K3
+        kc *= o  # K3
 
-        WhT = xp.ascontiguousarray(Wh.T)  # once per backward: a contiguous operand for GEMM
-        da = xp.empty_like(gates)
-        dh = xp.empty((N, H), dtype=xs.dtype)
-        dc = xp.empty((N, H), dtype=xs.dtype)
-        dh_prev = xp.zeros((N, H), dtype=xs.dtype)  # nothing arrives from beyond step T
-        dc_prev = xp.zeros((N, H), dtype=xs.dtype)
+        WhT = xp.ascontiguousarray(Wh.T)  # once per backward: a contiguous GEMM operand
+        dh = xp.empty((N, H), dtype=dtype)
+        dc = xp.empty((N, H), dtype=dtype)
+        dh_next = xp.zeros((N, H), dtype=dtype)
+        dc_next = xp.zeros((N, H), dtype=dtype)
         norms = self._grad_norm_buffer(T, like=xs)
-        # out= and in-place operators: no temporaries per step in the hot loop.
         for t in reversed(range(T)):
-            xp.add(dhs[:, t], dh_prev, out=dh)  # B0
+            xp.add(dhs[:, t], dh_next, out=dh)  # B0  (out=: no temporaries in the hot loop)
             if norms is not None:
                 norms[t] = (dh * dh).sum()
-            xp.multiply(dh, o_dtanh[:, t], out=dc)  # B1
-            dc += dc_prev  # B1
-            da_t = da[:, t]
-            xp.multiply(dc, gates[:, t, 2 * H : 3 * H], out=da_t[:, :H])  # B2  dc * g
-            xp.multiply(dc, cs[:, t], out=da_t[:, H : 2 * H])  # B3  dc * c_{t-1}
-            xp.multiply(dc, gates[:, t, :H], out=da_t[:, 2 * H : 3 * H])  # B4  dc * i
-            xp.multiply(dh, tanh_cs[:, t], out=da_t[:, 3 * H :])  # B5  dh * tanh_c
-            da_t *= dact[:, t]  # B2-B5  times the activation derivatives
-            xp.multiply(dc, gates[:, t, H : 2 * H], out=dc_prev)  # B6  dc * f
-            dh_prev = da_t @ WhT  # B7
+            xp.multiply(dh, kc[:, t], out=dc)  # B1
+            dc += dc_next  # B1
+            blocks[:, t, :3] *= dc[:, None, :]  # B2-B4  blocks i, f, g at once
+            blocks[:, t, 3] *= dh  # B5
+            xp.multiply(dc, f[:, t], out=dc_next)  # B6
+            xp.matmul(da[:, t], WhT, out=dh_next)  # B7
 
         da2 = da.reshape(N * T, 4 * H)
         dxs = (da2 @ Wx.T).reshape(N, T, D)  # B8
         dWx += xs.reshape(N * T, D).T @ da2  # B9
         dWh += hs[:, :-1].reshape(N * T, H).T @ da2  # B10
         db += da2.sum(axis=0)  # B11
-        self.dh = dh_prev
-        self.dc = dc_prev
+        self.dh = dh_next
+        self.dc = dc_next
         self._store_grad_norms(norms)
         return dxs

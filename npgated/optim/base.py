@@ -190,12 +190,16 @@ class Optimizer:
                 f"{sorted(self.hyper_names)}"
             )
         slots = state.get("slots", {})
+        t = state.get("t", 0)
+        if t == 0 and not any(len(v) for v in slots.values()):
+            # Saved before the first update: no slot arrays exist yet (a checkpoint then
+            # stores none, so the slot names may be missing too).
+            slots = {s: [] for s in self.slot_names}
         if set(slots) != set(self.slot_names):
             raise ValueError(
                 f"{cls} state slots {sorted(slots)} differ from the expected "
                 f"{sorted(self.slot_names)}"
             )
-        t = state.get("t", 0)
         if isinstance(t, bool) or int(t) != t or t < 0:
             raise ValueError(f"{cls} state step count t must be an integer >= 0, got {t!r}")
         counts = {len(slots[s]) for s in self.slot_names}
@@ -208,24 +212,19 @@ class Optimizer:
         empty = not self.slot_names or not slots[self.slot_names[0]]
         if empty and self.slot_names and t > 0:
             raise ValueError(f"{cls} state has t={t} but no slot arrays")
-        if params is not None:
-            if empty:  # saved before the first update: start fresh on the next one
-                self.slots = {s: [] for s in self.slot_names}
-                self._signature = None
-            else:
-                params = list(params)
-                self._adopt(slots, params)
-                self._signature = [(tuple(p.shape), p.dtype) for p in params]
+        if empty:  # saved before the first update: start afresh at the next update
+            self.slots = {s: [] for s in self.slot_names}
+            self._signature = None
             self._pending = None
-        elif self._signature is not None and self.slot_names:
-            if empty:
-                raise ValueError(
-                    f"{cls} state has no slot arrays, but this optimizer already tracks "
-                    f"{len(self._signature)} parameters"
-                )
-            self._adopt(slots, self.slots[self.slot_names[0]])  # same shapes and devices
-        elif self._signature is None:
-            self._pending = None if empty else slots
+        elif params is not None:
+            params = list(params)
+            self._adopt(slots, params)  # checks counts and shapes, moves to the device
+            self._signature = [(tuple(p.shape), p.dtype) for p in params]
+            self._pending = None
+        elif self._signature is not None:  # check against the slots it already has
+            self._adopt(slots, self.slots[self.slot_names[0]])
+        else:  # checked and moved at the first update, which knows the params
+            self._pending = slots
         for k in self.hyper_names:
             setattr(self, k, getattr(fresh, k))
         self.t = int(t)

@@ -117,39 +117,47 @@ def test_step_functions_gradcheck(xp_name, dev, reset_after):
 
 
 @pytest.mark.parametrize("reset_after", VARIANTS)
-@pytest.mark.parametrize("wrt", ["xs", "Wx", "Wh", "b"])
-def test_gru_layer_gradcheck(xp_name, dev, reset_after, wrt):
+def test_gru_layer_gradcheck(xp_name, dev, reset_after):
     layer = GRU(*(dev(p) for p in host_params(5, reset_after=reset_after)), reset_after=reset_after)
     x, h_prev = dev(host_data(6, N, D)), dev(host_data(7, N, H))
-    r = gradcheck.check_layer(layer, (x, h_prev), wrt=wrt, seed=0)
-    assert r.error <= TOL, f"GRU d{wrt}: {r.error:.1e} at {r.worst_index}"
+    dout = dev(host_data(8, N, H))
+    Wx, Wh, b = layer.params
+    arrays = {"x": x, "h_prev": h_prev, "Wx": Wx, "Wh": Wh, "b": b}
+
+    def loss():
+        return float(cpu(layer.forward(x, h_prev) * dout).sum())
+
+    def analytic():
+        layer.zero_grads()
+        layer.forward(x, h_prev)
+        dx, dh_prev = layer.backward(dout)
+        return {"x": dx, "h_prev": dh_prev, "Wx": layer.grads[0], "Wh": layer.grads[1],
+                "b": layer.grads[2]}
+
+    for r in gradcheck.check_gradients(loss, analytic, arrays):
+        assert r.error <= TOL, f"GRU d{r.name}: {r.error:.1e} at {r.worst_index}"
 
 
 @pytest.mark.parametrize("reset_after", VARIANTS)
-def test_gru_layer_dh_prev_and_accumulation(xp_name, dev, reset_after):
+def test_gru_layer_matches_step_functions_and_accumulates(xp_name, dev, reset_after):
     params = [dev(p) for p in host_params(8, reset_after=reset_after)]
     layer = GRU(*params, reset_after=reset_after)
     x, h_prev = dev(host_data(9, N, D)), dev(host_data(10, N, H))
     dout = dev(host_data(11, N, H))
     h_next = layer.forward(x, h_prev)
     dx, dh_prev = layer.backward(dout)
-    _, cache = gru_step_forward(x, h_prev, *params, reset_after=reset_after)
+    h_ref, cache = gru_step_forward(x, h_prev, *params, reset_after=reset_after)
     expected = gru_step_backward(dout, cache, params[0], params[1])
-    np.testing.assert_allclose(cpu(dh_prev), cpu(expected[1]), rtol=0, atol=1e-14)
-    np.testing.assert_allclose(cpu(dx), cpu(expected[0]), rtol=0, atol=1e-14)
-    # dh_prev against central differences of <h_next(h_prev), dout>
-    rs = gradcheck.check_gradients(
-        lambda: float(cpu(layer.forward(x, h_prev) * dout).sum()),
-        lambda: {"h_prev": dh_prev},
-        {"h_prev": h_prev},
-    )
-    assert rs[0].error <= TOL, f"GRU dh_prev: {rs[0].error:.1e} at {rs[0].worst_index}"
-    # backward accumulates
-    g1 = [cpu(g).copy() for g in layer.grads]
+    np.testing.assert_array_equal(cpu(h_next), cpu(h_ref))
+    np.testing.assert_array_equal(cpu(dx), cpu(expected[0]))
+    np.testing.assert_array_equal(cpu(dh_prev), cpu(expected[1]))
+    for g, g_ref in zip(layer.grads, expected[2:]):
+        np.testing.assert_array_equal(cpu(g), cpu(g_ref))
+    # backward accumulates into grads
     layer.forward(x, h_prev)
     layer.backward(dout)
-    for g, g0 in zip(layer.grads, g1):
-        np.testing.assert_allclose(cpu(g), 2 * g0, rtol=1e-12, atol=1e-14)
+    for g, g_ref in zip(layer.grads, expected[2:]):
+        np.testing.assert_allclose(cpu(g), 2 * cpu(g_ref), rtol=1e-12, atol=1e-14)
     assert backend.get_array_module(h_next) is backend.xp()
 
 
@@ -364,10 +372,12 @@ def test_stateful_windows_continue_the_sequence(xp_name, dev, reset_after):
     hs1 = cpu(layer.forward(xs[:, :T]))
     hs2 = cpu(layer.forward(xs[:, T:]))
     np.testing.assert_allclose(np.concatenate([hs1, hs2], axis=1), hs_long, rtol=0, atol=1e-14)
-    # a stateless layer restarts from zeros every time
+    # a stateless layer restarts from zeros every time (though h holds its last state)
     stateless = make_time(dev, 61, reset_after=reset_after)
     stateless.forward(xs[:, :T])
-    np.testing.assert_array_equal(cpu(stateless.forward(xs[:, T:])), cpu(stateless.forward(xs[:, T:])))
+    np.testing.assert_array_equal(cpu(stateless.h), hs1[:, -1])
+    fresh = make_time(dev, 61, reset_after=reset_after)
+    np.testing.assert_array_equal(cpu(stateless.forward(xs[:, T:])), cpu(fresh.forward(xs[:, T:])))
     # reset_state() forgets the carried state
     layer.reset_state()
     np.testing.assert_allclose(cpu(layer.forward(xs[:, :T])), hs1, rtol=0, atol=0)
@@ -443,16 +453,20 @@ def test_record_grad_norms(xp_name, dev, reset_after):
 @pytest.mark.parametrize("cls", [GRU, TimeGRU])
 def test_bad_param_shapes(cls):
     Wx, Wh, b = host_params(80)
-    with pytest.raises(ValueError, match=r"Wx must have shape \(D, 3H\) = \(5, 18\), got \(5, 12\)"):
-        cls(Wx[:, :12], Wh, b)
-    with pytest.raises(ValueError, match=r"Wh must have shape \(H, 3H\) = \(6, 18\), got \(6, 12\)"):
-        cls(Wx, Wh[:, :12], b)
-    with pytest.raises(ValueError, match=r"b must have shape \(3H,\) = \(18,\), got \(17,\)"):
-        cls(Wx, Wh, b[:17])
-    with pytest.raises(ValueError, match=r"b must have shape \(2, 3H\) = \(2, 18\), got \(18,\)"):
-        cls(Wx, Wh, b, reset_after=True)
-    with pytest.raises(ValueError, match=r"b must have shape \(3H,\) = \(18,\), got \(2, 18\)"):
-        cls(Wx, Wh, np.zeros((2, 18)), reset_after=False)
+    cases = [
+        ((Wx[:, :12], Wh, b), {}, r"Wx must have shape \(D, 3H\) = \(5, 18\), got \(5, 12\)"),
+        ((Wx, Wh[:, :12], b), {}, r"Wh must have shape \(H, 3H\) = \(6, 18\), got \(6, 12\)"),
+        ((Wx, Wh, b[:17]), {}, r"b must have shape \(3H,\) = \(18,?\), got \(17,?\)"),
+        (
+            (Wx, Wh, b),
+            {"reset_after": True},
+            r"b must have shape \(2, 3H\) = \(2, 18\), got \(18,?\) for reset_after=True",
+        ),
+        ((Wx, Wh, np.zeros((2, 18))), {}, r"b must have shape \(3H,\) = \(18,?\), got \(2, 18\)"),
+    ]
+    for args, kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            cls(*args, **kwargs)
     with pytest.raises(TypeError):
         cls(Wx, Wh.astype(np.float32), b)
     with pytest.raises(TypeError):

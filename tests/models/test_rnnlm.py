@@ -28,7 +28,7 @@ def _assert_ok(results, tol, what):
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_rnnlm_gradcheck(cell, xp_name, rng):
-    model = Rnnlm(V, D, H, cell=cell, seed=0, dtype=np.float64)
+    model = Rnnlm(V, D, H, cell=cell, seed=0, dtype=np.float64, init=0.5)
     xs, ts = _batch(rng)
     _assert_ok(check_model(model, xs, ts, before_forward=_freeze(model)), 1e-6, f"Rnnlm[{cell}]")
 
@@ -36,7 +36,7 @@ def test_rnnlm_gradcheck(cell, xp_name, rng):
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_better_rnnlm_gradcheck_tied_dropout(cell, xp_name, rng):
     model = BetterRnnlm(V, H, H, num_layers=2, dropout_ratio=0.3, cell=cell, seed=0,
-                        dtype=np.float64)
+                        dtype=np.float64, init=0.5)
     xs, ts = _batch(rng)
     results = check_model(model, xs, ts, before_forward=_freeze(model), directional=("embed.W",))
     _assert_ok(results, 1e-6, f"BetterRnnlm[{cell}]")
@@ -47,14 +47,14 @@ def test_better_rnnlm_gradcheck_tied_dropout(cell, xp_name, rng):
 
 def test_better_rnnlm_untied_dense_check(rng):
     model = BetterRnnlm(V, D, H, num_layers=2, dropout_ratio=0.2, tie_weights=False,
-                        variational=False, seed=1, dtype=np.float64)
+                        variational=False, seed=1, dtype=np.float64, init=0.5)
     xs, ts = _batch(rng)
     _assert_ok(check_model(model, xs, ts, before_forward=_freeze(model)), 1e-6, "BetterRnnlm")
 
 
 def test_stateful_second_window_gradcheck(rng):
     """Gradients on window 2 with the state carried from window 1 (TBPTT)."""
-    model = Rnnlm(V, D, H, cell="lstm", seed=0, dtype=np.float64)
+    model = Rnnlm(V, D, H, cell="lstm", seed=0, dtype=np.float64, init=0.5)
     x1, t1 = _batch(rng)
     x2, t2 = _batch(rng)
     model.reset_state()

@@ -225,6 +225,10 @@ def test_state_before_first_update():
                      "slots": {"v": []}}
     other = Momentum()
     other.load_state_dict(state, params=[np.zeros(2)])
+    # a checkpoint written then stores no slot arrays at all, hence no slot names
+    Momentum().load_state_dict(dict(state, slots={}))
+    with pytest.raises(ValueError, match="slots"):
+        Momentum().load_state_dict(dict(state, t=1, slots={}))
     p = np.zeros(2)
     other.update([p], [np.ones(2)])
     np.testing.assert_allclose(p, -0.1)

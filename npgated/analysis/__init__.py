@@ -1,0 +1,1 @@
+"""Seeing BPTT at work (placeholder, completed below)."""

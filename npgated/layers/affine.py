@@ -1,0 +1,269 @@
+"""Affine (fully connected) layers: ``x @ W + b``, for one step and for a whole sequence.
+
+``TimeAffine`` applies one affine map to every time step of a sequence as a single matrix
+product over the N * T rows (no loop over time). ``TimeAffine.tied_to(embedding)`` builds the
+output layer of a language model whose weights are the input embedding's (Press & Wolf 2016,
+"Using the Output Embedding to Improve Language Models"; Inan et al. 2016, "Tying Word
+Vectors and Word Classifiers"): the layer holds *the same* (V, D) array as the embedding and
+*the same* gradient buffer, computes ``hs @ W.T``, and since every backward accumulates, the
+two contributions to dW add up by construction (no merge step, no copy of W).
+"""
+
+from __future__ import annotations
+
+from npgated import backend, checks
+from npgated.layers.base import Layer
+
+
+class _AffineMap(Layer):
+    """Shared parameter handling and the two matrix products, on 2-D row blocks.
+
+    ``transposed=False``: W has shape (D, M) and ``y = x @ W + b``.
+    ``transposed=True``:  W has shape (M, D) and ``y = x @ W.T + b`` (tied output layer).
+    """
+
+    param_names = ("W", "b")
+
+    def __init__(self, W, b=None, *, transposed: bool = False):
+        symbolic = "(M, D)" if transposed else "(D, M)"
+        checks.check_float(W, "W", ndim=2, symbolic=symbolic)
+        self.transposed = bool(transposed)
+        M = W.shape[0] if self.transposed else W.shape[1]
+        if b is None:
+            super().__init__(W)
+            self.param_names = ("W",)
+        else:
+            checks.check_float(b, "b", ndim=1, dtype=W.dtype, symbolic="(M,)")
+            checks.check_param_shape(b, (M,), "(M,)", "b")
+            if backend.get_array_module(b) is not backend.get_array_module(W):
+                raise TypeError(
+                    "b and W live on different backends: move both with backend.to_device"
+                )
+            super().__init__(W, b)
+        self.cache = None
+
+    # -- sizes ------------------------------------------------------------------------
+    @property
+    def in_features(self) -> int:
+        """D, the size of the last axis of the input."""
+        W = self.params[0]
+        return W.shape[1] if self.transposed else W.shape[0]
+
+    @property
+    def out_features(self) -> int:
+        """M, the size of the last axis of the output (V for a tied output layer)."""
+        W = self.params[0]
+        return W.shape[0] if self.transposed else W.shape[1]
+
+    @property
+    def has_bias(self) -> bool:
+        return len(self.params) == 2
+
+    def _check_last_dim(self, x, name: str) -> None:
+        D = self.in_features
+        if x.shape[-1] != D:
+            if self.transposed:
+                raise ValueError(
+                    f"{name} must have last dimension D = {D} (the embedding size of the "
+                    f"tied weight matrix), got {x.shape[-1]} (shape "
+                    f"{checks.shape_str(x.shape)}): with tied weights the hidden size must "
+                    "equal the embedding size"
+                )
+            raise ValueError(
+                f"{name} must have last dimension D = {D} (W has shape "
+                f"{checks.shape_str(self.params[0].shape)}), got {x.shape[-1]} "
+                f"(shape {checks.shape_str(x.shape)})"
+            )
+
+    # -- the two products, on (K, D) -> (K, M) row blocks ------------------------------
+    def _forward_rows(self, x2):
+        W = self.params[0]
+        y2 = x2 @ W.T if self.transposed else x2 @ W  # F1 (no copy of W: .T is a view)
+        if self.has_bias:
+            y2 += self.params[1]  # F1 (bias broadcast over the rows, in place)
+        return y2
+
+    def _backward_rows(self, x2, dy2):
+        W = self.params[0]
+        if self.transposed:
+            dx2 = dy2 @ W  # B1 (transposed)
+            self.grads[0] += dy2.T @ x2  # B2 (transposed)
+        else:
+            dx2 = dy2 @ W.T  # B1
+            self.grads[0] += x2.T @ dy2  # B2
+        if self.has_bias:
+            self.grads[1] += dy2.sum(axis=0)  # B3
+        return dx2
+
+
+class Affine(_AffineMap):
+    """Fully connected layer ``y = x @ W + b`` on a batch of vectors.
+
+    Parameters
+    ----------
+    W : (D, M) float array
+    b : (M,) float array or None
+        In W's dtype; ``None`` builds a layer without bias (``param_names == ("W",)``).
+
+    Notes
+    -----
+    Forward, for x of shape (N, D)::
+
+        F1  y = x @ W + b                      (N, M)
+
+    Backward, given dy = dL/dy of shape (N, M)::
+
+        B1  dx = dy @ W.T                      (N, D)
+        B2  dW += x.T @ dy                     (D, M)
+        B3  db += dy.sum(axis=0)               (M,)
+
+    B2 and B3 accumulate (the training loop zeroes the gradients first).
+    """
+
+    def forward(self, x):
+        """Apply the layer.
+
+        Parameters
+        ----------
+        x : (N, D) float array in the parameters' dtype
+
+        Returns
+        -------
+        y : (N, M) array
+        """
+        checks.check_float(x, "x", ndim=2, dtype=self.dtype, symbolic="(N, D)")
+        self._check_last_dim(x, "x")
+        self.cache = x  # the input, for B2 (a reference, not a copy)
+        return self._forward_rows(x)  # F1
+
+    def backward(self, dy):
+        """Gradients of the loss: accumulate into ``grads``, return dx.
+
+        Parameters
+        ----------
+        dy : (N, M) float array, the gradient w.r.t. the output
+
+        Returns
+        -------
+        dx : (N, D) array
+        """
+        x = self._require_forward()
+        checks.check_float(dy, "dy", ndim=2, dtype=self.dtype, symbolic="(N, M)")
+        checks.check_shape(dy, (x.shape[0], self.out_features), "dy")
+        self.cache = None
+        return self._backward_rows(x, dy)  # B1-B3
+
+
+class TimeAffine(_AffineMap):
+    """One affine map applied at every time step: ``ys[:, t] = xs[:, t] @ W + b``.
+
+    Computed as a single (N * T, D) @ (D, M) matrix product, not T small ones.
+
+    Parameters
+    ----------
+    W : (D, M) float array
+    b : (M,) float array or None
+        In W's dtype; ``None`` builds a layer without bias (``param_names == ("W",)``).
+
+    Attributes
+    ----------
+    transposed : bool
+        False for a layer built from ``W``; True for one built with :meth:`tied_to`, which
+        holds an embedding's (V, D) matrix and computes ``xs @ W.T``.
+
+    Notes
+    -----
+    Forward, with x2 = xs.reshape(N * T, D)::
+
+        F1  y2 = x2 @ W + b                    (N * T, M),  ys = y2.reshape(N, T, M)
+
+    Backward, with dy2 = dys.reshape(N * T, M)::
+
+        B1  dx2 = dy2 @ W.T                    (N * T, D),  dxs = dx2.reshape(N, T, D)
+        B2  dW += x2.T @ dy2                   (D, M)
+        B3  db += dy2.sum(axis=0)              (M,)
+
+    Tied layer (W of shape (V, D), M = V): F1 is ``y2 = x2 @ W.T + b``, and B1, B2 become::
+
+        B1  dx2 = dy2 @ W                      (N * T, D)
+        B2  dW += dy2.T @ x2                   (V, D)
+
+    Because ``grads[0]`` is the embedding's own gradient buffer, B2 adds the output layer's
+    contribution to the embedding's: dW is the sum of both, by construction.
+    """
+
+    def __init__(self, W, b=None, *, transposed: bool = False):
+        super().__init__(W, b, transposed=transposed)
+
+    @classmethod
+    def tied_to(cls, embedding, bias: bool = True) -> "TimeAffine":
+        """An output layer sharing ``embedding``'s (V, D) weight matrix and gradient buffer.
+
+        Parameters
+        ----------
+        embedding : Embedding or TimeEmbedding
+            Any layer whose ``params[0]`` is a (V, D) matrix.
+        bias : bool
+            Add a new (V,) bias, zero-initialised, in W's dtype and on W's backend.
+
+        Returns
+        -------
+        TimeAffine
+            ``params[0] is embedding.params[0]`` and ``grads[0] is embedding.grads[0]``;
+            it computes ``xs @ W.T`` (xs of shape (N, T, D), output (N, T, V)).
+        """
+        if not getattr(embedding, "params", None):
+            raise TypeError(
+                f"tied_to needs an embedding layer with a (V, D) weight matrix, got "
+                f"{type(embedding).__name__}"
+            )
+        W = embedding.params[0]
+        checks.check_float(W, "embedding W", ndim=2, symbolic="(V, D)")
+        b = None
+        if bias:
+            xp = backend.get_array_module(W)
+            b = xp.zeros(W.shape[0], dtype=W.dtype)
+        layer = cls(W, b, transposed=True)
+        layer.grads[0] = embedding.grads[0]  # the same buffer: gradients sum by construction
+        return layer
+
+    def forward(self, xs):
+        """Apply the layer at every time step.
+
+        Parameters
+        ----------
+        xs : (N, T, D) float array in the parameters' dtype
+
+        Returns
+        -------
+        ys : (N, T, M) array (M = V for a tied layer)
+        """
+        checks.check_float(xs, "xs", ndim=3, dtype=self.dtype, symbolic="(N, T, D)")
+        self._check_last_dim(xs, "xs")
+        N, T, D = xs.shape
+        x2 = xs.reshape(N * T, D)
+        self.cache = x2  # the input rows, for B2 (a view, not a copy)
+        return self._forward_rows(x2).reshape(N, T, self.out_features)  # F1
+
+    def backward(self, dys):
+        """Gradients of the loss: accumulate into ``grads``, return dxs.
+
+        Parameters
+        ----------
+        dys : (N, T, M) float array, the gradient w.r.t. the output
+
+        Returns
+        -------
+        dxs : (N, T, D) array
+        """
+        x2 = self._require_forward()
+        checks.check_float(dys, "dys", ndim=3, dtype=self.dtype, symbolic="(N, T, M)")
+        N, T, M = dys.shape
+        if N * T != x2.shape[0] or M != self.out_features:
+            raise ValueError(
+                f"dys must have shape (N, T, M) with N * T = {x2.shape[0]} and "
+                f"M = {self.out_features}, got {checks.shape_str(dys.shape)}"
+            )
+        self.cache = None
+        dx2 = self._backward_rows(x2, dys.reshape(N * T, M))  # B1-B3
+        return dx2.reshape(N, T, x2.shape[1])

@@ -1,0 +1,196 @@
+"""Softmax with cross-entropy loss over a vocabulary, for one step or a whole sequence.
+
+The language-model loss of Zaremba et al. 2014 ("Recurrent Neural Network Regularization"):
+the mean negative log-likelihood of the target words, averaged over the targets that are
+not ``ignore_label`` (padding); perplexity is ``exp`` of it. It is computed through a
+log-softmax with the row maximum subtracted first, so logits of +-1e4 give finite values.
+
+This is the hottest layer of a small PTB model (the softmax over V = 10,000 words is about
+60% of the time of a step), so it is frugal with memory: in training it allocates ONE
+(rows, V) buffer, which forward fills with exp(shifted logits) in place and backward turns
+into the gradient in place; the caller's logits are never modified. In eval mode the buffer
+is dropped after the loss is computed.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from npgated import backend, checks
+from npgated.layers.base import Layer
+
+
+class _LossCache(NamedTuple):
+    exp: object  # (R, V) exp(shifted logits), the layer's buffer (None in eval mode)
+    sums: object  # (R,) exp.sum(axis=1) (None in eval mode)
+    logits: object  # (R, V) the caller's logits as rows (a view, used only in eval mode)
+    targets: object  # (R,) target ids, ignored positions replaced by 0
+    keep: object  # (R,) bool, True where the target is not ignore_label
+    count: int  # K, the number of non-ignored targets
+    shape: tuple  # the shape of the logits as given, for the returned gradient
+
+
+class _SoftmaxCrossEntropy(Layer):
+    """The loss on rows: logits (R, V) and targets (R,). Subclasses only reshape."""
+
+    param_names = ()
+
+    def __init__(self, ignore_label=-1):
+        if ignore_label is not None and (
+            isinstance(ignore_label, bool) or not isinstance(ignore_label, (int, np.integer))
+        ):
+            raise TypeError(f"ignore_label must be an integer or None, got {ignore_label!r}")
+        super().__init__()
+        self.ignore_label = None if ignore_label is None else int(ignore_label)
+        self.cache = None
+
+    def _validate(self, xs, ts, symbolic: str, t_symbolic: str):
+        checks.check_float(xs, "xs", ndim=symbolic.count(",") + 1, symbolic=symbolic)
+        if tuple(ts.shape) != tuple(xs.shape[:-1]):
+            raise ValueError(
+                f"ts must have shape {t_symbolic} = {checks.shape_str(xs.shape[:-1])} to match "
+                f"xs of shape {symbolic} = {checks.shape_str(xs.shape)}, got "
+                f"{checks.shape_str(ts.shape)}"
+            )
+        checks.check_ids(ts, xs.shape[-1], name="ts", ignore_label=self.ignore_label)
+        return backend.to_device(ts, like=xs)  # host targets are fine: moved once here
+
+    @staticmethod
+    def _exp_shifted(x2):
+        """A new buffer holding exp(x2 - row max) and its row sums (F2, F4)."""
+        xp = backend.get_array_module(x2)
+        e = x2 - x2.max(axis=1, keepdims=True)  # F2 (the one copy of the logits)
+        xp.exp(e, out=e)  # F4 (in place)
+        return e, e.sum(axis=1)  # F4
+
+    def _forward_rows(self, x2, t, shape):
+        xp = backend.get_array_module(x2)
+        R, V = x2.shape
+        if self.ignore_label is None:
+            keep = xp.ones(R, dtype=bool)
+        else:
+            keep = t != self.ignore_label  # F1
+        safe_t = xp.where(keep, t, 0)  # ignored rows point at column 0, masked out by keep
+        K = int(keep.sum())  # F1
+        z = x2 - x2.max(axis=1, keepdims=True)  # F2 (the layer's one (R, V) buffer)
+        z_t = z[xp.arange(R), safe_t]  # F3 (gathered before z is overwritten)
+        xp.exp(z, out=z)  # F4 (in place: the buffer now holds e)
+        s = z.sum(axis=1)  # F4
+        loss = -((z_t - xp.log(s)) * keep).sum() / max(K, 1)  # F5
+        if self.training:
+            self.cache = _LossCache(z, s, None, safe_t, keep, K, shape)
+        else:  # drop the buffer; backward (rare in eval) recomputes it from the logits
+            self.cache = _LossCache(None, None, x2, safe_t, keep, K, shape)
+        return loss
+
+    def backward(self, dout=1.0):
+        """Gradient of ``dout * loss`` w.r.t. the logits.
+
+        Parameters
+        ----------
+        dout : float
+            The upstream gradient of the scalar loss (1.0 when the loss is the objective).
+
+        Returns
+        -------
+        dxs : array of the logits' shape and dtype
+            ``dout * (softmax - onehot) / K`` on the rows with a non-ignored target, 0 on the
+            others. In training mode this is the layer's forward buffer, overwritten in place.
+        """
+        cache = self._require_forward()
+        self.cache = None
+        e, s = cache.exp, cache.sums
+        if e is None:  # eval-mode forward kept no buffer
+            e, s = self._exp_shifted(cache.logits)
+        xp = backend.get_array_module(e)
+        scale = float(dout) / max(cache.count, 1)
+        c = cache.keep * (scale / s)  # B1
+        e *= c[:, None]  # B2 (in place: e becomes dout / K * softmax on kept rows)
+        e[xp.arange(e.shape[0]), cache.targets] -= cache.keep * scale  # B3
+        return e.reshape(cache.shape)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(ignore_label={self.ignore_label})"
+
+
+class SoftmaxWithLoss(_SoftmaxCrossEntropy):
+    """Softmax followed by mean cross-entropy, on a batch of logit vectors.
+
+    Parameters
+    ----------
+    ignore_label : int or None
+        Targets equal to it contribute nothing to the loss and are not counted in the mean.
+
+    Notes
+    -----
+    For logits x of shape (N, V) and integer targets t of shape (N,), rows r = 0..N-1::
+
+        F1  keep = (t != ignore_label),  K = keep.sum()    (N,) bool, int
+        F2  z = x - x.max(axis=1, keepdims=True)           (N, V), shifted logits, all <= 0
+        F3  z_t = z[r, t[r]]                               (N,), the target's shifted logit
+        F4  e = exp(z),  s = e.sum(axis=1)                 (N, V), (N,); 1 <= s <= V
+        F5  L = -sum(keep * (z_t - log(s))) / max(K, 1)    scalar; z_t - log(s) = log softmax
+
+    F2-F4 never overflow: exp sees only values <= 0, and s >= 1 so log(s) is finite.
+
+    Backward, given dout = dJ/dL (a scalar), with softmax = e / s[:, None]::
+
+        B1  c = keep * dout / (max(K, 1) * s)              (N,)
+        B2  dx = c[:, None] * e                            (= dout / K * softmax, 0 if ignored)
+        B3  dx[r, t[r]] -= keep[r] * dout / max(K, 1)
+
+    so dx = dout * (softmax - onehot(t)) / K on the kept rows. With K = 0 the loss is 0 and
+    the gradient is 0 (no nan).
+    """
+
+    def forward(self, xs, ts):
+        """The mean cross-entropy of the softmax of ``xs`` against ``ts``.
+
+        Parameters
+        ----------
+        xs : (N, V) float array, the logits (not modified)
+        ts : (N,) integer array, target ids in [0, V) or ``ignore_label``; may be a host
+            array when xs is on the device
+
+        Returns
+        -------
+        loss : scalar (0-d array or NumPy scalar) in xs's dtype
+        """
+        ts = self._validate(xs, ts, "(N, V)", "(N,)")
+        return self._forward_rows(xs, ts, tuple(xs.shape))
+
+
+class TimeSoftmaxWithLoss(_SoftmaxCrossEntropy):
+    """Softmax cross-entropy at every time step, averaged over all non-ignored targets.
+
+    Parameters
+    ----------
+    ignore_label : int or None
+        Targets equal to it contribute nothing to the loss and are not counted in the mean.
+
+    Notes
+    -----
+    The equations of :class:`SoftmaxWithLoss` (F1-F5, B1-B3) on the N * T rows
+    ``x = xs.reshape(N * T, V)``, ``t = ts.reshape(N * T)``: one vectorised computation, no
+    loop over time. The mean is over all non-ignored (n, t) positions, K of them, so
+    ``exp(L)`` is the perplexity of the batch.
+    """
+
+    def forward(self, xs, ts):
+        """The mean cross-entropy over all time steps.
+
+        Parameters
+        ----------
+        xs : (N, T, V) float array, the logits (not modified)
+        ts : (N, T) integer array, target ids in [0, V) or ``ignore_label``; may be a host
+            array when xs is on the device
+
+        Returns
+        -------
+        loss : scalar (0-d array or NumPy scalar) in xs's dtype
+        """
+        ts = self._validate(xs, ts, "(N, T, V)", "(N, T)")
+        N, T, V = xs.shape
+        return self._forward_rows(xs.reshape(N * T, V), ts.reshape(N * T), tuple(xs.shape))

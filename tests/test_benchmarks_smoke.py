@@ -1,0 +1,65 @@
+"""The benchmark script (benchmarks/bench.py) runs end to end in its tiny --smoke mode.
+
+Nothing under benchmarks/ is collected by pytest; this test keeps the script from rotting: one
+smoke run of the most involved preset (two layers, dropout, tying) for LSTM and GRU, with
+PyTorch when it is installed, checking that every child process reported a measurement and
+that the JSON and Markdown outputs are written.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks" / "bench.py"
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("npgated_bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("preset", "expected"),
+    [("book-small", 6_480_000), ("book-better", 79_560_000)],  # the issue's ceiling inputs
+)
+def test_training_flops_per_token(preset, expected):
+    bench = _load_bench()
+    flops = bench.gemm_flops_per_token(bench.preset_spec(preset, "lstm")["model_kwargs"])
+    assert flops["train"] == expected
+    assert flops["train"] == 3 * flops["forward"]
+
+
+def test_bench_smoke_runs_end_to_end(tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(BENCH), "--smoke", "--presets", "book-better",
+           "--cells", "lstm,gru", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert proc.returncode == 0, f"bench.py failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+
+    report = json.loads(out.read_text())
+    impls = {"npgated"} | ({"torch"} if importlib.util.find_spec("torch") else set())
+    got = {(r["preset"], r["cell"], r["impl"]) for r in report["results"]}
+    assert got == {("book-better", c, i) for c in ("lstm", "gru") for i in impls}
+    for r in report["results"]:
+        label = f"{r['preset']} {r['cell']} {r['impl']}"
+        assert "error" not in r, f"{label}: {r['error']}"
+        assert r["train"]["tok_s"] > 0 and r["eval"]["tok_s"] > 0, label
+        assert r["peak_rss_mib"] > 0, label
+        assert all("float32" in d for d in r["dtypes"]), f"{label}: {r['dtypes']}"
+        assert r["env"]["OPENBLAS_NUM_THREADS"] == "2", label
+    assert report["gemm"]["numpy"]["best_gflops"] > 0
+    assert report["machine"]["cpu_model"]
+    assert report["settings"]["smoke"] is True
+
+    markdown = out.with_suffix(".md").read_text()
+    assert "| book-better | lstm | npgated |" in markdown
+    assert "train tok/s" in proc.stdout
