@@ -38,17 +38,18 @@ def test_training_flops_per_token(preset, expected):
     assert flops["train"] == 3 * flops["forward"]
 
 
-def test_bench_smoke_runs_end_to_end(tmp_path):
+def _run(tmp_path, *args):
     out = tmp_path / "bench.json"
-    cmd = [sys.executable, str(BENCH), "--smoke", "--presets", "book-better",
-           "--cells", "lstm,gru", "--out", str(out)]
+    cmd = [sys.executable, str(BENCH), "--smoke", *args, "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=ROOT)
     assert proc.returncode == 0, f"bench.py failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    assert "train tok/s" in proc.stdout
+    return json.loads(out.read_text()), out.with_suffix(".md").read_text()
 
-    report = json.loads(out.read_text())
-    impls = {"npgated"} | ({"torch"} if importlib.util.find_spec("torch") else set())
+
+def _check_results(report, expected):
     got = {(r["preset"], r["cell"], r["impl"]) for r in report["results"]}
-    assert got == {("book-better", c, i) for c in ("lstm", "gru") for i in impls}
+    assert got == expected
     for r in report["results"]:
         label = f"{r['preset']} {r['cell']} {r['impl']}"
         assert "error" not in r, f"{label}: {r['error']}"
@@ -56,10 +57,29 @@ def test_bench_smoke_runs_end_to_end(tmp_path):
         assert r["peak_rss_mib"] > 0, label
         assert all("float32" in d for d in r["dtypes"]), f"{label}: {r['dtypes']}"
         assert r["env"]["OPENBLAS_NUM_THREADS"] == "2", label
+
+
+def test_bench_smoke_npgated(tmp_path):
+    """Every npgated child (one layer / two layers with dropout and tying; LSTM / GRU) reports."""
+    report, markdown = _run(tmp_path, "--presets", "book-small,book-better",
+                            "--cells", "lstm,gru", "--impl", "npgated")
+    _check_results(report, {(p, c, "npgated") for p in ("book-small", "book-better")
+                            for c in ("lstm", "gru")})
     assert report["gemm"]["numpy"]["best_gflops"] > 0
     assert report["machine"]["cpu_model"]
     assert report["settings"]["smoke"] is True
+    assert "| book-better | gru | npgated |" in markdown
 
-    markdown = out.with_suffix(".md").read_text()
-    assert "| book-better | lstm | npgated |" in markdown
-    assert "train tok/s" in proc.stdout
+
+def test_bench_smoke_against_torch(tmp_path):
+    """npgated and the PyTorch reference side by side: both children report, ratio computed."""
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("torch is not installed")
+    report, markdown = _run(tmp_path, "--presets", "book-better", "--cells", "gru",
+                            "--impl", "npgated,torch", "--no-gemm")
+    _check_results(report, {("book-better", "gru", "npgated"), ("book-better", "gru", "torch")})
+    assert report["machine"]["torch"]
+    row = "| book-better | gru | npgated |"
+    assert row in markdown
+    line = next(ln for ln in markdown.splitlines() if ln.startswith(row))
+    assert line.split("|")[7].strip().endswith("×"), line  # train ×torch is filled in

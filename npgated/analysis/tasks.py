@@ -421,7 +421,8 @@ def _orthogonal(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def init_recurrent_params(cell: str, D: int, H: int, rng: np.random.Generator,
-                          dtype=np.float64, forget_bias: float = 1.0):
+                          dtype=np.float64, forget_bias: float = 1.0,
+                          wh_init: str = "orthogonal"):
     """Initial ``(Wx, Wh, b)`` for a recurrent cell, on the host.
 
     The same recipe for every cell, so the comparison is about the cell, not the start:
@@ -450,7 +451,10 @@ def init_recurrent_params(cell: str, D: int, H: int, rng: np.random.Generator,
     cell = _check_cell(cell)
     k = _GATES[cell]
     Wx = rng.standard_normal((D, k * H)) / math.sqrt(D)
-    Wh = np.concatenate([_orthogonal(H, rng) for _ in range(k)], axis=1)
+    if wh_init == "orthogonal":
+        Wh = np.concatenate([_orthogonal(H, rng) for _ in range(k)], axis=1)
+    else:
+        Wh = rng.standard_normal((H, k * H)) / math.sqrt(H)
     b = np.zeros(k * H)
     if cell == "lstm":
         b[H:2 * H] = forget_bias
@@ -513,14 +517,14 @@ class LastStepModel:
 
     def __init__(self, cell: str, input_size: int, hidden_size: int, output_size: int,
                  n_classes: int, rng: np.random.Generator, dtype=np.float64,
-                 forget_bias: float = 1.0):
+                 forget_bias: float = 1.0, wh_init: str = "orthogonal"):
         self.cell = _check_cell(cell)
         D = checks.check_positive_int(input_size, "input_size")
         H = checks.check_positive_int(hidden_size, "hidden_size")
         M = checks.check_positive_int(output_size, "output_size")
         rng = _check_rng(rng)
         Wx, Wh, b = init_recurrent_params(self.cell, D, H, rng, dtype=dtype,
-                                          forget_bias=forget_bias)
+                                          forget_bias=forget_bias, wh_init=wh_init)
         self.rnn = make_recurrent_layer(self.cell, *(backend.to_device(p) for p in (Wx, Wh, b)))
         W = backend.to_device(rng.standard_normal((H, M)) / math.sqrt(H), dtype=dtype)
         self.head = Affine(W, backend.to_device(np.zeros(M), dtype=dtype))
@@ -633,7 +637,7 @@ class TaskResult:
 def train_task(task, cell: str, T: int, *, iters: int = 300, batch_size: int = 32,
                hidden_size: int = 32, lr: float = 0.01, max_norm: float = 1.0,
                seed: int = 0, n_test: int = 512, dtype=np.float32,
-               forget_bias: float = 1.0, progress=None) -> TaskResult:
+               forget_bias: float = 1.0, wh_init: str = "orthogonal", progress=None) -> TaskResult:
     """Train a :class:`LastStepModel` on fresh batches of ``task`` and score it.
 
     Each iteration draws a new batch (the data never repeats), then runs
@@ -674,7 +678,8 @@ def train_task(task, cell: str, T: int, *, iters: int = 300, batch_size: int = 3
     init_rng, data_rng, test_rng = (np.random.default_rng(s)
                                     for s in np.random.SeedSequence(seed).spawn(3))
     model = LastStepModel(cell, task.input_size, hidden_size, task.output_size,
-                          task.n_classes, init_rng, dtype=dtype, forget_bias=forget_bias)
+                          task.n_classes, init_rng, dtype=dtype, forget_bias=forget_bias,
+                          wh_init=wh_init)
     optimizer = Adam(lr=lr)
     result = TaskResult(task=task.name, cell=model.cell, T=int(T), seed=int(seed), score=0.0)
     start = time.perf_counter()

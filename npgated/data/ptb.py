@@ -273,8 +273,14 @@ def verify_checksums(data_dir=None) -> dict:
 # ---------------------------------------------------------------------------------------
 def _read_words(path: Path) -> list[str]:
     """The tokens of one file: its words, with ``<eos>`` after every line."""
-    with open(path, encoding="utf-8") as f:
-        return f.read().replace("\n", f" {EOS} ").split()
+    try:
+        with open(path, encoding="utf-8") as f:
+            words = f.read().replace("\n", f" {EOS} ").split()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read {path}: {exc}. {_how_to_fix()}") from None
+    if not words:
+        raise DataError(f"{path} is empty: no tokens to load. {_how_to_fix()}")
+    return words
 
 
 def _file_key(path: Path):

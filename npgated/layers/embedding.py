@@ -9,21 +9,24 @@ temporary or a one-hot matrix.
 How the rows are summed: ``backend.scatter_add`` (``np.add.at`` on the host,
 ``cupyx.scatter_add`` on the GPU). It was measured against sort-and-reduce alternatives for
 the Penn Treebank case of Zaremba et al. 2014 (medium model: N * T = 20 * 35 = 700 ids,
-V = 10000, D = 650, float32), NumPy 2.4 on the 2-core development machine, per backward
-call (median of 200, with the cache cooled between calls as a training step does)::
+V = 10000, D = 650, float32, Zipf-distributed and uniform ids), NumPy 2.4 on the shared 2-core
+development machine, per backward call, median (min) of 200 calls with a 28 MB array
+touched between calls as a training step does (no GPU was available for the comparison)::
 
-    np.add.at (backend.scatter_add)                     ~4.5-5.5 ms (min 4.0, very stable)
-    argsort + np.add.reduceat                           ~3.1-9.6 ms (min 2.4)
-    np.unique + one bincount over (unique id, column)   ~7.9-15 ms (1.3-1.7 ms hot, in isolation)
-    np.unique + one-hot (U, K) @ dout GEMM              ~2.8-3.5 ms hot
+    np.add.at = backend.scatter_add                     4.5-7.0 ms (min 3.9-4.1, stable)
+    argsort + np.add.reduceat, then dW[u] += sums       3.1-9.6 ms (min 2.4-4.4)
+    np.unique + one bincount over (unique id, column)   7.9-15  ms (min 5.7-12; 1.3-1.7 hot)
+    np.unique + one-hot (U, 700) @ dout GEMM            25-60   ms under load (min 2.9-17)
 
-The sort-and-reduce variants win only in hot-cache micro-benchmarks; they allocate several
-(K, D) temporaries (the bincount variant ~11 MB of int64 / float64), which makes them slow
-and erratic in a real step, and ``add.reduceat`` is not reachable through the portable array
-module. ``add.at`` (fast since NumPy 1.25, numpy#5922) is the fastest in the realistic setting,
-allocation-free, and a single atomic kernel on CuPy, so the layers use ``backend.scatter_add``.
-Either way it is ~1% of a training step (one (700, 650) @ (650, 10000) GEMM alone takes
-hundreds of milliseconds on that machine).
+The bincount and one-hot variants win only in hot-cache micro-benchmarks on a quiet machine:
+they allocate several (700, 650) temporaries (the bincount one ~11 MB of int64 and float64),
+which makes them slower and erratic in a real step. argsort + reduceat saved ~1 ms on
+Zipf-distributed ids but not on uniform ones, and ``add.reduceat`` is not reachable through
+the portable array module (CuPy documents it only in recent releases). ``add.at`` (fast since
+NumPy 1.25, numpy#5922) was the most predictable, allocates nothing, and is a single atomic
+kernel on CuPy, so the layers use ``backend.scatter_add``. Either way it is well under 1% of
+a training step: one (700, 650) @ (650, 10000) GEMM of the output layer alone took ~300 ms
+on that machine.
 """
 
 from __future__ import annotations

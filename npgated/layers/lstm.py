@@ -333,9 +333,8 @@ class TimeLSTM(RecurrentLayer):
     product with ``Wh``. So they are computed for all T steps at once before the loop (all
     arrays (N, T, 4H) or (N, T, H); tanh_c = tanh(c_t))::
 
-        K1  dact = scale**2 - (gates - shift)**2  = [i*(1-i) | f*(1-f) | 1-g**2 | o*(1-o)]
-        K2  k = dact * [g | c_{t-1} | i | tanh_c]
-        K3  kc = o * (1 - tanh_c**2)
+        K1  k = [g * i*(1-i) | c_{t-1} * f*(1-f) | i * (1-g**2) | tanh_c * o*(1-o)]
+        K2  kc = o * (1 - tanh_c**2)
 
     and the loop runs t = T-1, ..., 0 with dh_next = dc_next = 0 at the start (nothing
     arrives from beyond the window: truncated BPTT)::
@@ -442,22 +441,28 @@ class TimeLSTM(RecurrentLayer):
         xp = backend.get_array_module(xs)
         dtype = xs.dtype
 
-        # The known factors K1-K3 of all steps. K2 is written into the da buffer, which the
+        # The known factors K1-K2 of all steps. K1 is written into the da buffer, which the
         # loop then multiplies in place, block by block, by dc or dh.
-        scale, shift = _gate_scale_shift(H, like=xs)
         i, f, g = gates[..., :H], gates[..., H : 2 * H], gates[..., 2 * H : 3 * H]
         o = gates[..., 3 * H :]
-        da = xp.subtract(gates, shift)  # K1  (N, T, 4H)
-        da *= da  # K1
-        xp.subtract(scale * scale, da, out=da)  # K1
+        da = xp.empty_like(gates)  # (N, T, 4H)
         blocks = da.reshape(N, T, 4, H)  # a view: blocks[:, t, k] is block k of da_t
-        blocks[:, :, 0] *= g  # K2
-        blocks[:, :, 1] *= cs[:, :-1]  # K2
-        blocks[:, :, 2] *= i  # K2
-        blocks[:, :, 3] *= tanh_cs  # K2
-        kc = tanh_cs * tanh_cs  # K3
-        xp.subtract(1, kc, out=kc)  # K3
-        kc *= o  # K3
+        k_i, k_f, k_g, k_o = (blocks[:, :, k] for k in range(4))
+        xp.subtract(1, i, out=k_i)  # K1  g * i * (1 - i)
+        k_i *= i  # K1
+        k_i *= g  # K1
+        xp.subtract(1, f, out=k_f)  # K1  c_{t-1} * f * (1 - f)
+        k_f *= f  # K1
+        k_f *= cs[:, :-1]  # K1
+        xp.multiply(g, g, out=k_g)  # K1  i * (1 - g**2)
+        xp.subtract(1, k_g, out=k_g)  # K1
+        k_g *= i  # K1
+        xp.subtract(1, o, out=k_o)  # K1  tanh_c * o * (1 - o)
+        k_o *= o  # K1
+        k_o *= tanh_cs  # K1
+        kc = tanh_cs * tanh_cs  # K2  o * (1 - tanh_c**2)
+        xp.subtract(1, kc, out=kc)  # K2
+        kc *= o  # K2
 
         WhT = xp.ascontiguousarray(Wh.T)  # once per backward: a contiguous GEMM operand
         dh = xp.empty((N, H), dtype=dtype)

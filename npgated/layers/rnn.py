@@ -210,12 +210,19 @@ class TimeRNNCache(NamedTuple):
 class TimeRNN(RecurrentLayer):
     """A vanilla RNN over T time steps, with truncated-BPTT state.
 
+    Computes the same numbers as T applications of :class:`RNN` (the tests check it), with
+    the input projection of all steps in one GEMM before the time loop, only ``h @ Wh`` and
+    element-wise math inside it, and the weight gradients as one GEMM each after the
+    backward loop.
+
     Parameters
     ----------
     Wx : (D, H) array
+        Input-to-hidden weights.
     Wh : (H, H) array
+        Hidden-to-hidden weights.
     b : (H,) array
-        All of one float dtype; the layer computes in it.
+        Bias. All three of one float dtype; the layer computes in it.
     stateful : bool
         Carry the last hidden state into the next forward (see
         :mod:`npgated.layers.recurrent` for the rule that picks the initial state).
@@ -223,28 +230,37 @@ class TimeRNN(RecurrentLayer):
     Attributes
     ----------
     h, dh, stateful, record_grad_norms, grad_norms
-        See :class:`~npgated.layers.recurrent.RecurrentLayer`.
+        See :class:`~npgated.layers.recurrent.RecurrentLayer`. ``grad_norms[t]`` is the
+        norm of ``dh`` at B0 below (upstream plus what flows back from step t + 1).
 
     Notes
     -----
-    With h_0 the initial state and hs[:, t + 1] = h_t (t = 0..T-1), forward::
+    Forward, h_{t-1} = hs[:, t] (hs[:, 0] the initial state), h_t = hs[:, t + 1]::
 
-        F0  ax = xs @ Wx + b                 all T steps in one GEMM, (N, T, H)
-        F1  a_t = ax[:, t] + h_{t-1} @ Wh    in the loop
+        F0  ax = xs @ Wx + b                      all T steps in one GEMM, (N, T, H)
+        F1  a_t = ax[:, t] + h_{t-1} @ Wh         the only GEMM in the loop
         F2  h_t = tanh(a_t)
 
-    Backward, for t = T-1 down to 0, with dhs[:, t] the upstream gradient of h_t and
-    dh_prev = 0 at the start (nothing arrives from beyond the window: truncated BPTT)::
+    Backward. The step backward (B1..B6 of :func:`rnn_step_backward`) is linear in ``dh``,
+    and the factor that multiplies it depends on the forward only, so it is computed for all
+    T steps at once before the loop::
 
-        B0  dh = dhs[:, t] + dh_prev         total gradient of h_t (dh_prev from step t + 1)
-        B1  da_t = dh * (1 - h_t**2)
-        B2  dh_prev = da_t @ Wh.T            for step t - 1; after the loop it is dL/dh_0
-        B3  dxs = da @ Wx.T                  after the loop, all T steps in one GEMM
-        B4  dWx = xs.T @ da                  contracted over N and T in one GEMM
-        B5  dWh = hs[:, :-1].T @ da          likewise
-        B6  db = da.sum(axis=(0, 1))
+        K1  k = 1 - hs[:, 1:]**2                  tanh' of every step, (N, T, H)
 
-    (B1-B6 are those of :func:`rnn_step_backward`, summed over time.)
+    and the loop runs t = T-1, ..., 0 with dh_next = 0 at the start (nothing arrives from
+    beyond the window: truncated BPTT)::
+
+        B0  dh = dhs[:, t] + dh_next              total gradient of h_t
+        B1  da_t = dh * k[:, t]
+        B2  dh_next = da_t @ Wh.T                 for step t - 1
+
+    after it, ``dh`` (the attribute) is the last dh_next = dL/dh_0, and with ``da`` over
+    all N * T rows (one GEMM or sum each)::
+
+        B3  dxs = da @ Wx.T
+        B4  dWx += xs.T @ da
+        B5  dWh += hs[:, :-1].T @ da
+        B6  db += da.sum(axis=(0, 1))
     """
 
     param_names = ("Wx", "Wh", "b")
@@ -269,19 +285,25 @@ class TimeRNN(RecurrentLayer):
         N, T, D = xs.shape
         H = self.hidden_size
         xp = backend.get_array_module(xs)
+        dtype = xs.dtype
 
-        hs = xp.empty((N, T + 1, H), dtype=xs.dtype)
+        hs = xp.empty((N, T + 1, H), dtype=dtype)
         self._initial_state(N, hs[:, 0])
         ax = (xs.reshape(N * T, D) @ Wx).reshape(N, T, H)  # F0
         ax += b  # F0
+
+        # Preallocated per-step scratch: the hot loop writes with out= (no temporaries).
+        ah = xp.empty((N, H), dtype=dtype)
         for t in range(T):
             a = ax[:, t]  # (N, H) view: a_t is built in place
-            a += hs[:, t] @ Wh  # F1
-            xp.tanh(a, out=hs[:, t + 1])  # F2  (out=: no temporary in the hot loop)
+            xp.matmul(hs[:, t], Wh, out=ah)  # F1
+            a += ah  # F1
+            xp.tanh(a, out=hs[:, t + 1])  # F2
 
         self.h = hs[:, -1].copy()
-        self._eval_forward = not self.training
-        self.cache = TimeRNNCache(xs=xs, hs=hs) if self.training else None
+        store = self.training
+        self._eval_forward = not store
+        self.cache = TimeRNNCache(xs, hs) if store else None
         return hs[:, 1:].copy()
 
     def backward(self, dhs):
@@ -297,36 +319,36 @@ class TimeRNN(RecurrentLayer):
             Also: adds dWx, dWh, db to ``grads``; sets ``dh`` = dL/dh_0, (N, H).
         """
         cache = self._require_forward()
-        self.cache = None
         xs, hs = cache
         N, T, D = xs.shape
         H = self.hidden_size
         self._check_dhs(dhs, (N, T, H))
+        self.cache = None  # consumed: a second backward for this forward raises
         Wx, Wh, _ = self.params
         dWx, dWh, db = self.grads
         xp = backend.get_array_module(xs)
+        dtype = xs.dtype
 
-        WhT = xp.ascontiguousarray(Wh.T)  # once per backward: a contiguous operand for GEMM
-        da = xp.empty((N, T, H), dtype=xs.dtype)
-        dh = xp.empty((N, H), dtype=xs.dtype)
-        dh_prev = xp.zeros((N, H), dtype=xs.dtype)  # nothing arrives from beyond step T
+        # K1 is written into the da buffer, which the loop then multiplies in place by dh.
+        da = xp.multiply(hs[:, 1:], hs[:, 1:])  # K1  (N, T, H)
+        xp.subtract(1, da, out=da)  # K1
+
+        WhT = xp.ascontiguousarray(Wh.T)  # once per backward: a contiguous GEMM operand
+        dh = xp.empty((N, H), dtype=dtype)
+        dh_next = xp.zeros((N, H), dtype=dtype)
         norms = self._grad_norm_buffer(T, like=xs)
         for t in reversed(range(T)):
-            xp.add(dhs[:, t], dh_prev, out=dh)  # B0  (out=: no temporary in the hot loop)
+            xp.add(dhs[:, t], dh_next, out=dh)  # B0  (out=: no temporaries in the hot loop)
             if norms is not None:
                 norms[t] = (dh * dh).sum()
-            h = hs[:, t + 1]
-            da_t = da[:, t]
-            xp.multiply(h, h, out=da_t)  # B1  da_t = dh * (1 - h**2), built in place
-            xp.subtract(1, da_t, out=da_t)  # B1
-            da_t *= dh  # B1
-            dh_prev = da_t @ WhT  # B2
+            da[:, t] *= dh  # B1
+            xp.matmul(da[:, t], WhT, out=dh_next)  # B2
 
         da2 = da.reshape(N * T, H)
         dxs = (da2 @ Wx.T).reshape(N, T, D)  # B3
         dWx += xs.reshape(N * T, D).T @ da2  # B4
         dWh += hs[:, :-1].reshape(N * T, H).T @ da2  # B5
         db += da2.sum(axis=0)  # B6
-        self.dh = dh_prev
+        self.dh = dh_next
         self._store_grad_norms(norms)
         return dxs
