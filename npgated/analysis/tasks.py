@@ -456,8 +456,8 @@ def init_recurrent_params(cell: str, D: int, H: int, rng: np.random.Generator,
     else:
         Wh = rng.standard_normal((H, k * H)) / math.sqrt(H)
     b = np.zeros(k * H)
-    if cell == "lstm":
-        b[H:2 * H] = forget_bias
+    if cell in ("lstm", "gru"):
+        b[H:2 * H] = forget_bias  # LSTM f (blocks i, f, g, o); GRU z (blocks r, z, n)
     return Wx.astype(dtype), Wh.astype(dtype), b.astype(dtype)
 
 

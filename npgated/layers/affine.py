@@ -120,6 +120,9 @@ class Affine(_AffineMap):
     B2 and B3 accumulate (the training loop zeroes the gradients first).
     """
 
+    def __init__(self, W, b=None):
+        super().__init__(W, b)
+
     def forward(self, x):
         """Apply the layer.
 
@@ -164,6 +167,8 @@ class TimeAffine(_AffineMap):
     W : (D, M) float array
     b : (M,) float array or None
         In W's dtype; ``None`` builds a layer without bias (``param_names == ("W",)``).
+    transposed : bool, keyword-only
+        W is given as (M, D) and used as ``W.T`` (build tied layers with :meth:`tied_to`).
 
     Attributes
     ----------

@@ -375,18 +375,19 @@ class TimeGRU(RecurrentLayer):
 
     (reset_after=True computes F1 and F3's ``h_{t-1} @ Wh_n`` as one ``h_{t-1} @ Wh``.)
 
-    Backward. The step backward (B1..B8 of :func:`gru_step_backward`) is linear in ``dh``,
-    and the factors that multiply ``dh`` depend on the forward only, except for the products
-    with ``Wh``. So they are computed for all T steps at once before the loop (h_prev is
-    h_{t-1}, all arrays (N, T, H))::
+    Backward. Each gradient of the step backward (B1..B8 of :func:`gru_step_backward`) is
+    ``dh`` times a factor that depends on the forward only, apart from the products with
+    ``Wh``. These factors are computed for all T steps at once before the loop (arrays
+    (N, T, H), h_prev = h_{t-1}; the step equations they come from in brackets)::
 
-        K1  kz = (h_prev - n) * z * (1 - z)            B1, B4:  da_z = dh * kz
-        K2  kn = (1 - z) * (1 - n**2)                  B1, B2:  da_n = dh * kn
-        K3  reset_after=False:  kr = h_prev * r * (1 - r)      B3, B4: da_r = drh * kr
-            reset_after=True:   kr = kn * hn * r * (1 - r)     B3, B4: da_r = dh * kr
-        K4  reset_after=True:   khn = kn * r                   B3:     dhn = dh * khn
+        K1  kz = (h_prev - n) * z * (1 - z)                  da_z = dh * kz    [B1, B4]
+        K2  kn = (1 - z) * (1 - n**2)                        da_n = dh * kn    [B1, B2]
+        K3  reset_after=False:  kr = h_prev * r * (1 - r)    da_r = drh * kr   [B3, B4]
+            reset_after=True:   kr = kn * r * hn * (1 - r)   da_r = dh * kr    [B3, B4]
+        K4  reset_after=True:   khn = kn * r                 dhn = dh * khn    [B3]
 
-    and the loop runs t = T-1, ..., 0 with dh_next = 0 at the start (truncated BPTT)::
+    The loop runs t = T-1, ..., 0 from dh_next = 0 (nothing flows in from beyond the window:
+    truncated BPTT)::
 
         B0  dh = dhs[:, t] + dh_next          total gradient of h_t
         B1  da_z = dh * kz;  da_n = dh * kn   (reset_after=True: da_r = dh * kr, dhn = dh * khn)
@@ -524,17 +525,13 @@ class TimeGRU(RecurrentLayer):
         if self.reset_after:
             # da[:, t] holds, per step, the blocks [da_r, da_z, dhn, da_n]: the first three
             # are the hidden-side gradient dah (one GEMM with Wh.T in the loop).
+            # Before the loop they hold the factors kr, kz, khn, kn; B1 scales them by dh.
             da = xp.empty((N, T, 4, H), dtype=dtype)
-            kn = da[:, :, 3]
-            xp.multiply(n, n, out=kn)  # K2
-            xp.subtract(1, kn, out=kn)  # K2
-            kn *= 1 - z  # K2
-            xp.multiply(kn, r, out=da[:, :, 2])  # K4
-            xp.multiply(da[:, :, 2], hn, out=da[:, :, 0])  # K3  kn * r * hn
-            da[:, :, 0] *= 1 - r  # K3
-            xp.subtract(h_prev, n, out=da[:, :, 1])  # K1
-            da[:, :, 1] *= z  # K1
-            da[:, :, 1] *= 1 - z  # K1
+            kn = (1 - z) * (1 - n * n)  # K2
+            da[:, :, 3] = kn  # K2
+            da[:, :, 2] = kn * r  # K4
+            da[:, :, 0] = da[:, :, 2] * hn * (1 - r)  # K3
+            da[:, :, 1] = (h_prev - n) * z * (1 - z)  # K1
             dah = da.reshape(N, T, 4 * H)[:, :, : 3 * H]  # [da_r, da_z, dhn] per step
             WhT = xp.ascontiguousarray(Wh.T)  # once per backward: a contiguous GEMM operand
             for t in reversed(range(T)):
@@ -554,15 +551,12 @@ class TimeGRU(RecurrentLayer):
             db[0] += da_x.sum(axis=0)  # B7
             db[1] += da_h.sum(axis=0)  # B7
         else:
-            da = xp.empty((N, T, 3, H), dtype=dtype)  # blocks [da_r, da_z, da_n] per step
-            xp.subtract(h_prev, n, out=da[:, :, 1])  # K1
-            da[:, :, 1] *= z  # K1
-            da[:, :, 1] *= 1 - z  # K1
-            xp.multiply(n, n, out=da[:, :, 2])  # K2
-            xp.subtract(1, da[:, :, 2], out=da[:, :, 2])  # K2
-            da[:, :, 2] *= 1 - z  # K2
-            kr = h_prev * r  # K3
-            kr *= 1 - r  # K3
+            # da[:, t] holds, per step, the blocks [da_r, da_z, da_n]; before the loop the
+            # last two hold the factors kz, kn, which B1 scales by dh.
+            da = xp.empty((N, T, 3, H), dtype=dtype)
+            da[:, :, 1] = (h_prev - n) * z * (1 - z)  # K1
+            da[:, :, 2] = (1 - z) * (1 - n * n)  # K2
+            kr = h_prev * r * (1 - r)  # K3
             da3 = da.reshape(N, T, 3 * H)
             Wh_rzT = xp.ascontiguousarray(Wh[:, : 2 * H].T)  # once per backward: contiguous
             Wh_nT = xp.ascontiguousarray(Wh[:, 2 * H :].T)  # GEMM operands

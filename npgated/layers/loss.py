@@ -48,6 +48,8 @@ class _SoftmaxCrossEntropy(Layer):
 
     def _validate(self, xs, ts, symbolic: str, t_symbolic: str):
         checks.check_float(xs, "xs", ndim=symbolic.count(",") + 1, symbolic=symbolic)
+        if not hasattr(ts, "shape") or not hasattr(ts, "dtype"):
+            raise TypeError(f"ts must be an integer array, got {type(ts).__name__}")
         if tuple(ts.shape) != tuple(xs.shape[:-1]):
             raise ValueError(
                 f"ts must have shape {t_symbolic} = {checks.shape_str(xs.shape[:-1])} to match "

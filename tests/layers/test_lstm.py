@@ -388,9 +388,11 @@ def test_stateful_batch_size_change_needs_reset(dev):
 @pytest.mark.parametrize("cls", [TimeLSTM, LSTM])
 def test_bad_param_shapes(cls):
     Wx, Wh, b = host_params()
-    with pytest.raises(ValueError, match=r"Wx must have shape \(D, 4H\) = \(5, 24\), got \(5, 20\)"):
+    wx_msg = r"Wx must have shape \(D, 4H\) = \(5, 24\), got \(5, 20\)"
+    with pytest.raises(ValueError, match=wx_msg):
         cls(Wx[:, :20], Wh, b)
-    with pytest.raises(ValueError, match=r"Wh must have shape \(H, 4H\) = \(6, 24\), got \(6, 20\)"):
+    wh_msg = r"Wh must have shape \(H, 4H\) = \(6, 24\), got \(6, 20\)"
+    with pytest.raises(ValueError, match=wh_msg):
         cls(Wx, Wh[:, :20], b)
     with pytest.raises(ValueError, match=r"b must have shape \(4H,\) = \(24,?\), got \(20,?\)"):
         cls(Wx, Wh, b[:20])

@@ -1,0 +1,28 @@
+"""Book-style layers: ``params``/``grads`` lists, ``forward``/``backward``, TBPTT state.
+
+Each module holds one concept, its forward equations (F1..) and hand-derived backward
+equations (B1..) in the docstrings next to the code that computes them:
+
+    affine      Affine, TimeAffine (with weight tying: TimeAffine.tied_to(embedding))
+    embedding   Embedding, TimeEmbedding
+    dropout     Dropout, TimeDropout (variational: one mask per sequence)
+    loss        SoftmaxWithLoss, TimeSoftmaxWithLoss
+    rnn         rnn_step_forward/backward, RNN, TimeRNN
+    lstm        lstm_step_forward/backward, LSTM, TimeLSTM (gates i, f, g, o)
+    gru         gru_step_forward/backward, GRU, TimeGRU (gates r, z, n; reset_after)
+"""
+
+from npgated.layers.affine import Affine, TimeAffine
+from npgated.layers.base import Layer
+from npgated.layers.dropout import Dropout, TimeDropout
+from npgated.layers.embedding import Embedding, TimeEmbedding
+from npgated.layers.gru import GRU, TimeGRU
+from npgated.layers.loss import SoftmaxWithLoss, TimeSoftmaxWithLoss
+from npgated.layers.lstm import LSTM, TimeLSTM
+from npgated.layers.rnn import RNN, TimeRNN
+
+__all__ = [
+    "Affine", "Dropout", "Embedding", "GRU", "LSTM", "Layer", "RNN", "SoftmaxWithLoss",
+    "TimeAffine", "TimeDropout", "TimeEmbedding", "TimeGRU", "TimeLSTM", "TimeRNN",
+    "TimeSoftmaxWithLoss",
+]
