@@ -1,57 +1,69 @@
 """Long-range dependency tasks, generated in code, and a small model to train on them.
 
 Three synthetic problems whose answer depends on inputs far back in the sequence, so a
-network can only solve them if gradients survive the trip back through time:
+network can only learn them if the gradient survives the trip back through time:
 
 * the **adding problem** (Hochreiter & Schmidhuber 1997, "Long Short-Term Memory", Neural
-  Computation 9(8), experiment 4; the variant of Le, Jaitly & Hinton 2015): each step holds a
-  value in [0, 1) and a marker; exactly two steps are marked (one in the first half of the
-  sequence, one in the second) and the target is the sum of the two marked values. A
-  regression task: predicting the mean target (1.0) gives an MSE of 1/6, the baseline to beat;
+  Computation 9(8), experiment 4; in the form of Le, Jaitly & Hinton 2015): each step holds
+  a value in [0, 1) and a marker; exactly two steps are marked, one in each half of the
+  sequence, and the target is the sum of the two marked values. Regression: predicting the
+  mean target (1.0) gives an MSE of 1/6, the baseline to beat;
 * the **first-token problem** (the "latch" of Bengio, Simard & Frasconi 1994, "Learning
-  long-term dependencies with gradient descent is difficult", IEEE TNN 5(2)): the first token
-  is one of ``n_classes`` class tokens and decides the label; the T - 1 tokens after it are
-  random distractors. Chance accuracy is ``1 / n_classes``;
+  long-term dependencies with gradient descent is difficult", IEEE TNN 5(2); Hochreiter &
+  Schmidhuber's experiment 2): the first token is one of ``n_classes`` class tokens and
+  decides the label; the T - 1 tokens after it are random distractors. Chance accuracy is
+  ``1 / n_classes``;
 * the **copy (recall) problem** (after Hochreiter & Schmidhuber 1997 and Arjovsky, Shah &
-  Bengio 2016): ``n_copy`` symbols at the start, then distractor tokens, then a recall token
-  at the last step; the network must output the ``n_copy`` symbols from its final state.
-  Chance accuracy per symbol is ``1 / n_symbols``.
+  Bengio 2016): ``n_copy`` symbols at the start, then distractors, then a recall token at the
+  last step; the network outputs the symbols from its final state. Chance accuracy per
+  symbol is ``1 / n_symbols``.
 
 Every generator takes a seeded ``numpy.random.Generator`` (no global state) and returns host
-NumPy arrays; token inputs are one-hot encoded so the recurrent layer reads them directly.
+NumPy arrays; tokens are one-hot encoded so the recurrent layer reads them directly.
 
 The model, :class:`LastStepModel`, is ``TimeRNN | TimeLSTM | TimeGRU`` followed by an
-:class:`~npgated.layers.affine.Affine` read-out of the last hidden state and a loss: the
-squared error :class:`MSELoss` (adding problem) or :class:`SoftmaxCrossEntropy` (the token
-problems, one softmax per output symbol). :func:`train_task` trains it with Adam and
-global-norm clipping and returns a :class:`TaskResult`.
+:class:`~npgated.layers.affine.Affine` read-out of the last hidden state and a loss (the
+squared error :class:`MSELoss` for the adding problem, ``SoftmaxWithLoss`` for the token
+problems). :func:`train_task` trains it with Adam and global-norm clipping (Pascanu, Mikolov
+& Bengio 2013) and returns a :class:`TaskResult`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from npgated import backend, checks, functional
+from npgated import backend, checks
 from npgated.layers.affine import Affine
+from npgated.layers.gru import TimeGRU
+from npgated.layers.loss import SoftmaxWithLoss
+from npgated.layers.lstm import TimeLSTM
+from npgated.layers.rnn import TimeRNN
+from npgated.optim import Adam, clip_grads
 
 __all__ = [
+    "ADDING_BASELINE_MSE",
+    "CELLS",
     "TASKS",
-    "Task",
-    "adding_problem",
-    "first_token_problem",
-    "copy_problem",
-    "one_hot",
-    "MSELoss",
-    "SoftmaxCrossEntropy",
     "LastStepModel",
-    "init_recurrent_params",
+    "MSELoss",
+    "Task",
     "TaskResult",
-    "train_task",
+    "adding_problem",
+    "copy_problem",
     "evaluate_task",
+    "first_token_problem",
+    "get_task",
+    "init_recurrent_params",
+    "make_recurrent_layer",
+    "one_hot",
+    "orthogonal",
+    "task_batch",
+    "train_task",
 ]
 
 ADDING_BASELINE_MSE = 1.0 / 6.0
@@ -231,24 +243,28 @@ def copy_problem(
     return xs, ids[:, :n_copy].copy()
 
 
+
+
 @dataclass(frozen=True)
 class Task:
-    """A task the demo trains on: a generator and how to score it.
+    """A task to train on: a generator and how to read out and score it.
 
     Attributes
     ----------
     name : str
         Short name (``"adding"``, ``"first_token"``, ``"copy"``).
     kind : {"regression", "classification"}
-        Decides the loss (MSE or softmax cross-entropy) and the score.
+        Decides the loss (:class:`MSELoss` or softmax cross-entropy) and the score.
     make : callable
         ``make(N, T, rng, dtype=...) -> (xs, ys)``, one of the generators above.
     input_size : int
         D, the last dimension of ``xs``.
     n_outputs : int
-        Regression: outputs per sequence. Classification: symbols per sequence.
+        Values (regression) or symbols (classification) to predict per sequence.
     n_classes : int
         Classification: choices per symbol (chance accuracy ``1 / n_classes``); 0 otherwise.
+    min_length : int
+        The shortest sequence the generator accepts.
     description : str
         One line for tables and plots.
     """
@@ -259,35 +275,52 @@ class Task:
     input_size: int
     n_outputs: int
     n_classes: int
+    min_length: int
     description: str
 
     @property
     def output_size(self) -> int:
-        """M, the size of the read-out layer's output."""
+        """M, the width of the read-out layer: ``n_outputs * max(n_classes, 1)``."""
         return self.n_outputs * max(self.n_classes, 1)
 
     @property
     def chance(self) -> float:
-        """The score of a model that ignores the long-range input (see :func:`evaluate_task`)."""
+        """The score of a model that ignores the inputs (see :func:`evaluate_task`)."""
         return 0.0 if self.kind == "regression" else 1.0 / self.n_classes
+
+    @property
+    def metric(self) -> str:
+        """What the score is: ``"R^2"`` or ``"accuracy"``."""
+        return "R^2" if self.kind == "regression" else "accuracy"
 
 
 TASKS = {
-    "adding": Task("adding", "regression", adding_problem, 2, 1, 0,
-                   "adding problem: sum of the two marked values"),
-    "first_token": Task("first_token", "classification", first_token_problem, 6, 1, 2,
-                        "first token decides the label (2 classes, 4 distractors)"),
-    "copy": Task("copy", "classification", copy_problem, 8, 3, 4,
-                 "recall the first 3 of 4 symbols after distractors"),
+    "adding": Task("adding", "regression", adding_problem, 2, 1, 0, 2,
+                   "adding problem: the sum of the two marked values"),
+    "first_token": Task("first_token", "classification",
+                        functools.partial(first_token_problem, n_classes=2, n_distractors=4),
+                        6, 1, 2, 1, "first token decides the label (2 classes, 4 distractors)"),
+    "copy": Task("copy", "classification",
+                 functools.partial(copy_problem, n_symbols=4, n_copy=2, n_distractors=3),
+                 8, 2, 4, 3, "recall the first 2 symbols (of 4) after 3 kinds of distractors"),
 }
-"""The tasks by name, with the generators' default sizes."""
+"""The tasks by name, with the sizes the demo uses."""
+
+
+def get_task(task) -> Task:
+    """``task`` itself if it is a :class:`Task`, else ``TASKS[task]`` (ValueError if unknown)."""
+    if isinstance(task, Task):
+        return task
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
+    return TASKS[task]
 
 
 # ---------------------------------------------------------------------------------------
-# Losses
+# The squared-error loss (the softmax one is npgated.layers.loss.SoftmaxWithLoss)
 # ---------------------------------------------------------------------------------------
 class MSELoss:
-    """Mean squared error of a batch of predictions (regression read-out).
+    """Mean squared error of a batch of predictions (the regression read-out).
 
     Notes
     -----
@@ -296,7 +329,7 @@ class MSELoss:
         F1  diff = y - t
         F2  L = sum(diff**2) / K
 
-    Backward (dL/dy, since dL/d diff_k = 2 * diff_k / K and d diff / dy = 1)::
+    Backward, given dout = dJ/dL: since dL/d diff = 2 * diff / K and d diff / dy = 1::
 
         B1  dy = dout * 2 * diff / K
     """
@@ -304,7 +337,7 @@ class MSELoss:
     def __init__(self):
         self.cache = None
 
-    def forward(self, y, t):
+    def forward(self, y, t) -> float:
         """
         Parameters
         ----------
@@ -319,6 +352,7 @@ class MSELoss:
             The loss L.
         """
         checks.check_float(y, "y", ndim=2, symbolic="(N, M)")
+        checks.check_float(t, "t", dtype=y.dtype)
         checks.check_shape(t, y.shape, "t")
         diff = y - t  # F1
         self.cache = diff
@@ -326,82 +360,24 @@ class MSELoss:
 
     def backward(self, dout: float = 1.0):
         """
+        Parameters
+        ----------
+        dout : float
+            Upstream gradient of the scalar loss.
+
         Returns
         -------
         dy : (N, M) array
         """
         diff = self.cache
         if diff is None:
-            raise RuntimeError("MSELoss.backward called before forward (or twice)")
+            raise RuntimeError("MSELoss.backward called before forward (or twice for one forward)")
         self.cache = None
-        return diff * (2.0 * dout / diff.size)  # B1
-
-
-class SoftmaxCrossEntropy:
-    """Softmax cross-entropy for M symbols per sequence, each a choice among C classes.
-
-    Notes
-    -----
-    The scores (N, M * C) are viewed as K = N * M rows of C scores ``a``; with targets
-    ``t`` (K,) and ``p = softmax(a)``::
-
-        F1  logp = log_softmax(a)              (max subtracted: stable)
-        F2  L = -sum_k logp[k, t_k] / K
-
-    Backward (the classic simplification of softmax followed by log-likelihood)::
-
-        B1  da = dout * (p - onehot(t)) / K,    p = exp(logp)
-    """
-
-    def __init__(self, n_classes: int):
-        self.n_classes = checks.check_positive_int(n_classes, "n_classes")
-        self.cache = None
-
-    def forward(self, scores, t):
-        """
-        Parameters
-        ----------
-        scores : (N, M * C) float array
-        t : (N, M) integer array, values in [0, C), on scores' backend
-
-        Returns
-        -------
-        float
-            The loss L.
-        """
-        C = self.n_classes
-        checks.check_float(scores, "scores", ndim=2, symbolic="(N, M * C)")
-        N, MC = scores.shape
-        checks.check_shape(t, (N, MC // C), "t")
-        checks.check_ids(t, C, "t")
-        a = scores.reshape(N * (MC // C), C)
-        logp = functional.log_softmax(a, axis=-1)  # F1
-        t1 = t.reshape(-1)
-        xp = backend.get_array_module(scores)
-        picked = xp.take_along_axis(logp, t1[:, None], axis=1)
-        self.cache = (logp, t1, scores.shape)
-        return -float(picked.sum()) / t1.size  # F2
-
-    def backward(self, dout: float = 1.0):
-        """
-        Returns
-        -------
-        dscores : (N, M * C) array
-        """
-        if self.cache is None:
-            raise RuntimeError("SoftmaxCrossEntropy.backward called before forward (or twice)")
-        logp, t1, shape = self.cache
-        self.cache = None
-        xp = backend.get_array_module(logp)
-        da = xp.exp(logp)  # B1  p
-        rows = xp.arange(t1.size)
-        da[rows, t1] -= 1.0  # B1  p - onehot(t)
-        da *= dout / t1.size  # B1
-        return da.reshape(shape)
+        return diff * (2.0 * float(dout) / diff.size)  # B1
 
 
 # ---------------------------------------------------------------------------------------
-# The model: recurrent layer -> Affine on the last hidden state -> loss
+# Initialisation and the model: recurrent layer -> Affine on the last hidden state -> loss
 # ---------------------------------------------------------------------------------------
 CELLS = ("rnn", "lstm", "gru")
 _GATES = {"rnn": 1, "lstm": 4, "gru": 3}
@@ -414,22 +390,16 @@ def _check_cell(cell: str) -> str:
     return key
 
 
-def _orthogonal(n: int, rng: np.random.Generator) -> np.ndarray:
-    """A random (n, n) orthogonal matrix (QR of a Gaussian, signs fixed: Haar-distributed)."""
+def orthogonal(n: int, rng: np.random.Generator) -> np.ndarray:
+    """A random (n, n) orthogonal matrix (QR of a Gaussian matrix, signs fixed: Haar)."""
     q, r = np.linalg.qr(rng.standard_normal((n, n)))
     return q * np.sign(np.diag(r))
 
 
-def init_recurrent_params(cell: str, D: int, H: int, rng: np.random.Generator,
-                          dtype=np.float64, forget_bias: float = 1.0,
-                          wh_init: str = "orthogonal"):
-    """Initial ``(Wx, Wh, b)`` for a recurrent cell, on the host.
-
-    The same recipe for every cell, so the comparison is about the cell, not the start:
-    ``Wx`` Gaussian with variance 1 / D, each (H, H) block of ``Wh`` a random orthogonal
-    matrix (Saxe, McClelland & Ganguli 2014; its singular values are all 1, the border
-    between vanishing and exploding), ``b`` zero except the LSTM's forget-gate block, set to
-    ``forget_bias`` (Gers, Schmidhuber & Cummins 2000; Jozefowicz et al. 2015).
+def init_recurrent_params(cell: str, D: int, H: int, rng: np.random.Generator, *,
+                          dtype=np.float64, wh_init: str = "gaussian",
+                          gate_bias="chrono", T_max: int | None = None):
+    """Initial ``(Wx, Wh, b)`` of a recurrent cell, as host arrays.
 
     Parameters
     ----------
@@ -438,42 +408,64 @@ def init_recurrent_params(cell: str, D: int, H: int, rng: np.random.Generator,
         Input and hidden sizes.
     rng : numpy.random.Generator
     dtype : float dtype
-    forget_bias : float
-        LSTM only: the initial bias of the forget gate (block 1 of i, f, g, o).
+    wh_init : {"gaussian", "orthogonal"}
+        ``"gaussian"``: every weight N(0, 1 / fan_in), the book's ``randn(H, kH) / sqrt(H)``;
+        ``"orthogonal"``: each (H, H) block of ``Wh`` a random orthogonal matrix (Saxe et
+        al. 2014), all singular values 1. ``Wx`` is Gaussian, variance 1 / D, either way.
+    gate_bias : "chrono" or float
+        The bias of the gate that keeps the old state (LSTM forget gate f, GRU update gate z,
+        which keeps ``h_prev`` in npgated's ``h = z * h_prev + (1 - z) * n``); ignored for
+        the RNN, which has no gate. A float sets that block to the constant (1.0 is the
+        classic LSTM choice, Gers, Schmidhuber & Cummins 2000; Jozefowicz et al. 2015).
+        ``"chrono"`` is the chrono initialisation (Tallec & Ollivier 2018, "Can recurrent
+        neural networks warp time?"): ``b_f = log(u)``, u ~ U(1, T_max - 1) per unit, so that
+        unit's memory lasts about u steps at the start, and for the LSTM ``b_i = -b_f`` so it
+        writes in proportion (the GRU's ``1 - z`` does that by itself). All other biases 0.
+    T_max : int, optional
+        The longest dependency expected; required for ``gate_bias="chrono"``.
 
     Returns
     -------
     Wx : (D, kH) array
     Wh : (H, kH) array
     b : (kH,) array
-        k = 1 (RNN), 4 (LSTM), 3 (GRU, ``reset_after=False`` layout).
+        k = 1 (RNN), 4 (LSTM, blocks i, f, g, o), 3 (GRU, blocks r, z, n,
+        ``reset_after=False`` layout).
     """
     cell = _check_cell(cell)
+    D = checks.check_positive_int(D, "D")
+    H = checks.check_positive_int(H, "H")
     k = _GATES[cell]
     Wx = rng.standard_normal((D, k * H)) / math.sqrt(D)
-    if wh_init == "orthogonal":
-        Wh = np.concatenate([_orthogonal(H, rng) for _ in range(k)], axis=1)
-    else:
+    if wh_init == "gaussian":
         Wh = rng.standard_normal((H, k * H)) / math.sqrt(H)
+    elif wh_init == "orthogonal":
+        Wh = np.concatenate([orthogonal(H, rng) for _ in range(k)], axis=1)
+    else:
+        raise ValueError(f"wh_init must be 'gaussian' or 'orthogonal', got {wh_init!r}")
     b = np.zeros(k * H)
-    if cell in ("lstm", "gru"):
-        b[H:2 * H] = forget_bias  # LSTM f (blocks i, f, g, o); GRU z (blocks r, z, n)
+    if cell != "rnn":
+        if isinstance(gate_bias, str):
+            if gate_bias != "chrono":
+                raise ValueError(f"gate_bias must be 'chrono' or a number, got {gate_bias!r}")
+            if T_max is None or T_max < 3:
+                raise ValueError(f"gate_bias='chrono' needs T_max >= 3, got {T_max!r}")
+            keep = np.log(rng.uniform(1.0, T_max - 1.0, size=H))
+            if cell == "lstm":
+                b[:H] = -keep  # input gate i
+        else:
+            keep = float(gate_bias)
+        b[H:2 * H] = keep  # LSTM f (blocks i, f, g, o); GRU z (blocks r, z, n)
     return Wx.astype(dtype), Wh.astype(dtype), b.astype(dtype)
 
 
 def make_recurrent_layer(cell: str, Wx, Wh, b):
-    """``TimeRNN``, ``TimeLSTM`` or ``TimeGRU`` built from the given parameters."""
+    """A ``TimeRNN``, ``TimeLSTM`` or ``TimeGRU`` (``reset_after=False``) with these params."""
     cell = _check_cell(cell)
     if cell == "rnn":
-        from npgated.layers.rnn import TimeRNN  # noqa: PLC0415
-
         return TimeRNN(Wx, Wh, b)
     if cell == "lstm":
-        from npgated.layers.lstm import TimeLSTM  # noqa: PLC0415
-
         return TimeLSTM(Wx, Wh, b)
-    from npgated.layers.gru import TimeGRU  # noqa: PLC0415
-
     return TimeGRU(Wx, Wh, b)
 
 
@@ -483,20 +475,26 @@ class LastStepModel:
     Parameters
     ----------
     cell : {"rnn", "lstm", "gru"}
-    input_size : int
-        D.
+    task : Task or str
+        Sets D, the read-out width M and the loss: :class:`MSELoss` for regression,
+        :class:`~npgated.layers.loss.SoftmaxWithLoss` over ``n_outputs`` groups of
+        ``n_classes`` scores for classification.
     hidden_size : int
         H.
-    output_size : int
-        M, the read-out's width (``Task.output_size``).
-    n_classes : int
-        0 for regression (:class:`MSELoss`); else C, and the M outputs are M / C softmax
-        groups of C scores each (:class:`SoftmaxCrossEntropy`).
     rng : numpy.random.Generator
-        For the initial parameters (:func:`init_recurrent_params`; the read-out is Gaussian
-        with variance 1 / H, zero bias).
+        For the initial parameters (:func:`init_recurrent_params`; the read-out weight is
+        N(0, 1 / H), its bias 0).
     dtype : float dtype
-        Created on the active backend (``backend.to_device``).
+        The parameters are created on the active backend (``backend.to_device``).
+    wh_init, gate_bias, T_max
+        Passed to :func:`init_recurrent_params`.
+
+    Attributes
+    ----------
+    rnn : TimeRNN, TimeLSTM or TimeGRU
+    head : Affine
+    params, grads : lists of arrays
+        The recurrent layer's then the read-out's (for the optimizer and ``clip_grads``).
 
     Notes
     -----
@@ -506,45 +504,41 @@ class LastStepModel:
         F2  y = hs[:, T-1] @ W + b               (N, M)
         F3  L = loss(y, ys)
 
-    Backward: only the last step receives a gradient from the loss, so every other step's
-    gradient is what flows back through time (which is what makes these tasks hard)::
+    Backward. Only the last step receives a gradient from the loss; every other step gets
+    only what flows back through time, which is what makes these tasks hard::
 
         B1  dy = dL/dy                           (the loss's backward)
-        B2  dh_T = dy @ W.T                      (the Affine's backward)
+        B2  dh_T = dy @ W.T                      (the Affine's backward; also dW, db)
         B3  dhs = 0 except dhs[:, T-1] = dh_T
-        B4  rnn.backward(dhs)                    (BPTT)
+        B4  rnn.backward(dhs)                    (BPTT: dWx, dWh, db)
     """
 
-    def __init__(self, cell: str, input_size: int, hidden_size: int, output_size: int,
-                 n_classes: int, rng: np.random.Generator, dtype=np.float64,
-                 forget_bias: float = 1.0, wh_init: str = "orthogonal"):
+    def __init__(self, cell: str, task, hidden_size: int, rng: np.random.Generator, *,
+                 dtype=np.float64, wh_init: str = "gaussian", gate_bias="chrono",
+                 T_max: int | None = None):
         self.cell = _check_cell(cell)
-        D = checks.check_positive_int(input_size, "input_size")
+        self.task = get_task(task)
+        D = self.task.input_size
         H = checks.check_positive_int(hidden_size, "hidden_size")
-        M = checks.check_positive_int(output_size, "output_size")
+        M = self.task.output_size
         rng = _check_rng(rng)
-        Wx, Wh, b = init_recurrent_params(self.cell, D, H, rng, dtype=dtype,
-                                          forget_bias=forget_bias, wh_init=wh_init)
-        self.rnn = make_recurrent_layer(self.cell, *(backend.to_device(p) for p in (Wx, Wh, b)))
+        host = init_recurrent_params(self.cell, D, H, rng, dtype=dtype, wh_init=wh_init,
+                                     gate_bias=gate_bias, T_max=T_max)
+        self.rnn = make_recurrent_layer(self.cell, *(backend.to_device(p) for p in host))
         W = backend.to_device(rng.standard_normal((H, M)) / math.sqrt(H), dtype=dtype)
         self.head = Affine(W, backend.to_device(np.zeros(M), dtype=dtype))
-        if n_classes:
-            if M % n_classes:
-                raise ValueError(f"output_size {M} is not a multiple of n_classes {n_classes}")
-            self.loss = SoftmaxCrossEntropy(n_classes)
-        else:
-            self.loss = MSELoss()
-        self.n_classes = int(n_classes)
+        self.loss = MSELoss() if self.task.kind == "regression" else SoftmaxWithLoss()
         self.params = self.rnn.params + self.head.params
         self.grads = self.rnn.grads + self.head.grads
         self._hs_shape = None
 
     def zero_grads(self) -> None:
+        """Set every gradient buffer to zero (backward accumulates)."""
         for g in self.grads:
             g[...] = 0
 
     def predict(self, xs):
-        """Read-out scores (N, M) for xs (N, T, D), without caching for backward."""
+        """Read-out scores (N, M) for ``xs`` (N, T, D); nothing is cached for backward."""
         self.rnn.eval()
         try:
             y = self.head.forward(self.rnn.forward(xs)[:, -1])  # F1, F2
@@ -554,16 +548,29 @@ class LastStepModel:
         return y
 
     def forward(self, xs, ys) -> float:
-        """The loss for a batch (F1-F3); caches what backward needs."""
+        """The loss of a batch (F1-F3), caching what :meth:`backward` needs.
+
+        Parameters
+        ----------
+        xs : (N, T, D) array in the model's dtype, on its backend
+        ys : (N, n_outputs) array: float targets (regression) or integer ids
+
+        Returns
+        -------
+        float
+        """
         hs = self.rnn.forward(xs)  # F1
         self._hs_shape = hs.shape
         y = self.head.forward(hs[:, -1])  # F2
-        return self.loss.forward(y, ys)  # F3
+        if self.task.kind == "regression":
+            return self.loss.forward(y, ys)  # F3
+        C = self.task.n_classes
+        return float(self.loss.forward(y.reshape(-1, C), ys.reshape(-1)))  # F3
 
     def backward(self) -> None:
         """Accumulate the gradients of the last forward's loss into ``grads`` (B1-B4)."""
         dy = self.loss.backward()  # B1
-        dh_T = self.head.backward(dy)  # B2
+        dh_T = self.head.backward(dy.reshape(self._hs_shape[0], -1))  # B2
         xp = backend.get_array_module(dh_T)
         dhs = xp.zeros(self._hs_shape, dtype=dh_T.dtype)  # B3
         dhs[:, -1] = dh_T  # B3
@@ -573,26 +580,30 @@ class LastStepModel:
 # ---------------------------------------------------------------------------------------
 # Training and scoring
 # ---------------------------------------------------------------------------------------
-def _to_backend(task: Task, xs, ys, dtype):
+def task_batch(task, N: int, T: int, rng: np.random.Generator, dtype=np.float64):
+    """``(xs, ys)`` of ``task`` on the active backend: xs in ``dtype``, ys in ``dtype``
+    (regression) or int64 ids (classification)."""
+    task = get_task(task)
+    xs, ys = task.make(N, T, rng)
     xs = backend.to_device(xs, dtype=dtype)
     ys = backend.to_device(ys, dtype=dtype if task.kind == "regression" else None)
     return xs, ys
 
 
-def evaluate_task(model: LastStepModel, task: Task, xs, ys) -> float:
-    """The score of ``model`` on a fixed batch: 1 is perfect, ``task.chance`` is guessing.
+def evaluate_task(model: LastStepModel, xs, ys) -> float:
+    """The score of ``model`` on a batch: 1 is perfect, ``task.chance`` is guessing.
 
-    Regression: ``1 - MSE / MSE_mean``, where ``MSE_mean`` is the error of predicting the
-    batch's mean target (the coefficient of determination R^2; 0 = no better than the mean).
-    Classification: the fraction of output symbols predicted correctly (accuracy).
+    Regression: ``R^2 = 1 - MSE / MSE_mean``, with ``MSE_mean`` the error of predicting the
+    batch's mean target (0: no better than the mean; the adding problem's MSE_mean is about
+    1/6). Classification: the fraction of output symbols predicted correctly.
 
     Parameters
     ----------
     model : LastStepModel
-    task : Task
-    xs : (N, T, D) array on the model's backend, in its dtype
-    ys : (N, n_outputs) targets on the model's backend
+    xs : (N, T, D) array, in the model's dtype and on its backend
+    ys : (N, n_outputs) targets (as from :func:`task_batch`)
     """
+    task = model.task
     y = backend.to_cpu(model.predict(xs)).astype(np.float64)
     t = backend.to_cpu(ys)
     if task.kind == "regression":
@@ -622,26 +633,29 @@ class TaskResult:
         Global gradient norm per iteration, before clipping.
     seconds : float
         Wall-clock training time.
+    model : LastStepModel
+        The trained model.
     """
 
     task: str
     cell: str
     T: int
     seed: int
-    score: float
+    score: float = float("nan")
     losses: list = field(default_factory=list)
     grad_norms: list = field(default_factory=list)
     seconds: float = 0.0
+    model: LastStepModel | None = field(default=None, repr=False)
 
 
 def train_task(task, cell: str, T: int, *, iters: int = 300, batch_size: int = 32,
                hidden_size: int = 32, lr: float = 0.01, max_norm: float = 1.0,
                seed: int = 0, n_test: int = 512, dtype=np.float32,
-               forget_bias: float = 1.0, wh_init: str = "orthogonal", progress=None) -> TaskResult:
+               wh_init: str = "gaussian", gate_bias="chrono", progress=None) -> TaskResult:
     """Train a :class:`LastStepModel` on fresh batches of ``task`` and score it.
 
-    Each iteration draws a new batch (the data never repeats), then runs
-    ``zero_grads -> forward -> backward -> clip_grads(max_norm) -> Adam step``.
+    Each iteration draws a new batch (the data never repeats, so there is no overfitting to
+    speak of), then ``zero_grads -> forward -> backward -> clip_grads(max_norm) -> Adam``.
 
     Parameters
     ----------
@@ -654,49 +668,49 @@ def train_task(task, cell: str, T: int, *, iters: int = 300, batch_size: int = 3
     lr : float
         Adam's step size.
     max_norm : float
-        Global-norm clipping threshold (``math.inf``: no clipping).
+        Global-norm clipping threshold (``math.inf``: measure, do not clip).
     seed : int
-        Seeds the initial parameters, the training batches and the test batch (separate
-        streams), so a run is reproducible.
+        Seeds three independent streams: initial parameters, training batches, test batch.
     n_test : int
         Size of the held-out batch the score is computed on.
     dtype : float dtype
+    wh_init, gate_bias
+        See :func:`init_recurrent_params`; ``T_max`` is ``T``.
     progress : callable, optional
         Called as ``progress(1)`` after each iteration (e.g. a tqdm bar's ``update``).
 
     Returns
     -------
     TaskResult
+        Training stops early if the loss or the gradient norm is not finite; the score is
+        then that of the model as it was.
     """
-    from npgated.optim import Adam, clip_grads  # noqa: PLC0415
-
-    if isinstance(task, str):
-        if task not in TASKS:
-            raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
-        task = TASKS[task]
+    task = get_task(task)
+    T = checks.check_positive_int(T, "T")
+    if T < task.min_length:
+        raise ValueError(f"task {task.name!r} needs T >= {task.min_length}, got T = {T}")
     iters = checks.check_positive_int(iters, "iters")
     init_rng, data_rng, test_rng = (np.random.default_rng(s)
                                     for s in np.random.SeedSequence(seed).spawn(3))
-    model = LastStepModel(cell, task.input_size, hidden_size, task.output_size,
-                          task.n_classes, init_rng, dtype=dtype, forget_bias=forget_bias,
-                          wh_init=wh_init)
+    model = LastStepModel(cell, task, hidden_size, init_rng, dtype=dtype, wh_init=wh_init,
+                          gate_bias=gate_bias, T_max=max(T, 3))
     optimizer = Adam(lr=lr)
-    result = TaskResult(task=task.name, cell=model.cell, T=int(T), seed=int(seed), score=0.0)
+    result = TaskResult(task=task.name, cell=model.cell, T=T, seed=int(seed), model=model)
     start = time.perf_counter()
     for _ in range(iters):
-        xs, ys = _to_backend(task, *task.make(batch_size, T, data_rng), dtype)
+        xs, ys = task_batch(task, batch_size, T, data_rng, dtype)
         model.zero_grads()
         loss = model.forward(xs, ys)
         model.backward()
         norm = clip_grads(model.grads, max_norm)
         result.losses.append(loss)
         result.grad_norms.append(norm)
-        if not (math.isfinite(loss) and math.isfinite(norm)):
-            break  # diverged: score what is left (it will be poor)
-        optimizer.update(model.params, model.grads)
         if progress is not None:
             progress(1)
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            break
+        optimizer.update(model.params, model.grads)
     result.seconds = time.perf_counter() - start
-    xs, ys = _to_backend(task, *task.make(n_test, T, test_rng), dtype)
-    result.score = evaluate_task(model, task, xs, ys)
+    xs, ys = task_batch(task, n_test, T, test_rng, dtype)
+    result.score = evaluate_task(model, xs, ys)
     return result

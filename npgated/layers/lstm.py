@@ -232,10 +232,10 @@ class LSTM(Layer):
         dc_prev : (N, H) array
         """
         cache = self._require_forward()
-        self.cache = None
         for name, d in (("dh_next", dh_next), ("dc_next", dc_next)):
             checks.check_float(d, name, dtype=self.dtype)
             checks.check_shape(d, cache.h_prev.shape, name)
+        self.cache = None  # consumed: a second backward for this forward raises
         Wx, Wh, _ = self.params
         dx, dh_prev, dc_prev, dWx, dWh, db = lstm_step_backward(dh_next, dc_next, cache, Wx, Wh)
         self.grads[0] += dWx

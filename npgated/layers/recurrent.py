@@ -125,6 +125,12 @@ class RecurrentLayer(Layer):
         w.r.t. the hidden state output at step t: the upstream ``dhs[:, t]`` plus what flows
         back from step t + 1. When False (the default) no work is done for it and
         ``grad_norms`` is None.
+
+    Notes
+    -----
+    In eval mode (``training`` False, see ``eval()``) forward keeps no backward cache (and
+    may reuse one step's buffer for what only backward needs); a backward after it raises a
+    RuntimeError that says to call ``train()``.
     """
 
     has_cell = False

@@ -178,9 +178,9 @@ class RNN(Layer):
         dh_prev : (N, H) array
         """
         cache = self._require_forward()
-        self.cache = None
         checks.check_float(dh_next, "dh_next", dtype=self.dtype)
         checks.check_shape(dh_next, cache.h_next.shape, "dh_next")
+        self.cache = None  # consumed: a second backward for this forward raises
         Wx, Wh, _ = self.params
         dx, dh_prev, dWx, dWh, db = rnn_step_backward(dh_next, cache, Wx, Wh)
         self.grads[0] += dWx

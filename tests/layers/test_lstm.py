@@ -457,3 +457,17 @@ def test_step_layer_bad_inputs(dev):
         step.forward(x, h, dev(np.ones((N + 1, H))))
     with pytest.raises(TypeError, match="x has dtype float32"):
         step.forward(dev(np.ones((N, D)), np.float32), h, h)
+
+
+def test_bad_upstream_gradient_keeps_the_cache(dev):
+    layer = make_time_lstm(dev)
+    layer.forward(dev(np.ones((N, T, D))))
+    with pytest.raises(ValueError, match="dhs"):
+        layer.backward(dev(np.ones((N, T, H + 1))))
+    assert layer.backward(dev(np.ones((N, T, H)))).shape == (N, T, D)
+    step = LSTM(*layer.params)
+    x, h = dev(np.ones((N, D))), dev(np.ones((N, H)))
+    step.forward(x, h, h)
+    with pytest.raises(ValueError, match="dc_next"):
+        step.backward(h, dev(np.ones((N + 1, H))))
+    assert step.backward(h, h)[0].shape == (N, D)

@@ -393,3 +393,17 @@ def test_step_layer_bad_inputs(dev):
         step.forward(dev(np.ones((N, D))), dev(np.ones((N + 1, H))))
     with pytest.raises(ValueError, match="x must have shape"):
         step.forward(dev(np.ones((N, D + 1))), dev(np.ones((N, H))))
+
+
+def test_bad_upstream_gradient_keeps_the_cache(dev):
+    layer = make_time_rnn(dev)
+    layer.forward(dev(np.ones((N, T, D))))
+    with pytest.raises(ValueError, match="dhs"):
+        layer.backward(dev(np.ones((N, T + 1, H))))
+    assert layer.backward(dev(np.ones((N, T, H)))).shape == (N, T, D)
+    step = RNN(*layer.params)
+    x, h = dev(np.ones((N, D))), dev(np.ones((N, H)))
+    step.forward(x, h)
+    with pytest.raises(TypeError, match="dh_next"):
+        step.backward(dev(np.ones((N, H)), np.float32))
+    assert step.backward(h)[0].shape == (N, D)
