@@ -14,7 +14,9 @@ from npgated import backend
 
 
 def shape_str(shape) -> str:
-    return "(" + ", ".join(str(s) for s in shape) + ")"
+    """``(3, 4)``, ``(18,)``: a shape written as Python writes tuples."""
+    parts = [str(s) for s in shape]
+    return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
 
 
 def check_shape(a, expected, name: str) -> None:

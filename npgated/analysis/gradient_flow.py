@@ -253,16 +253,21 @@ class ClippingTrace:
     norms, losses : dict
         ``{"no clipping": [...], "clipping": [...]}``: global gradient norm before
         clipping and training loss, per iteration (a run that diverged stops early).
+    diverged_at : dict
+        ``{label: iteration}`` for a run that diverged (its gradient norm or loss passed
+        ``diverge_above`` or was not finite) and stopped there.
     """
 
     max_norm: float
     norms: dict = field(default_factory=dict)
     losses: dict = field(default_factory=dict)
+    diverged_at: dict = field(default_factory=dict)
 
 
 def clipping_trace(T: int = 30, *, iters: int = 150, max_norm: float = 1.0, lr: float = 0.1,
                    sigma: float = 2.0, hidden_size: int = 32, batch_size: int = 32,
-                   seed: int = 0, task="adding", progress=None) -> ClippingTrace:
+                   seed: int = 0, task="adding", diverge_above: float = 1e6,
+                   progress=None) -> ClippingTrace:
     """Train the same RNN twice with SGD, without and with global-norm clipping.
 
     The RNN starts in the exploding regime: ``Wh`` is orthogonal times ``sigma`` (> 1), so
@@ -285,6 +290,9 @@ def clipping_trace(T: int = 30, *, iters: int = 150, max_norm: float = 1.0, lr: 
     hidden_size, batch_size, seed : int
         Both runs start from the same parameters and see the same batches.
     task : Task or str
+    diverge_above : float
+        A run whose gradient norm or loss exceeds this (or is not finite) has diverged and
+        stops (SGD would only overflow from there).
     progress : callable, optional
         Called as ``progress(1)`` per iteration.
 
@@ -302,7 +310,7 @@ def clipping_trace(T: int = 30, *, iters: int = 150, max_norm: float = 1.0, lr: 
         Wh[...] = backend.to_device(sigma * orthogonal(hidden_size, init_rng), like=Wh)
         optimizer = SGD(lr=lr)
         norms, losses = [], []
-        # An unclipped run may overflow on purpose: its non-finite norm ends the run.
+        # An unclipped run may overflow before it passes diverge_above: that ends it too.
         with np.errstate(over="ignore", invalid="ignore"):
             for _ in range(iters):
                 xs, ys = task_batch(task, batch_size, T, data_rng, np.float64)
@@ -314,7 +322,8 @@ def clipping_trace(T: int = 30, *, iters: int = 150, max_norm: float = 1.0, lr: 
                 losses.append(loss)
                 if progress is not None:
                     progress(1)
-                if not (math.isfinite(norm) and math.isfinite(loss)):
+                if not (norm <= diverge_above and loss <= diverge_above):  # nan too
+                    trace.diverged_at[label] = len(norms) - 1
                     break
                 optimizer.update(model.params, model.grads)
         trace.norms[label] = norms

@@ -24,6 +24,7 @@ __all__ = [
 
 CELL_COLORS = {"rnn": "tab:red", "lstm": "tab:blue", "gru": "tab:green"}
 CELL_LABELS = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
+CELL_STYLES = {"rnn": "o-", "lstm": "s-", "gru": "^--"}
 
 
 def _figure(ncols: int = 1, width: float = 6.0, height: float = 4.0):
@@ -119,23 +120,30 @@ def plot_clipping(trace, path, title: str = "") -> Path:
     fig, (ax_n, ax_l) = _figure(2, width=5.5)
     colors = {"no clipping": "tab:red", "clipping": "tab:blue"}
     for label, norms in trace.norms.items():
+        color = colors.get(label)
         n = _positive(norms)
-        ax_n.plot(np.arange(len(n)), n, color=colors.get(label), label=label, lw=1.5)
-        if len(n) and not np.isfinite(np.asarray(norms[-1], dtype=np.float64)):
-            ax_n.axvline(len(n) - 1, color=colors.get(label), ls=":", lw=1)
         loss = _positive(trace.losses[label])
-        ax_l.plot(np.arange(len(loss)), loss, color=colors.get(label), label=label, lw=1.5)
+        stopped = trace.diverged_at.get(label)
+        if stopped is not None:
+            label = f"{label} (diverged at iteration {stopped})"
+        ax_n.plot(np.arange(len(n)), n, color=color, label=label, lw=1.5)
+        ax_l.plot(np.arange(len(loss)), loss, color=color, label=label, lw=1.5)
+        if stopped is not None:  # an x on the last finite value of each curve
+            for ax, v in ((ax_n, n), (ax_l, loss)):
+                finite = np.flatnonzero(np.isfinite(v))
+                if len(finite):
+                    ax.plot([finite[-1]], [v[finite[-1]]], "x", color=color, ms=10, mew=2)
     ax_n.axhline(trace.max_norm, color="k", ls="--", lw=1,
                  label=f"max_norm = {trace.max_norm:g}")
     ax_n.set_yscale("log")
     ax_n.set_xlabel("iteration")
     ax_n.set_ylabel("global gradient norm (before clipping)")
-    ax_n.legend()
+    ax_n.legend(fontsize=8)
     ax_n.grid(True, which="major", alpha=0.3)
     ax_l.set_yscale("log")
     ax_l.set_xlabel("iteration")
     ax_l.set_ylabel("training loss")
-    ax_l.legend()
+    ax_l.legend(fontsize=8)
     ax_l.grid(True, which="major", alpha=0.3)
     fig.suptitle(title or "An RNN in the exploding regime, SGD with and without clipping")
     return _save(fig, path)
@@ -168,13 +176,15 @@ def plot_success(scores: dict, path, chance: dict | None = None, metrics: dict |
                     for T in Ts]
             mean = np.array([v.mean() for v in vals])
             color = CELL_COLORS.get(cell)
-            ax.plot(Ts, mean, "o-", color=color, label=CELL_LABELS.get(cell, cell), lw=2)
+            ax.plot(Ts, mean, CELL_STYLES.get(cell, "o-"), color=color,
+                    label=CELL_LABELS.get(cell, cell), lw=2, ms=6)
             if any(len(v) > 1 for v in vals):
                 ax.fill_between(Ts, [v.min() for v in vals], [v.max() for v in vals],
                                 color=color, alpha=0.15)
         if chance and task in chance:
             ax.axhline(chance[task], color="gray", ls="--", lw=1, label="chance / mean")
         ax.set_xscale("log")
+        ax.minorticks_off()
         all_T = sorted({T for by_T in per_cell.values() for T in by_T})
         ax.set_xticks(all_T)
         ax.set_xticklabels([str(T) for T in all_T])

@@ -54,9 +54,12 @@ __all__ = [
     "Task",
     "TaskResult",
     "adding_problem",
+    "adding_target",
     "copy_problem",
+    "copy_target",
     "evaluate_task",
     "first_token_problem",
+    "first_token_target",
     "get_task",
     "init_recurrent_params",
     "make_recurrent_layer",
@@ -104,6 +107,39 @@ def one_hot(ids, depth: int, dtype=np.float64) -> np.ndarray:
     return out
 
 
+def adding_target(xs) -> np.ndarray:
+    """The adding problem's answer for given inputs: the sum of the marked values.
+
+    Parameters
+    ----------
+    xs : (N, T, 2) array
+        Values in column 0, markers (0 or 1) in column 1.
+
+    Returns
+    -------
+    ys : (N, 1) array, in xs's dtype
+        ``sum_t xs[:, t, 0] * xs[:, t, 1]``: unmarked steps contribute nothing.
+    """
+    xs = np.asarray(xs)
+    return (xs[..., 0] * xs[..., 1]).sum(axis=1, keepdims=True)
+
+
+def first_token_target(xs) -> np.ndarray:
+    """The first-token problem's answer: the id of the (one-hot) first token, (N, 1) int64.
+
+    Only ``xs[:, 0]`` is read; the distractors after it cannot change the label.
+    """
+    return np.asarray(xs)[:, 0].argmax(axis=-1)[:, None].astype(np.int64)
+
+
+def copy_target(xs, n_copy: int) -> np.ndarray:
+    """The copy problem's answer: the ids of the first ``n_copy`` (one-hot) tokens, (N, n_copy).
+
+    Only ``xs[:, :n_copy]`` is read.
+    """
+    return np.asarray(xs)[:, :n_copy].argmax(axis=-1).astype(np.int64)
+
+
 def adding_problem(N: int, T: int, rng: np.random.Generator, dtype=np.float64):
     """A batch of the adding problem.
 
@@ -139,8 +175,7 @@ def adding_problem(N: int, T: int, rng: np.random.Generator, dtype=np.float64):
     markers[rows, first] = 1.0
     markers[rows, second] = 1.0
     xs = np.stack([values, markers], axis=-1).astype(dtype)
-    ys = (values * markers).sum(axis=1, keepdims=True).astype(dtype)
-    return xs, ys
+    return xs, adding_target(xs)
 
 
 def first_token_problem(
@@ -186,7 +221,7 @@ def first_token_problem(
     ids[:, 0] = rng.integers(0, n_classes, size=N)
     ids[:, 1:] = rng.integers(n_classes, n_classes + n_distractors, size=(N, T - 1))
     xs = one_hot(ids, n_classes + n_distractors, dtype=dtype)
-    return xs, ids[:, :1].copy()
+    return xs, first_token_target(xs)
 
 
 def copy_problem(
@@ -240,7 +275,7 @@ def copy_problem(
                                      size=(N, T - n_copy - 1))
     ids[:, -1] = V - 1
     xs = one_hot(ids, V, dtype=dtype)
-    return xs, ids[:, :n_copy].copy()
+    return xs, copy_target(xs, n_copy)
 
 
 

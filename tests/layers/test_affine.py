@@ -186,7 +186,7 @@ def test_tied_to_needs_embedding():
 def test_constructor_errors(xp_name, dev, rng):
     with pytest.raises(ValueError, match=r"W must have 2 dimensions"):
         Affine(dev(rng.standard_normal((D, M, 1))))
-    with pytest.raises(ValueError, match=r"b must have shape \(M,\) = \(6\), got \(5\)"):
+    with pytest.raises(ValueError, match=r"b must have shape \(M,\) = \(6,\), got \(5,\)"):
         Affine(dev(rng.standard_normal((D, M))), dev(rng.standard_normal(D)))
     with pytest.raises(TypeError, match="float32"):
         Affine(dev(rng.standard_normal((D, M))), dev(rng.standard_normal(M), dtype=np.float32))

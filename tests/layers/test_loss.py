@@ -178,7 +178,7 @@ def test_shape_mismatch_names_both_shapes(xp_name, dev, rng):
         layer.forward(dev(rng.standard_normal((N, T, V))), np.zeros((N, T + 1), dtype=int))
     with pytest.raises(ValueError, match=r"3 dimensions"):
         layer.forward(dev(rng.standard_normal((N, V))), np.zeros(N, dtype=int))
-    with pytest.raises(ValueError, match=r"\(N,\) = \(3\).*got \(4\)"):
+    with pytest.raises(ValueError, match=r"\(N,\) = \(3,\).*got \(4,\)"):
         SoftmaxWithLoss().forward(dev(rng.standard_normal((N, V))), np.zeros(N + 1, dtype=int))
 
 
