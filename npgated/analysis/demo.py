@@ -24,7 +24,9 @@ The full run takes a few minutes on a 2-core CPU, ``--quick`` well under a minut
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -36,8 +38,10 @@ from npgated import __version__
 from npgated.analysis import gradient_flow, plots
 from npgated.analysis.tasks import CELLS, TASKS, task_batch, train_task
 
-__all__ = ["DemoConfig", "DemoResult", "FULL", "QUICK", "format_table", "main", "run_demo",
-           "seeds_table"]
+__all__ = ["DemoConfig", "DemoResult", "FULL", "QUICK", "blas_threads", "format_table", "main",
+           "run_demo", "seeds_table"]
+
+logger = logging.getLogger(__name__)
 
 SOLVED = 0.9
 """A score at or above this counts as solved (bold in the table)."""
@@ -232,8 +236,27 @@ def seeds_table(result_files) -> tuple[str, dict]:
 # ---------------------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------------------
+def blas_threads(limit: int | None):
+    """A context that caps the BLAS thread pool at ``limit`` threads (None: leave it).
+
+    The demo multiplies small matrices thousands of times; spreading each product over
+    several threads costs more than it saves, and on a busy machine the waiting threads
+    slow it down by an order of magnitude. Uses ``threadpoolctl`` if it is installed;
+    otherwise it does nothing (set ``OPENBLAS_NUM_THREADS=1`` before starting Python).
+    """
+    if limit is None:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits  # noqa: PLC0415 (optional)
+    except ImportError:
+        logger.info("threadpoolctl is not installed: BLAS keeps its default thread count "
+                    "(OPENBLAS_NUM_THREADS=1 makes the demo faster on a busy machine)")
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=limit, user_api="blas")
+
+
 def run_demo(out, *, quick: bool = False, seed: int = 0, progress: bool = False,
-             config: DemoConfig | None = None) -> DemoResult:
+             config: DemoConfig | None = None, threads: int | None = 1) -> DemoResult:
     """Run every part of the demo and write its figures and tables into ``out``.
 
     Parameters
@@ -249,11 +272,18 @@ def run_demo(out, *, quick: bool = False, seed: int = 0, progress: bool = False,
         Show a tqdm progress bar (on stderr).
     config : DemoConfig, optional
         Overrides ``quick``.
+    threads : int or None
+        Cap on BLAS threads during the run (see :func:`blas_threads`); None leaves it.
 
     Returns
     -------
     DemoResult
     """
+    with blas_threads(threads):
+        return _run_demo(out, quick=quick, seed=seed, progress=progress, config=config)
+
+
+def _run_demo(out, *, quick, seed, progress, config) -> DemoResult:
     from tqdm.auto import tqdm  # noqa: PLC0415
 
     config = config or (QUICK if quick else FULL)

@@ -22,6 +22,9 @@ from npgated import backend, checks
 from npgated.layers.base import Layer
 
 
+_SAFE_EXP = 30.0  # |row max| up to which exp needs no shift (see F2 in the Notes)
+
+
 class _LossCache(NamedTuple):
     exp: object  # (R, V) exp(shifted logits), the layer's buffer (None in eval mode)
     sums: object  # (R,) exp.sum(axis=1) (None in eval mode)
@@ -45,6 +48,10 @@ class _SoftmaxCrossEntropy(Layer):
         super().__init__()
         self.ignore_label = None if ignore_label is None else int(ignore_label)
         self.cache = None
+        # True: forward may overwrite the logits it is given, using them as its buffer
+        # (a model whose logits are an intermediate result sets this; saves one (R, V)
+        # allocation and one pass over it per step).
+        self.overwrite_input = False
 
     def _validate(self, xs, ts, symbolic: str, t_symbolic: str):
         checks.check_float(xs, "xs", ndim=symbolic.count(",") + 1, symbolic=symbolic)
@@ -60,12 +67,20 @@ class _SoftmaxCrossEntropy(Layer):
         return backend.to_device(ts, like=xs)  # host targets are fine: moved once here
 
     @staticmethod
-    def _exp_shifted(x2):
-        """A new buffer holding exp(x2 - row max) and its row sums (F2, F4)."""
+    def _exp_shifted(x2, out=None):
+        """exp(x2 - m) and its row sums, m as in F2; returns (e, s, m). ``out`` may be x2."""
         xp = backend.get_array_module(x2)
-        e = x2 - x2.max(axis=1, keepdims=True)  # F2 (the one copy of the logits)
-        xp.exp(e, out=e)  # F4 (in place)
-        return e, e.sum(axis=1)  # F4
+        m = x2.max(axis=1, keepdims=True)  # F2
+        # F2: shifting by the row max costs a full pass over (R, V); it is needed only when
+        # exp could overflow or every entry of a row underflow. With all row maxima in
+        # [-SAFE, SAFE], exp(x) <= e^30 and s >= e^-30, finite even in float32 with V = 1e6.
+        if float(abs(m).max()) <= _SAFE_EXP:
+            m[...] = 0
+            e = xp.exp(x2, out=out)  # F4 (unshifted: the same softmax, one pass fewer)
+        else:
+            e = xp.subtract(x2, m, out=out)  # F2
+            xp.exp(e, out=e)  # F4 (in place)
+        return e, e.sum(axis=1), m[:, 0]  # F4
 
     def _forward_rows(self, x2, t, shape):
         xp = backend.get_array_module(x2)
@@ -76,12 +91,11 @@ class _SoftmaxCrossEntropy(Layer):
             keep = t != self.ignore_label  # F1
         safe_t = xp.where(keep, t, 0)  # ignored rows point at column 0, masked out by keep
         K = int(keep.sum())  # F1
-        z = x2 - x2.max(axis=1, keepdims=True)  # F2 (the layer's one (R, V) buffer)
-        z_t = z[xp.arange(R), safe_t]  # F3 (gathered before z is overwritten)
-        xp.exp(z, out=z)  # F4 (in place: the buffer now holds e)
-        s = z.sum(axis=1)  # F4
-        loss = -((z_t - xp.log(s)) * keep).sum() / max(K, 1)  # F5
-        if self.training:
+        x_t = x2[xp.arange(R), safe_t]  # F3 (gathered before the buffer is written)
+        # F2, F4: the layer's one (R, V) buffer (the logits themselves if overwrite_input)
+        z, s, m = self._exp_shifted(x2, out=x2 if self.overwrite_input else None)
+        loss = -((x_t - m - xp.log(s)) * keep).sum() / max(K, 1)  # F3, F5
+        if self.training or self.overwrite_input:  # (the buffer is the logits: keep it)
             self.cache = _LossCache(z, s, None, safe_t, keep, K, shape)
         else:  # drop the buffer; backward (rare in eval) recomputes it from the logits
             self.cache = _LossCache(None, None, x2, safe_t, keep, K, shape)
@@ -105,7 +119,7 @@ class _SoftmaxCrossEntropy(Layer):
         self.cache = None
         e, s = cache.exp, cache.sums
         if e is None:  # eval-mode forward kept no buffer
-            e, s = self._exp_shifted(cache.logits)
+            e, s, _ = self._exp_shifted(cache.logits)
         xp = backend.get_array_module(e)
         scale = float(dout) / max(cache.count, 1)
         c = cache.keep * (scale / s)  # B1
@@ -130,12 +144,15 @@ class SoftmaxWithLoss(_SoftmaxCrossEntropy):
     For logits x of shape (N, V) and integer targets t of shape (N,), rows r = 0..N-1::
 
         F1  keep = (t != ignore_label),  K = keep.sum()    (N,) bool, int
-        F2  z = x - x.max(axis=1, keepdims=True)           (N, V), shifted logits, all <= 0
-        F3  z_t = z[r, t[r]]                               (N,), the target's shifted logit
+        F2  m = x.max(axis=1),  z = x - m[:, None]         (N,), (N, V): shifted logits <= 0
+        F3  z_t = x[r, t[r]] - m[r]                        (N,), the target's shifted logit
         F4  e = exp(z),  s = e.sum(axis=1)                 (N, V), (N,); 1 <= s <= V
         F5  L = -sum(keep * (z_t - log(s))) / max(K, 1)    scalar; z_t - log(s) = log softmax
 
-    F2-F4 never overflow: exp sees only values <= 0, and s >= 1 so log(s) is finite.
+    F2-F4 never overflow: exp sees only values <= 0, and s >= 1 so log(s) is finite. The
+    shift does not change the softmax (e and s both scale by exp(-m)), so when every row
+    maximum lies in [-30, 30] the code uses m = 0 and saves the pass that subtracts it:
+    exp(x) <= e^30 and s >= e^-30 are then finite in float32 too.
 
     Backward, given dout = dJ/dL (a scalar), with softmax = e / s[:, None]::
 

@@ -87,6 +87,14 @@ def _make_cell(cell, init: _Init, D, H, reset_after):
     return TimeRNN(Wx, Wh, init.bias((H,)), stateful=True)
 
 
+def _owned_logits_loss():
+    """The loss layer of a model: the logits it receives are the model's own intermediate
+    result, so it may use them as its buffer (see TimeSoftmaxWithLoss.overwrite_input)."""
+    loss = TimeSoftmaxWithLoss()
+    loss.overwrite_input = True
+    return loss
+
+
 class LanguageModel(Model):
     """A sequential stack ending in a softmax loss: forward, backward, predict, generate."""
 
@@ -171,7 +179,7 @@ class Rnnlm(LanguageModel):
         self.add_layer("embed", TimeEmbedding(ini.weight((V, D), 1 / 100)))
         self.add_layer(f"{cell}1", _make_cell(cell, ini, D, H, reset_after))
         self.add_layer("affine", TimeAffine(ini.weight((H, V), 1 / np.sqrt(H)), ini.bias((V,))))
-        self.add_layer("loss", TimeSoftmaxWithLoss())
+        self.add_layer("loss", _owned_logits_loss())
         self.collect_params()
 
 
@@ -230,7 +238,7 @@ class BetterRnnlm(LanguageModel):
         else:
             affine = TimeAffine(ini.weight((H, V), 1 / np.sqrt(H)), ini.bias((V,)))
         self.add_layer("affine", affine)
-        self.add_layer("loss", TimeSoftmaxWithLoss())
+        self.add_layer("loss", _owned_logits_loss())
         self.collect_params()
 
     def dropout_layers(self):

@@ -215,3 +215,20 @@ def test_backward_before_forward_and_twice(xp_name, dev, rng, training):
     layer.backward()
     with pytest.raises(RuntimeError, match="twice"):
         layer.backward()
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e4])  # unshifted fast path, and the shifted one
+def test_overwrite_input_gives_the_same_loss_and_gradient(xp_name, dev, rng, scale):
+    xs = rng.standard_normal((N, T, V)) * scale
+    ts = rng.integers(0, V, (N, T))
+    ts[0, 0] = -1
+    plain = TimeSoftmaxWithLoss()
+    loss = float(plain.forward(dev(xs), ts))
+    grad = backend.to_cpu(plain.backward())
+    fused = TimeSoftmaxWithLoss()
+    fused.overwrite_input = True
+    buffer = dev(xs.copy())
+    assert float(fused.forward(buffer, ts)) == pytest.approx(loss, rel=1e-12)
+    dxs = fused.backward()
+    np.testing.assert_allclose(backend.to_cpu(dxs), grad, rtol=1e-12, atol=1e-15)
+    assert np.isfinite(loss)
