@@ -92,6 +92,14 @@ def test_interrupt_writes_resumable_checkpoint(tmp_path, synthetic_ptb, sig, cod
     resumed = subprocess.run([*argv, "--resume"], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert "test perplexity" in resumed.stdout
-    # the resumed run ends at the same place as an uninterrupted one: 2 full epochs
-    final = load_checkpoint(run / "last.npz").meta["progress"]
-    assert final["epoch"] == 3 and final["iteration"] == 0
+    # the resumed run ends where an uninterrupted one ends, with the same numbers
+    final = load_checkpoint(run / "last.npz")
+    assert final.meta["progress"]["epoch"] == 3 and final.meta["progress"]["iteration"] == 0
+    reference_run = tmp_path / "reference"
+    argv_ref = [a if a != str(run) else str(reference_run) for a in argv]
+    ref = subprocess.run(argv_ref, capture_output=True, text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr
+    reference = load_checkpoint(reference_run / "last.npz")
+    for name, value in reference.params.items():
+        np.testing.assert_array_equal(final.params[name], value, err_msg=name)
+    assert final.meta["progress"]["best_val_ppl"] == reference.meta["progress"]["best_val_ppl"]

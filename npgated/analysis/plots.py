@@ -176,13 +176,16 @@ def plot_success(scores: dict, path, chance: dict | None = None, metrics: dict |
                     for T in Ts]
             mean = np.array([v.mean() for v in vals])
             color = CELL_COLORS.get(cell)
+            hollow = cell == "gru"  # drawn over the LSTM's squares: keep both visible
             ax.plot(Ts, mean, CELL_STYLES.get(cell, "o-"), color=color,
-                    label=CELL_LABELS.get(cell, cell), lw=2, ms=6)
+                    label=CELL_LABELS.get(cell, cell), lw=2, ms=10 if hollow else 6,
+                    mfc="white" if hollow else color, mew=2 if hollow else 1)
             if any(len(v) > 1 for v in vals):
                 ax.fill_between(Ts, [v.min() for v in vals], [v.max() for v in vals],
                                 color=color, alpha=0.15)
         if chance and task in chance:
-            ax.axhline(chance[task], color="gray", ls="--", lw=1, label="chance / mean")
+            what = "chance" if chance[task] > 0 else "chance / mean prediction"
+            ax.axhline(chance[task], color="gray", ls="--", lw=1, label=what)
         ax.set_xscale("log")
         ax.minorticks_off()
         all_T = sorted({T for by_T in per_cell.values() for T in by_T})

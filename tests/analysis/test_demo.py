@@ -85,11 +85,17 @@ def test_format_table_and_seeds_table(tmp_path):
         path = tmp_path / f"r{seed}.json"
         shifted = {t: {c: {str(T): s + shift for T, s in by_T.items()} for c, by_T in pc.items()}
                    for t, pc in scores.items()}
-        path.write_text(json.dumps({"scores": shifted}))
+        path.write_text(json.dumps({"seed": seed, "scores": shifted}))
         files.append(path)
     merged_table, merged = demo.seeds_table(files)
     assert merged["adding"]["lstm"][50] == [0.98, pytest.approx(0.88)]
     assert "0.93 (0.88-0.98)" in merged_table
+    # the module's --merge: the same table and a figure, into --out
+    code = demo._module_main(["--out", str(tmp_path / "m"), "--merge", *map(str, files)])
+    assert code == 0
+    assert "0.93 (0.88-0.98)" in (tmp_path / "m" / "results_seeds.md").read_text()
+    assert "seeds 0, 1" in (tmp_path / "m" / "results_seeds.md").read_text()
+    assert _is_png(tmp_path / "m" / "success_vs_length_seeds.png")
 
 
 def test_demo_config_is_checked(tmp_path):
