@@ -256,16 +256,21 @@ class ClippingTrace:
     diverged_at : dict
         ``{label: iteration}`` for a run that diverged (its gradient norm or loss passed
         ``diverge_above`` or was not finite) and stopped there.
+    T, sigma, lr : float
+        The experiment's sequence length, ``Wh`` scale and SGD learning rate.
     """
 
     max_norm: float
+    T: int = 0
+    sigma: float = float("nan")
+    lr: float = float("nan")
     norms: dict = field(default_factory=dict)
     losses: dict = field(default_factory=dict)
     diverged_at: dict = field(default_factory=dict)
 
 
 def clipping_trace(T: int = 30, *, iters: int = 150, max_norm: float = 1.0, lr: float = 0.1,
-                   sigma: float = 2.0, hidden_size: int = 32, batch_size: int = 32,
+                   sigma: float = 1.5, hidden_size: int = 32, batch_size: int = 32,
                    seed: int = 0, task="adding", diverge_above: float = 1e6,
                    progress=None) -> ClippingTrace:
     """Train the same RNN twice with SGD, without and with global-norm clipping.
@@ -301,7 +306,7 @@ def clipping_trace(T: int = 30, *, iters: int = 150, max_norm: float = 1.0, lr: 
     ClippingTrace
     """
     task = get_task(task)
-    trace = ClippingTrace(max_norm=float(max_norm))
+    trace = ClippingTrace(max_norm=float(max_norm), T=int(T), sigma=float(sigma), lr=float(lr))
     for label, threshold in (("no clipping", math.inf), ("clipping", max_norm)):
         init_rng, data_rng = (np.random.default_rng(s)
                               for s in np.random.SeedSequence(seed).spawn(2))

@@ -145,7 +145,9 @@ def plot_clipping(trace, path, title: str = "") -> Path:
     ax_l.set_ylabel("training loss")
     ax_l.legend(fontsize=8)
     ax_l.grid(True, which="major", alpha=0.3)
-    fig.suptitle(title or "An RNN in the exploding regime, SGD with and without clipping")
+    fig.suptitle(title or (f"RNN started in the exploding regime (Wh = {trace.sigma:g} x "
+                           f"orthogonal, T = {trace.T}): SGD (lr {trace.lr:g}) with and "
+                           "without clipping"))
     return _save(fig, path)
 
 

@@ -11,8 +11,8 @@ network can only learn them if the gradient survives the trip back through time:
 * the **first-token problem** (the "latch" of Bengio, Simard & Frasconi 1994, "Learning
   long-term dependencies with gradient descent is difficult", IEEE TNN 5(2); Hochreiter &
   Schmidhuber's experiment 2): the first token is one of ``n_classes`` class tokens and
-  decides the label; the T - 1 tokens after it are random distractors. Chance accuracy is
-  ``1 / n_classes``;
+  decides the label; the T - 1 tokens after it are random distractors (by default random
+  class tokens themselves). Chance accuracy is ``1 / n_classes``;
 * the **copy (recall) problem** (after Hochreiter & Schmidhuber 1997 and Arjovsky, Shah &
   Bengio 2016): ``n_copy`` symbols at the start, then distractors, then a recall token at the
   last step; the network outputs the symbols from its final state. Chance accuracy per
@@ -183,14 +183,18 @@ def first_token_problem(
     T: int,
     rng: np.random.Generator,
     n_classes: int = 2,
-    n_distractors: int = 4,
+    n_distractors: int | None = None,
     dtype=np.float64,
 ):
     """A batch of the first-token ("latch") problem: the first token decides the label.
 
-    Token ids ``0 .. n_classes-1`` are the class tokens, ``n_classes .. n_classes +
-    n_distractors - 1`` the distractors; the vocabulary size is ``V = n_classes +
-    n_distractors``.
+    Token ids ``0 .. n_classes-1`` are the class tokens. By default (``n_distractors=None``)
+    the T - 1 tokens after the first are random class tokens too: the same symbols that
+    decide the label, at the wrong time, so the network must store the first one and
+    then ignore its look-alikes (an input gate's job); ``V = n_classes``. With
+    ``n_distractors=k`` they are drawn from k separate tokens ``n_classes .. n_classes+k-1``
+    instead (an easier variant: their input weights can simply go to zero);
+    ``V = n_classes + k``.
 
     Parameters
     ----------
@@ -201,8 +205,8 @@ def first_token_problem(
     rng : numpy.random.Generator
     n_classes : int
         Number of labels (chance accuracy is 1 / n_classes).
-    n_distractors : int
-        Number of distinct distractor tokens.
+    n_distractors : int or None
+        None: distractors are class tokens; else the number of separate distractor tokens.
     dtype : float dtype of ``xs``
 
     Returns
@@ -215,12 +219,16 @@ def first_token_problem(
     N = checks.check_positive_int(N, "N")
     T = checks.check_positive_int(T, "T")
     n_classes = checks.check_positive_int(n_classes, "n_classes")
-    n_distractors = checks.check_positive_int(n_distractors, "n_distractors")
+    if n_distractors is None:
+        low, V = 0, n_classes
+    else:
+        n_distractors = checks.check_positive_int(n_distractors, "n_distractors")
+        low, V = n_classes, n_classes + n_distractors
     rng = _check_rng(rng)
     ids = np.empty((N, T), dtype=np.int64)
     ids[:, 0] = rng.integers(0, n_classes, size=N)
-    ids[:, 1:] = rng.integers(n_classes, n_classes + n_distractors, size=(N, T - 1))
-    xs = one_hot(ids, n_classes + n_distractors, dtype=dtype)
+    ids[:, 1:] = rng.integers(low, V, size=(N, T - 1))
+    xs = one_hot(ids, V, dtype=dtype)
     return xs, first_token_target(xs)
 
 
@@ -330,14 +338,20 @@ class Task:
 
 
 TASKS = {
-    "adding": Task("adding", "regression", adding_problem, 2, 1, 0, 2,
-                   "adding problem: the sum of the two marked values"),
-    "first_token": Task("first_token", "classification",
-                        functools.partial(first_token_problem, n_classes=2, n_distractors=4),
-                        6, 1, 2, 1, "first token decides the label (2 classes, 4 distractors)"),
-    "copy": Task("copy", "classification",
-                 functools.partial(copy_problem, n_symbols=4, n_copy=2, n_distractors=3),
-                 8, 2, 4, 3, "recall the first 2 symbols (of 4) after 3 kinds of distractors"),
+    "adding": Task(
+        name="adding", kind="regression", make=adding_problem, input_size=2,
+        n_outputs=1, n_classes=0, min_length=2,
+        description="adding problem: the sum of the two marked values"),
+    "first_token": Task(
+        name="first_token", kind="classification",
+        make=functools.partial(first_token_problem, n_classes=2), input_size=2,
+        n_outputs=1, n_classes=2, min_length=1,
+        description="the first of T random bits is the label (the other bits distract)"),
+    "copy": Task(
+        name="copy", kind="classification",
+        make=functools.partial(copy_problem, n_symbols=4, n_copy=2, n_distractors=3),
+        input_size=8, n_outputs=2, n_classes=4, min_length=3,
+        description="recall the first 2 symbols (of 4) after distractors (3 kinds)"),
 }
 """The tasks by name, with the sizes the demo uses."""
 

@@ -55,8 +55,8 @@ def test_plots_are_written_without_a_display(tmp_path, monkeypatch):
     decay["rnn"][0] = 0.0  # an underflow must not break the log axis
     paths = [
         plots.plot_grad_flow({"init": decay, "trained": decay}, tmp_path / "a.png"),
-        plots.plot_matrix_power({"sigma 0.9": 0.9 ** np.arange(T), "sigma 1.1, tanh": 1.1 ** np.arange(T)},
-                                tmp_path / "b.png"),
+        plots.plot_matrix_power({"sigma 0.9": 0.9 ** np.arange(T),
+                                 "sigma 1.1, tanh": 1.1 ** np.arange(T)}, tmp_path / "b.png"),
         plots.plot_clipping(ClippingTrace(max_norm=1.0,
                                           norms={"no clipping": [2.0, 50.0, float("inf")],
                                                  "clipping": [2.0, 1.5, 1.2, 1.1]},

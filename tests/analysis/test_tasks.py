@@ -84,6 +84,17 @@ def test_first_token_problem():
     assert set(np.unique(ys)) == {0, 1, 2}
 
 
+def test_first_token_problem_default_distractors_are_class_tokens():
+    xs, ys = first_token_problem(400, 12, np.random.default_rng(9))
+    assert xs.shape == (400, 12, 2) and ys.shape == (400, 1)
+    assert (xs.sum(axis=-1) == 1).all()
+    ids = xs.argmax(axis=-1)
+    np.testing.assert_array_equal(ys[:, 0], ids[:, 0])
+    assert set(np.unique(ids[:, 1:])) == {0, 1}, "distractors use the class tokens"
+    # the distractors carry no information about the label
+    assert abs((ids[:, 1:] == ys).mean() - 0.5) < 0.03
+
+
 def test_first_token_target_ignores_distractors():
     rng = np.random.default_rng(4)
     xs, ys = first_token_problem(40, 20, rng)
