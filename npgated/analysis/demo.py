@@ -185,7 +185,7 @@ def _grad_flow_panels(config: DemoConfig, seed: int, trained: dict) -> dict:
 # ---------------------------------------------------------------------------------------
 def _cell_text(values) -> str:
     v = np.atleast_1d(np.asarray(values, dtype=np.float64))
-    text = f"{v.mean():.2f}" if len(v) == 1 else f"{v.mean():.2f} ({v.min():.2f}-{v.max():.2f})"
+    text = f"{v.mean():.2f}" if len(v) == 1 else f"{v.mean():.2f} [{v.min():.2f}, {v.max():.2f}]"
     return f"**{text}**" if v.mean() >= SOLVED else text
 
 
@@ -196,7 +196,7 @@ def format_table(scores: dict) -> str:
     ----------
     scores : dict
         ``{task: {cell: {T: score or [scores over seeds]}}}``. Lists are shown as
-        ``mean (min-max)``. Scores >= 0.9 are bold.
+        ``mean [min, max]``. Scores (means) >= 0.9 are bold.
     """
     all_T = sorted({int(T) for per_cell in scores.values() for by_T in per_cell.values()
                     for T in by_T})
@@ -219,7 +219,7 @@ def seeds_table(result_files) -> tuple[str, dict]:
     Returns
     -------
     table : str
-        :func:`format_table` of the merged scores (``mean (min-max)`` per entry).
+        :func:`format_table` of the merged scores (``mean [min, max]`` per entry).
     merged : dict
         ``{task: {cell: {T: [score per run]}}}``.
     """
@@ -358,8 +358,8 @@ def merge_runs(result_files, out) -> tuple[Path, Path]:
     result_files : list of str or Path
         ``results.json`` files written by :func:`run_demo`.
     out : str or Path
-        Folder for ``results_seeds.md`` (``mean (min-max)`` over the runs) and
-        ``success_vs_length_seeds.png`` (mean, min-max shaded).
+        Folder for ``results_seeds.md`` (``mean [min, max]`` over the runs) and
+        ``success_vs_length_seeds.png`` (mean, min to max shaded).
 
     Returns
     -------
@@ -371,14 +371,14 @@ def merge_runs(result_files, out) -> tuple[Path, Path]:
     table, merged = seeds_table(result_files)
     table_path = out / "results_seeds.md"
     table_path.write_text(
-        f"Mean (min-max) over seeds {', '.join(str(s) for s in seeds)}; bold: mean >= "
+        f"Mean [min, max] over seeds {', '.join(str(s) for s in seeds)}; bold: mean >= "
         f"{SOLVED:g}.\n\n" + table)
     figure = plots.plot_success(merged, out / "success_vs_length_seeds.png",
                                 chance={t: TASKS[t].chance for t in merged},
                                 metrics={t: TASKS[t].metric for t in merged},
                                 title="Held-out score vs sequence length, seeds "
                                       + ", ".join(str(s) for s in seeds)
-                                      + " (mean, min-max shaded)")
+                                      + " (mean; min to max shaded)")
     return table_path, figure
 
 

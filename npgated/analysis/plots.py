@@ -159,7 +159,7 @@ def plot_success(scores: dict, path, chance: dict | None = None, metrics: dict |
     ----------
     scores : dict
         ``{task: {cell: {T: score}}}`` (a score may be a list over seeds: the mean is drawn
-        with the min-max range shaded). Scores below ``min(0, chance) - 0.1`` are drawn
+        with the range from min to max shaded). Scores below ``min(0, chance) - 0.1`` are drawn
         at that floor.
     path : str or Path
     chance : dict, optional

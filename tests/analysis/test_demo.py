@@ -89,11 +89,11 @@ def test_format_table_and_seeds_table(tmp_path):
         files.append(path)
     merged_table, merged = demo.seeds_table(files)
     assert merged["adding"]["lstm"][50] == [0.98, pytest.approx(0.88)]
-    assert "0.93 (0.88-0.98)" in merged_table
+    assert "0.93 [0.88, 0.98]" in merged_table
     # the module's --merge: the same table and a figure, into --out
     code = demo._module_main(["--out", str(tmp_path / "m"), "--merge", *map(str, files)])
     assert code == 0
-    assert "0.93 (0.88-0.98)" in (tmp_path / "m" / "results_seeds.md").read_text()
+    assert "0.93 [0.88, 0.98]" in (tmp_path / "m" / "results_seeds.md").read_text()
     assert "seeds 0, 1" in (tmp_path / "m" / "results_seeds.md").read_text()
     assert _is_png(tmp_path / "m" / "success_vs_length_seeds.png")
 
