@@ -519,7 +519,11 @@ class TimeGRU(RecurrentLayer):
         r, z, n = gates[..., :H], gates[..., H : 2 * H], gates[..., 2 * H :]
         h_prev = hs[:, :-1]
         dh = xp.empty((N, H), dtype=dtype)
-        dh_next = xp.zeros((N, H), dtype=dtype)
+        # B3's GEMM runs as dh_next.T = Wh @ dah_t.T: it reads Wh as stored (no transposed
+        # copy) and writes the (H, N) buffer dhT, whose transposed view is dh_next (for
+        # OpenBLAS the faster orientation, ~20 % at H = 650, measured).
+        dhT = xp.zeros((H, N), dtype=dtype)
+        dh_next = dhT.T
         norms = self._grad_norm_buffer(T, like=xs)
 
         if self.reset_after:
@@ -533,13 +537,12 @@ class TimeGRU(RecurrentLayer):
             da[:, :, 0] = da[:, :, 2] * hn * (1 - r)  # K3
             da[:, :, 1] = (h_prev - n) * z * (1 - z)  # K1
             dah = da.reshape(N, T, 4 * H)[:, :, : 3 * H]  # [da_r, da_z, dhn] per step
-            WhT = xp.ascontiguousarray(Wh.T)  # once per backward: a contiguous GEMM operand
             for t in reversed(range(T)):
                 xp.add(dhs[:, t], dh_next, out=dh)  # B0  (out=: no temporary in the hot loop)
                 if norms is not None:
                     norms[t] = (dh * dh).sum()
                 da[:, t] *= dh[:, None, :]  # B1  all four blocks at once
-                xp.matmul(dah[:, t], WhT, out=dh_next)  # B3
+                xp.matmul(Wh, dah[:, t].T, out=dhT)  # B3  (dh_next = dah_t @ Wh.T)
                 dh_next += dh * z[:, t]  # B3
 
             da2 = da.reshape(N * T, 4 * H)
@@ -558,18 +561,17 @@ class TimeGRU(RecurrentLayer):
             da[:, :, 2] = (1 - z) * (1 - n * n)  # K2
             kr = h_prev * r * (1 - r)  # K3
             da3 = da.reshape(N, T, 3 * H)
-            Wh_rzT = xp.ascontiguousarray(Wh[:, : 2 * H].T)  # once per backward: contiguous
-            Wh_nT = xp.ascontiguousarray(Wh[:, 2 * H :].T)  # GEMM operands
-            drh = xp.empty((N, H), dtype=dtype)
+            drhT = xp.empty((H, N), dtype=dtype)  # as dhT: drh = drhT.T
+            drh = drhT.T
             for t in reversed(range(T)):
                 xp.add(dhs[:, t], dh_next, out=dh)  # B0  (out=: no temporary in the hot loop)
                 if norms is not None:
                     norms[t] = (dh * dh).sum()
                 da_t = da[:, t]
                 da_t[:, 1:] *= dh[:, None, :]  # B1  da_z, da_n
-                xp.matmul(da_t[:, 2], Wh_nT, out=drh)  # B2
+                xp.matmul(Wh[:, 2 * H :], da_t[:, 2].T, out=drhT)  # B2  (drh = da_n @ Wh_n.T)
                 xp.multiply(drh, kr[:, t], out=da_t[:, 0])  # B2  da_r
-                xp.matmul(da3[:, t, : 2 * H], Wh_rzT, out=dh_next)  # B3
+                xp.matmul(Wh[:, : 2 * H], da3[:, t, : 2 * H].T, out=dhT)  # B3  (da_rz @ Wh_rz.T)
                 drh *= r[:, t]  # B3
                 dh_next += drh  # B3
                 dh_next += dh * z[:, t]  # B3
@@ -582,6 +584,6 @@ class TimeGRU(RecurrentLayer):
             dWh[:, 2 * H :] += (r.reshape(N * T, H) * h_prev2).T @ da2[:, 2 * H :]  # B6
             db += da2.sum(axis=0)  # B7
 
-        self.dh = dh_next
+        self.dh = xp.ascontiguousarray(dh_next)
         self._store_grad_norms(norms)
         return dxs

@@ -333,22 +333,24 @@ class TimeRNN(RecurrentLayer):
         da = xp.multiply(hs[:, 1:], hs[:, 1:])  # K1  (N, T, H)
         xp.subtract(1, da, out=da)  # K1
 
-        WhT = xp.ascontiguousarray(Wh.T)  # once per backward: a contiguous GEMM operand
+        # B2 runs as dh_next.T = Wh @ da_t.T: the GEMM reads Wh as stored (no transposed
+        # copy) and writes the (H, N) buffer dhT, whose transposed view is dh_next.
+        dhT = xp.zeros((H, N), dtype=dtype)
+        dh_next = dhT.T
         dh = xp.empty((N, H), dtype=dtype)
-        dh_next = xp.zeros((N, H), dtype=dtype)
         norms = self._grad_norm_buffer(T, like=xs)
         for t in reversed(range(T)):
             xp.add(dhs[:, t], dh_next, out=dh)  # B0  (out=: no temporaries in the hot loop)
             if norms is not None:
                 norms[t] = (dh * dh).sum()
             da[:, t] *= dh  # B1
-            xp.matmul(da[:, t], WhT, out=dh_next)  # B2
+            xp.matmul(Wh, da[:, t].T, out=dhT)  # B2  (dh_next = dhT.T = da_t @ Wh.T)
 
         da2 = da.reshape(N * T, H)
         dxs = (da2 @ Wx.T).reshape(N, T, D)  # B3
         dWx += xs.reshape(N * T, D).T @ da2  # B4
         dWh += hs[:, :-1].reshape(N * T, H).T @ da2  # B5
         db += da2.sum(axis=0)  # B6
-        self.dh = dh_next
+        self.dh = xp.ascontiguousarray(dh_next)
         self._store_grad_norms(norms)
         return dxs
