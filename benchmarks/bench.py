@@ -25,6 +25,11 @@ Every implementation runs in a process of its own (a child started per measureme
 ``torch.set_num_threads(--threads)``, so NumPy's OpenBLAS threads and torch's OpenMP threads
 never compete inside one process, and each child's peak RSS (``ru_maxrss``) is its own.
 
+Allocator: every child, npgated and PyTorch alike, first calls
+:func:`npgated.allocator.keep_freed_memory` (glibc malloc keeps freed large blocks for the next
+step instead of unmapping them, as ``npgated.training.fit`` and the ``npgated`` command do);
+``--default-malloc`` leaves glibc's defaults in all of them.
+
 Machine load: before each child the parent samples ``/proc/stat`` for one second (its children
 are not running then) and waits up to ``--wait-quiet`` seconds until fewer than
 ``--max-busy`` cores are busy; it records that sample and ``os.getloadavg()`` (the 1-minute
@@ -553,6 +558,12 @@ def child_main(spec_path: str) -> int:
               "env": {v: os.environ.get(v) for v in OPENBLAS_VARS + THREAD_VARS}}
     code = 0
     try:
+        if spec.get("keep_freed_memory", True):
+            # The same glibc malloc settings for every implementation (npgated's fit and
+            # command line apply them; PyTorch's CPU allocator is glibc malloc too).
+            from npgated import allocator  # noqa: PLC0415
+
+            result["keep_freed_memory"] = allocator.keep_freed_memory()
         CHILDREN[spec["kind"]](spec, result)
     except Exception:  # noqa: BLE001 (reported to the parent, which goes on)
         result["error"] = traceback.format_exc(limit=8)
@@ -770,6 +781,10 @@ def parse_args(argv=None):
     p.add_argument("--gemm-sizes", default=",".join(map(str, GEMM_SIZES)),
                    help="square sizes for the GEMM ceiling")
     p.add_argument("--no-gemm", action="store_true", help="skip the GEMM ceiling children")
+    p.add_argument("--default-malloc", action="store_true",
+                   help="leave glibc malloc at its defaults in every child (by default all "
+                        "children, npgated and torch alike, call "
+                        "npgated.allocator.keep_freed_memory(), as npgated's fit does)")
     p.add_argument("--child-timeout", type=float, default=1800.0, help="seconds per child")
     p.add_argument("--profile", action="store_true",
                    help="instead of timing: cProfile npgated's training step (--iters "
@@ -836,14 +851,16 @@ def main(argv=None) -> int:
                      "repeats": args.repeats, "data": data, "data_source": None,
                      "unset_openblas_env": args.unset_openblas_env, "smoke": args.smoke,
                      "wait_quiet_s": args.wait_quiet, "max_busy_cores": args.max_busy,
-                     "gemm_sizes": args.gemm_sizes, "vocab_size": VOCAB},
+                     "gemm_sizes": args.gemm_sizes, "vocab_size": VOCAB,
+                     "keep_freed_memory": not args.default_malloc},
         "gemm": {},
         "results": [],
     }
     cases = [preset_spec(p, c, args.smoke) for p in args.presets for c in args.cells]
     common = dict(threads=args.threads, iters=args.iters, warmup=args.warmup,
                   repeats=args.repeats, gemm_sizes=args.gemm_sizes,
-                  gemm_min_s=0.05 if args.smoke else 1.0, profile_top=args.profile_top)
+                  gemm_min_s=0.05 if args.smoke else 1.0, profile_top=args.profile_top,
+                  keep_freed_memory=not args.default_malloc)
     failed = 0
     workdir = Path(tempfile.mkdtemp(prefix="npgated-bench-"))
     try:

@@ -17,7 +17,7 @@ import sys
 import typing
 from pathlib import Path
 
-from npgated import __version__
+from npgated import __version__, allocator
 
 EXIT_USAGE = 2
 
@@ -237,6 +237,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
+    allocator.keep_freed_memory()  # a process of our own: reuse freed memory between steps
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, TypeError) as exc:

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from npgated import backend
+from npgated import allocator, backend
 from npgated.data import ptb
 from npgated.data.batching import TBPTTBatcher
 from npgated.models.rnnlm import build_model
@@ -144,7 +144,10 @@ def fit(model, optimizer, schedule, batcher, valid_corpus, config: TrainConfig, 
     """Train until ``config.epochs`` are done; returns the signal number if interrupted.
 
     ``stop_after`` behaves like a Ctrl-C after that many iterations in total (tests).
+    Before the first step it calls :func:`npgated.allocator.keep_freed_memory`, so that the
+    large arrays of each step reuse the memory the previous step freed (no page faults).
     """
+    allocator.keep_freed_memory()
     N, T = config.batch_size, config.time_size
     per_epoch = min(len(batcher), config.max_iters or len(batcher))
     with _StopRequests() as stop:
