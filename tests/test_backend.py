@@ -111,3 +111,19 @@ class TestFakeCupy:
         h = self.d.get()
         assert type(h) is np.ndarray
         np.testing.assert_array_equal(h, np.arange(6.0).reshape(2, 3))
+
+
+@pytest.mark.parametrize("shape_kind", ["contiguous", "column-slice"])
+def test_scatter_add_matches_add_at_on_contiguous_and_strided_targets(shape_kind):
+    # The NumPy path updates a C-contiguous target through its flat view and falls back
+    # to the row-wise np.add.at otherwise: both must equal the reference loop.
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((40, 12))
+    target = base if shape_kind == "contiguous" else base[:, 2:9]
+    ids = rng.integers(0, 40, 200)  # many repeats
+    vals = rng.standard_normal((200, target.shape[1]))
+    expected = target.copy()
+    for k, i in enumerate(ids):
+        expected[i] += vals[k]
+    backend.scatter_add(target, ids, vals)
+    np.testing.assert_allclose(target, expected, rtol=1e-12, atol=1e-12)

@@ -13,7 +13,7 @@ V = 10000, D = 650, float32, Zipf-distributed and uniform ids), NumPy 2.4 on the
 development machine, per backward call, median (min) of 200 calls with a 28 MB array
 touched between calls as a training step does (no GPU was available for the comparison)::
 
-    np.add.at = backend.scatter_add                     4.5-7.0 ms (min 3.9-4.1, stable)
+    np.add.at(dW, ids, dout), row-wise                 4.5-7.0 ms (min 3.9-4.1, stable)
     argsort + np.add.reduceat, then dW[u] += sums       3.1-9.6 ms (min 2.4-4.4)
     np.unique + one bincount over (unique id, column)   7.9-15  ms (min 5.7-12; 1.3-1.7 hot)
     np.unique + one-hot (U, 700) @ dout GEMM            25-60   ms under load (min 2.9-17)
@@ -24,9 +24,14 @@ which makes them slower and erratic in a real step. argsort + reduceat saved ~1 
 Zipf-distributed ids but not on uniform ones, and ``add.reduceat`` is not reachable through
 the portable array module (CuPy documents it only in recent releases). ``add.at`` (fast since
 NumPy 1.25, numpy#5922) was the most predictable, allocates nothing, and is a single atomic
-kernel on CuPy, so the layers use ``backend.scatter_add``. Either way it is well under 1% of
-a training step: one (700, 650) @ (650, 10000) GEMM of the output layer alone took ~300 ms
-on that machine.
+kernel on CuPy, so the layers use ``backend.scatter_add``.
+
+On NumPy, ``backend.scatter_add`` calls ``add.at`` on the flat (V * D,) view of dW with the
+flat positions ``ids[k] * D + j`` (``add.at``'s fast path is for one-dimensional operands
+only): the same sums, median 1.0 ms (Zipf ids) and 1.2 ms (uniform ids) instead of 4.4 ms in
+the measurement above (200 calls each, 2026-11-30): ~0.25 % of a ~420 ms book-better
+training step instead of ~1 %. The flat index array (700 * 650 int64, 3.6 MB) is its only
+temporary.
 """
 
 from __future__ import annotations
