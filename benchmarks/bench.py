@@ -25,10 +25,18 @@ Every implementation runs in a process of its own (a child started per measureme
 ``torch.set_num_threads(--threads)``, so NumPy's OpenBLAS threads and torch's OpenMP threads
 never compete inside one process, and each child's peak RSS (``ru_maxrss``) is its own.
 
-Allocator: every child, npgated and PyTorch alike, first calls
-:func:`npgated.allocator.keep_freed_memory` (glibc malloc keeps freed large blocks for the next
-step instead of unmapping them, as ``npgated.training.fit`` and the ``npgated`` command do);
-``--default-malloc`` leaves glibc's defaults in all of them.
+Allocator: each implementation runs as its users run it. The npgated (and NumPy GEMM) children
+first call :func:`npgated.allocator.keep_freed_memory`, as ``npgated.training.fit`` and the
+``npgated`` command do (glibc malloc keeps freed large blocks for the next step instead of
+unmapping them); ``--default-malloc`` leaves glibc's defaults there too. The PyTorch children
+keep glibc's defaults: measured on 2026-11-30 (book-better LSTM, two alternating runs each),
+the setting made PyTorch slower (1,487 and 1,611 tok/s with it, 1,635 and 1,791 without; its
+peak RSS grew from ~760 to ~1,270 MiB) while it made npgated faster (1,752 and 1,650 tok/s
+with it, 1,607 and 1,603 without).
+
+GEMM-only step: the npgated child also times a step that makes only npgated's GEMM calls at
+their exact shapes and layouts (``_gemm_only_steps``), so the table shows how close the
+implementation is to what its GEMMs allow, and the largest ratio to PyTorch they allow.
 
 Machine load: before each child the parent samples ``/proc/stat`` for one second (its children
 are not running then) and waits up to ``--wait-quiet`` seconds until fewer than
@@ -379,6 +387,60 @@ def _best_gemm_rate(fn, n, min_s):
     return round(2 * n**3 / best / 1e9, 2)
 
 
+def _gemm_only_steps(spec):
+    """(train, eval) callables doing only the GEMMs of one npgated step, at its exact shapes.
+
+    The same calls as the layers make, in the same order and orientation, on arrays laid out
+    as theirs are (per-step slices of the (N, T + 1, H) state buffer, transposed views of the
+    gate gradients): the time the step would take if everything that is not a GEMM (gate
+    nonlinearities, softmax, dropout, clipping, the update, Python) were free. Its tokens/s
+    is the most this design can reach with this BLAS on this machine.
+    """
+    import numpy as np  # noqa: PLC0415
+
+    kw = spec["model_kwargs"]
+    N, T = spec["N"], spec["T"]
+    V, D, H = kw["vocab_size"], kw["wordvec_size"], kw["hidden_size"]
+    G = GATES[kw["cell"]] * H
+    L = kw.get("num_layers", 1)
+    tied = kw.get("tie_weights", False)
+    rng = np.random.default_rng(0)
+
+    def a(*shape):
+        return rng.standard_normal(shape, dtype=np.float32)
+
+    fwd, bwd = [], []  # lists of (A, B, out) for np.matmul(A, B, out=out)
+    for layer in range(L):
+        d_in = D if layer == 0 else H
+        Wx, Wh, xs, hs = a(d_in, G), a(H, G), a(N * T, d_in), a(N, T + 1, H)
+        gates, da = a(N * T, G), a(N, T, G)
+        dhT, dxs, dWx, dWh = a(H, N), a(N * T, d_in), a(d_in, G), a(H, G)
+        fwd.append([(xs, Wx, gates)] + [(hs[:, t], Wh, a(N, G)) for t in range(T)])
+        bwd.insert(0, [(Wh, da[:, t].T, dhT) for t in reversed(range(T))]
+                   + [(da.reshape(N * T, G), Wx.T, dxs),
+                      (xs.T, da.reshape(N * T, G), dWx),
+                      (hs[:, :-1].reshape(N * T, H).T, da.reshape(N * T, G), dWh)])
+    logits, dx = a(N * T, V), a(N * T, H)
+    if tied:  # x @ W.T; dx = dy @ W; dW = dy.T @ x (bias added separately)
+        W, x, dW = a(V, H), a(N * T, H), a(V, H)
+        out_f = [(x, W.T, logits)]
+        out_b = [(logits, W, dx), (logits.T, x, dW)]
+    else:  # bias folded in: [x | 1] @ [W ; b]
+        Wb, x1, dWb = a(H + 1, V), a(N * T, H + 1), a(H + 1, V)
+        out_f = [(x1, Wb, logits)]
+        out_b = [(logits, Wb[:H].T, dx), (x1.T, logits, dWb)]
+    train_calls = [c for f in fwd for c in f] + out_f + out_b + [c for b in bwd for c in b]
+    eval_calls = [c for f in fwd for c in f] + out_f
+
+    def runner(calls):
+        def step(k):
+            for A, B, out in calls:
+                np.matmul(A, B, out=out)
+        return step
+
+    return runner(train_calls), runner(eval_calls)
+
+
 def _child_npgated(spec, result):
     import numpy as np  # noqa: PLC0415
 
@@ -424,6 +486,13 @@ def _child_npgated(spec, result):
     dtypes |= {f"eval loss:{getattr(losses[-1], 'dtype', type(losses[-1]).__name__)}"}
     dtypes |= {str(p.dtype) for p in model.params} | {str(g.dtype) for g in model.grads}
     result["dtypes"] = sorted(dtypes)
+    # The model's peak memory, before the GEMM-only arrays below add their own.
+    result["peak_rss_mib"] = _rss_mib()
+    gemm_train, gemm_eval = _gemm_only_steps(spec)
+    result["gemm_only_train"] = _time_runs(gemm_train, 0, spec["warmup"], spec["iters"],
+                                           spec["repeats"], tokens)
+    result["gemm_only_eval"] = _time_runs(gemm_eval, 0, spec["warmup"], spec["iters"],
+                                          spec["repeats"], tokens)
     result["loss_first_last"] = [train_losses[0], train_losses[-1]]
     result["eval_loss_mean"] = float(np.mean([float(x) for x in losses]))
 
@@ -548,6 +617,7 @@ def _child_torch(spec, result):
     result["eval_loss_mean"] = float(np.mean([float(x) for x in losses]))
 
 
+TORCH_KINDS = ("gemm-torch", "torch")
 CHILDREN = {"gemm-numpy": _child_gemm_numpy, "gemm-torch": _child_gemm_torch,
             "npgated": _child_npgated, "profile": _child_npgated, "torch": _child_torch}
 
@@ -558,9 +628,9 @@ def child_main(spec_path: str) -> int:
               "env": {v: os.environ.get(v) for v in OPENBLAS_VARS + THREAD_VARS}}
     code = 0
     try:
-        if spec.get("keep_freed_memory", True):
-            # The same glibc malloc settings for every implementation (npgated's fit and
-            # command line apply them; PyTorch's CPU allocator is glibc malloc too).
+        if spec.get("keep_freed_memory", True) and spec["kind"] not in TORCH_KINDS:
+            # npgated as its fit and command line run it. PyTorch keeps glibc's defaults:
+            # these settings made its training ~10 % slower here (see the module docstring).
             from npgated import allocator  # noqa: PLC0415
 
             result["keep_freed_memory"] = allocator.keep_freed_memory()
@@ -568,7 +638,7 @@ def child_main(spec_path: str) -> int:
     except Exception:  # noqa: BLE001 (reported to the parent, which goes on)
         result["error"] = traceback.format_exc(limit=8)
         code = 1
-    result["peak_rss_mib"] = _rss_mib()
+    result.setdefault("peak_rss_mib", _rss_mib())
     result["threadpool"] = _threadpool_info()
     Path(spec["result"]).write_text(json.dumps(result, indent=1))
     return code
@@ -658,6 +728,8 @@ def table_rows(report: dict) -> list[dict]:
         t_train = (torch_r or {}).get("train", {}).get("tok_s") if r["impl"] != "torch" else None
         t_eval = (torch_r or {}).get("eval", {}).get("tok_s") if r["impl"] != "torch" else None
         gflops = train * r["flops_per_token"]["train"] / 1e9 if train else None
+        g_train = (r.get("gemm_only_train") or {}).get("tok_s")
+        g_eval = (r.get("gemm_only_eval") or {}).get("tok_s")
         others = [x for rep in ("train", "eval")
                   for x in ((r.get(rep) or {}).get("others_cores") or []) if x is not None]
         rows.append({
@@ -669,6 +741,10 @@ def table_rows(report: dict) -> list[dict]:
             "gflops": gflops,
             "ceiling_frac": gflops / ceiling if gflops and ceiling else None,
             "ceiling_tok_s": ceiling * 1e9 / r["flops_per_token"]["train"] if ceiling else None,
+            "gemm_only": g_train,
+            "of_gemm_only": train / g_train if train and g_train else None,
+            "gemm_only_ratio": g_train / t_train if g_train and t_train else None,
+            "eval_of_gemm_only": ev / g_eval if ev and g_eval else None,
             "rss": r.get("peak_rss_mib"),
             "busy_before": (r.get("load_before") or {}).get("busy_cores"),
             "others_max": max(others) if others else None,
@@ -678,19 +754,26 @@ def table_rows(report: dict) -> list[dict]:
 
 
 HEADER = ["preset", "cell", "impl", "train tok/s", "eval tok/s", "eval/train", "train ×torch",
-          "eval ×torch", "GFLOP/s", "of GEMM ceiling", "ceiling tok/s", "peak RSS MiB",
+          "eval ×torch", "GFLOP/s", "of GEMM ceiling", "ceiling tok/s", "GEMM-only tok/s",
+          "of GEMM-only", "GEMM-only ×torch", "eval of GEMM-only", "peak RSS MiB",
           "busy before", "others during"]
 
 
 def _cells(row):
     if row["error"]:
         first = row["error"].strip().splitlines()[-1][:60]
-        return [row["preset"], row["cell"], row["impl"], f"error: {first}"] + [""] * 10
+        return [row["preset"], row["cell"], row["impl"], f"error: {first}"] + [""] * 14
     return [row["preset"], row["cell"], row["impl"], _fmt_int(row["train"]), _fmt_int(row["eval"]),
             _fmt(row["eval_over_train"], ".2f", "×"), _fmt(row["train_ratio"], ".2f", "×"),
             _fmt(row["eval_ratio"], ".2f", "×"), _fmt(row["gflops"], ".1f"),
             _fmt(None if row["ceiling_frac"] is None else 100 * row["ceiling_frac"], ".0f", " %"),
-            _fmt_int(row["ceiling_tok_s"]), _fmt(row["rss"], ".0f"),
+            _fmt_int(row["ceiling_tok_s"]), _fmt_int(row.get("gemm_only")),
+            _fmt(None if row.get("of_gemm_only") is None else 100 * row["of_gemm_only"], ".0f",
+                 " %"),
+            _fmt(row.get("gemm_only_ratio"), ".2f", "×"),
+            _fmt(None if row.get("eval_of_gemm_only") is None
+                 else 100 * row["eval_of_gemm_only"], ".0f", " %"),
+            _fmt(row["rss"], ".0f"),
             _fmt(row["busy_before"], ".2f"), _fmt(row["others_max"], ".2f")]
 
 
@@ -738,9 +821,15 @@ def markdown_report(report: dict) -> str:
         lines.append("| " + " | ".join(_cells(row)) + " |")
     lines += ["", "`train ×torch` and `eval ×torch`: npgated tokens/s over PyTorch's in the same "
               "run. `GFLOP/s`: training GEMM FLOPs per token × tokens/s; `of GEMM ceiling`: that "
-              "over the best NumPy GEMM rate; `ceiling tok/s`: the GEMM-only limit. `busy "
-              "before`: cores busy (all processes) in the second before the child started; "
-              "`others during`: most cores used by other processes during a timed repeat."]
+              "over the best NumPy GEMM rate; `ceiling tok/s`: the GEMM-only limit at that "
+              "best rate. `GEMM-only tok/s`: measured in the npgated process, a training step "
+              "that makes only npgated's GEMM calls, at their exact shapes and layouts (the "
+              "most this design reaches with this BLAS: everything else free); `of GEMM-only`: "
+              "npgated's training rate over it; `GEMM-only ×torch`: it over PyTorch's training "
+              "rate, the largest `train ×torch` possible; `eval of GEMM-only`: the same for "
+              "evaluation (forward GEMMs only). `busy before`: cores busy (all processes) in "
+              "the second before the child started; `others during`: most cores used by other "
+              "processes during a timed repeat."]
     return "\n".join(lines) + "\n"
 
 
@@ -782,9 +871,9 @@ def parse_args(argv=None):
                    help="square sizes for the GEMM ceiling")
     p.add_argument("--no-gemm", action="store_true", help="skip the GEMM ceiling children")
     p.add_argument("--default-malloc", action="store_true",
-                   help="leave glibc malloc at its defaults in every child (by default all "
-                        "children, npgated and torch alike, call "
-                        "npgated.allocator.keep_freed_memory(), as npgated's fit does)")
+                   help="leave glibc malloc at its defaults in the npgated children too "
+                        "(by default they call npgated.allocator.keep_freed_memory(), as "
+                        "npgated's fit does; the torch children always keep the defaults)")
     p.add_argument("--child-timeout", type=float, default=1800.0, help="seconds per child")
     p.add_argument("--profile", action="store_true",
                    help="instead of timing: cProfile npgated's training step (--iters "
