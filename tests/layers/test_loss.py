@@ -232,3 +232,31 @@ def test_overwrite_input_gives_the_same_loss_and_gradient(xp_name, dev, rng, sca
     dxs = fused.backward()
     np.testing.assert_allclose(backend.to_cpu(dxs), grad, rtol=1e-12, atol=1e-15)
     assert np.isfinite(loss)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_blocks_with_mixed_scales_match_the_reference(xp_name, dev, rng, monkeypatch,
+                                                          training, dtype):
+    # Blocks of 2 rows (NumPy; one block on a device): blocks whose rows are all moderate
+    # take the unshifted path, blocks with a huge row (overflow) or a row far below zero
+    # (every exp underflows) the shifted one, in training and in the eval-only sums.
+    from npgated.layers import loss as loss_module
+
+    monkeypatch.setattr(loss_module, "_BLOCK_ELEMENTS", 2 * V)
+    xs = rng.standard_normal((N, T, V)) * 2
+    xs[0, 1] *= 1e3  # overflows exp unshifted
+    xs[1, 2] -= 500.0  # every exp of the row underflows unshifted
+    xs[2, 3] += 95.0  # exp overflows in float32 only
+    ts = targets(rng, (N, T))
+    layer = TimeSoftmaxWithLoss().train(training)
+    layer.overwrite_input = True
+    buffer = dev(xs.copy(), dtype=dtype)
+    loss = float(layer.forward(buffer, ts))
+    ref_loss, ref_grad = reference_loss_and_grad(xs, ts)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    assert loss == pytest.approx(ref_loss, rel=tol)
+    if not training:  # eval computes the loss without touching the logits
+        np.testing.assert_array_equal(backend.to_cpu(buffer), xs.astype(dtype))
+    dxs = backend.to_cpu(layer.backward())
+    np.testing.assert_allclose(dxs, ref_grad, atol=10 * tol)
