@@ -16,7 +16,10 @@ What is measured, for every (preset, cell, implementation):
   contiguous windows of the test split;
 
 each after ``--warmup`` untimed iterations, as the median over ``--repeats`` timed runs of
-``--iters`` iterations. Batches are real PTB windows when ``$NPGATED_DATA_DIR`` is set (train
+``--iters`` iterations. With ``--rounds R`` every (preset, cell, implementation) runs in R
+children, the implementations alternating (A B, B A, ...), and the median over the rounds is
+reported (this virtual machine has slow and fast phases of minutes; a single child can land in
+either). Batches are real PTB windows when ``$NPGATED_DATA_DIR`` is set (train
 split for training, test split for evaluation), otherwise random ids from a seeded generator;
 both implementations see the same ids.
 
@@ -686,6 +689,39 @@ def child_env(threads: int, unset_openblas: bool) -> dict:
     return env
 
 
+_ROUND_KEYS = ("train", "eval", "gemm_only_train", "gemm_only_eval")
+
+
+def _add_round(results: list, result: dict) -> None:
+    """Append ``result``, or merge it into the earlier round of the same case.
+
+    A merged case keeps every round (``rounds``: the per-round measurements) and reports, for
+    each of train, eval and the GEMM-only steps, the median over the rounds of the per-round
+    medians (``tok_s``); its peak RSS is the largest.
+    """
+    key = (result["preset"], result["cell"], result["impl"])
+    first = next((r for r in results if (r["preset"], r["cell"], r["impl"]) == key), None)
+    if first is None:
+        result["rounds"] = [{k: result.get(k) for k in _ROUND_KEYS + ("load_before",)}]
+        results.append(result)
+        return
+    if "error" in result or "error" in first:
+        first.setdefault("error", result.get("error"))
+        return
+    first["rounds"].append({k: result.get(k) for k in _ROUND_KEYS + ("load_before",)})
+    for k in _ROUND_KEYS:
+        per_round = [r[k] for r in first["rounds"] if r.get(k)]
+        if not per_round:
+            continue
+        merged = dict(per_round[0])
+        merged["tok_s"] = statistics.median(x["tok_s"] for x in per_round)
+        merged["tok_s_rounds"] = [round(x["tok_s"], 1) for x in per_round]
+        merged["ms_per_iter"] = round(statistics.median(x["ms_per_iter"] for x in per_round), 3)
+        merged["others_cores"] = [c for x in per_round for c in (x.get("others_cores") or [])]
+        first[k] = merged
+    first["peak_rss_mib"] = max(first.get("peak_rss_mib") or 0, result.get("peak_rss_mib") or 0)
+
+
 def run_child(spec: dict, workdir: Path, env: dict, timeout: float) -> dict:
     spec_path = workdir / f"spec-{spec['id']}.json"
     spec["result"] = str(workdir / f"result-{spec['id']}.json")
@@ -804,7 +840,10 @@ def markdown_report(report: dict) -> str:
         f"{s['threads']} threads per process), NumPy {m['numpy']} ({blas}), "
         f"PyTorch {m['torch'] or 'not installed'}; npgated {m.get('npgated_git') or '?'}.",
         f"Float32, {s['iters']} iterations per repeat after {s['warmup']} warm-up, median of "
-        f"{s['repeats']} repeats; data: {s['data_source']}; "
+        f"{s['repeats']} repeats"
+        + (f", then the median over {s['rounds']} rounds (a child each, the implementations "
+           f"alternating)" if s.get("rounds", 1) > 1 else "")
+        + f"; data: {s['data_source']}; "
         f"OPENBLAS_CORETYPE={m['env'].get('OPENBLAS_CORETYPE')!s}, "
         f"OPENBLAS_L2_SIZE={m['env'].get('OPENBLAS_L2_SIZE')!s}"
         f"{' (unset in the children)' if s['unset_openblas_env'] else ''}"
@@ -854,6 +893,9 @@ def parse_args(argv=None):
     p.add_argument("--iters", type=int, default=20, help="timed iterations per repeat")
     p.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats (the median is reported)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="children per (preset, cell, implementation), the implementations "
+                        "alternating; the median over rounds is reported")
     p.add_argument("--threads", type=int, default=2, help="BLAS/OpenMP threads per child")
     p.add_argument("--data", choices=("auto", "ptb", "random"), default="auto",
                    help="auto: PTB when $NPGATED_DATA_DIR is set, else random ids")
@@ -889,7 +931,7 @@ def parse_args(argv=None):
         args.iters, args.warmup, args.repeats = 1, 1, 1
         args.wait_quiet, args.data = 0.0, "random"
         args.gemm_sizes = ",".join(map(str, SMOKE["gemm_sizes"]))
-    for name in ("iters", "repeats", "threads"):
+    for name in ("iters", "repeats", "threads", "rounds"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1")
     if args.warmup < 0:
@@ -937,7 +979,8 @@ def main(argv=None) -> int:
         "command": [Path(sys.argv[0]).name] + (sys.argv[1:] if argv is None else list(argv)),
         "machine": machine_info(),
         "settings": {"threads": args.threads, "iters": args.iters, "warmup": args.warmup,
-                     "repeats": args.repeats, "data": data, "data_source": None,
+                     "repeats": args.repeats, "rounds": args.rounds, "data": data,
+                     "data_source": None,
                      "unset_openblas_env": args.unset_openblas_env, "smoke": args.smoke,
                      "wait_quiet_s": args.wait_quiet, "max_busy_cores": args.max_busy,
                      "gemm_sizes": args.gemm_sizes, "vocab_size": VOCAB,
@@ -961,7 +1004,10 @@ def main(argv=None) -> int:
                 # PyTorch's own GEMM rate is for information only: skipped in smoke runs
                 with_torch = "torch" in impls and not args.smoke
                 jobs += [("gemm-numpy", None)] + ([("gemm-torch", None)] if with_torch else [])
-            jobs += [(impl, c) for c in cases for impl in impls]
+            # Rounds alternate the implementations' order (A B, B A, A B, ...) so that a slow
+            # phase of the machine does not fall on one of them only.
+            jobs += [(impl, c) for c in cases for r in range(args.rounds)
+                     for impl in (impls if r % 2 == 0 else impls[::-1])]
         batch_files = {}
         for n, (kind, case) in enumerate(jobs, 1):
             spec = dict(common, kind=kind, id=n)
@@ -1002,7 +1048,7 @@ def main(argv=None) -> int:
             if kind == "profile":
                 report["results"].append(result)
                 continue
-            report["results"].append(result)
+            _add_round(report["results"], result)
             if "error" not in result:
                 _log(f"  train {result['train']['tok_s']:,.0f} tok/s, eval "
                      f"{result['eval']['tok_s']:,.0f} tok/s, peak RSS {result['peak_rss_mib']} MiB")

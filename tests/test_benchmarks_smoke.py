@@ -79,7 +79,27 @@ def test_bench_smoke_against_torch(tmp_path):
                             "--impl", "npgated,torch", "--no-gemm")
     _check_results(report, {("book-better", "gru", "npgated"), ("book-better", "gru", "torch")})
     assert report["machine"]["torch"]
+    npg = next(r for r in report["results"] if r["impl"] == "npgated")
+    assert npg["keep_freed_memory"] in (True, False)  # npgated runs as its fit runs it
+    assert "keep_freed_memory" not in next(r for r in report["results"] if r["impl"] == "torch")
+    assert npg["gemm_only_train"]["tok_s"] > 0 and npg["gemm_only_eval"]["tok_s"] > 0
     row = "| book-better | gru | npgated |"
     assert row in markdown
     line = next(ln for ln in markdown.splitlines() if ln.startswith(row))
     assert line.split("|")[7].strip().endswith("×"), line  # train ×torch is filled in
+
+
+def test_rounds_are_merged_as_the_median_of_the_rounds():
+    bench = _load_bench()
+    results = []
+    for tok_s, rss in ((100.0, 10.0), (300.0, 30.0), (200.0, 20.0)):
+        bench._add_round(results, {
+            "preset": "p", "cell": "lstm", "impl": "npgated", "peak_rss_mib": rss,
+            "train": {"tok_s": tok_s, "ms_per_iter": 1e3 / tok_s, "others_cores": [0.1]},
+            "eval": {"tok_s": 3 * tok_s, "ms_per_iter": 1.0, "others_cores": [0.2]}})
+    assert len(results) == 1
+    merged = results[0]
+    assert merged["train"]["tok_s"] == 200.0 and merged["eval"]["tok_s"] == 600.0
+    assert merged["train"]["tok_s_rounds"] == [100.0, 300.0, 200.0]
+    assert merged["train"]["others_cores"] == [0.1, 0.1, 0.1]
+    assert merged["peak_rss_mib"] == 30.0 and len(merged["rounds"]) == 3
