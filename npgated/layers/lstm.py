@@ -466,7 +466,7 @@ class TimeLSTM(RecurrentLayer):
 
         # B7 runs as dh_next.T = Wh @ da_t.T: the GEMM reads Wh as stored (no transposed
         # copy) and writes the (H, N) buffer dhT, whose transposed view is dh_next. For
-        # OpenBLAS this orientation is also the faster one (15-20 % at H = 650, measured).
+        # OpenBLAS this orientation is also the faster one (~15 % at H = 650, measured).
         dhT = xp.zeros((H, N), dtype=dtype)
         dh_next = dhT.T
         dh = xp.empty((N, H), dtype=dtype)
