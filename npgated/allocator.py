@@ -87,17 +87,14 @@ def keep_freed_memory(mmap_threshold: int = MAX_MMAP_THRESHOLD,
     RuntimeError
         glibc refused a setting.
     """
-    for name, value, high in (("mmap_threshold", mmap_threshold, MAX_MMAP_THRESHOLD),
-                              ("trim_threshold", trim_threshold, 2**31 - 1)):
+    for name, value, low, high, why in (
+            ("mmap_threshold", mmap_threshold, 1, MAX_MMAP_THRESHOLD,
+             " (glibc's limit on 64-bit systems is 32 MiB)"),
+            ("trim_threshold", trim_threshold, 0, 2**31 - 1, " (a C int)")):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{name} must be an integer number of bytes, got {value!r}")
-        low = 1 if name == "mmap_threshold" else 0
         if not low <= value <= high:
-            raise ValueError(
-                f"{name} must be between {low} and {high} bytes, got {value}"
-                + (" (glibc's limit on 64-bit systems is 32 MiB)" if high == MAX_MMAP_THRESHOLD
-                   else "")
-            )
+            raise ValueError(f"{name} must be between {low} and {high} bytes{why}, got {value}")
     libc = _glibc()
     if libc is None:
         return False

@@ -75,8 +75,8 @@ class _SoftmaxCrossEntropy(Layer):
     def _row_blocks(x2):
         """Row ranges of at most ``_BLOCK_ELEMENTS`` elements (NumPy); one range on a GPU."""
         R, V = x2.shape
-        step = R if backend.get_array_module(x2) is not np else max(1, _BLOCK_ELEMENTS // V)
-        return [slice(r0, min(r0 + step, R)) for r0 in range(0, R, max(step, 1))]
+        step = max(1, R if backend.get_array_module(x2) is not np else _BLOCK_ELEMENTS // V)
+        return [slice(r0, min(r0 + step, R)) for r0 in range(0, R, step)]
 
     @staticmethod
     def _exp_shifted(x2, out=None):
@@ -114,8 +114,9 @@ class _SoftmaxCrossEntropy(Layer):
 
         For the loss value alone (evaluation): each block's exp goes to one small scratch
         buffer, first unshifted (m = 0, no pass for the max); a row whose sum is not a normal
-        finite number (an overflow to inf, or every entry underflowing) is redone with its
-        row max subtracted. The logits are left as they were.
+        finite number (an overflow to inf, or every entry underflowing) is redone by
+        ``_exp_shifted``, which subtracts the row max there (such a row's max is beyond
+        ``_SAFE_EXP``). The logits are left as they were.
         """
         xp = backend.get_array_module(x2)
         R, V = x2.shape
@@ -134,11 +135,7 @@ class _SoftmaxCrossEntropy(Layer):
             xp.matmul(eb, ones, out=sb)  # F4
             bad = ~(xp.isfinite(sb) & (sb >= tiny))
             if bool(bad.any()):  # F2 for this block: rare (|logits| beyond ~80)
-                mb = m[rows]
-                xp.max(x, axis=1, out=mb)
-                xp.subtract(x, mb[:, None], out=eb)
-                xp.exp(eb, out=eb)
-                xp.matmul(eb, ones, out=sb)
+                _, s[rows], m[rows] = _SoftmaxCrossEntropy._exp_shifted(x, out=eb)
         return s, m
 
     def _forward_rows(self, x2, t, shape):
