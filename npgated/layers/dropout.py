@@ -14,6 +14,13 @@ Masks are drawn on the host from the layer's own generator ``self.rng`` (seeded,
 global ``np.random``) and moved next to the data, so a seed gives the same masks on every
 backend; replacing ``layer.rng`` with a freshly seeded generator freezes the mask (that is
 how the gradient check holds it fixed).
+
+Data-parallel training (several processes, each holding some of the N streams) must drop
+exactly the units one process would drop. A layer whose masks have one row per stream
+therefore has ``batch_shard``: ``None`` (the whole batch is here) or ``(start, stop,
+N_global)``, set by the distributed trainer; :func:`keep_mask` then draws the mask for all
+``N_global`` streams from the layer's generator, as a single process would, and keeps rows
+``start:stop``. Every process advances its generator identically, so the masks stay in step.
 """
 
 from __future__ import annotations
@@ -22,6 +29,43 @@ from typing import NamedTuple
 
 from npgated import backend, checks
 from npgated.layers.base import Layer
+
+
+def keep_mask(rng, shape, p, like, batch_shard=None):
+    """A scaled keep-mask ``(u >= p) / (1 - p)`` of ``shape``, in ``like``'s dtype and backend.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The layer's own host generator (u is drawn from it in float64 on the host, so one seed
+        gives the same mask in float32 and float64 and on every backend).
+    shape : tuple
+        The mask's shape; its first axis is the batch axis N when ``batch_shard`` is given.
+    p : float in (0, 1)
+        The drop probability.
+    like : array
+        Gives the dtype and the backend of the result.
+    batch_shard : (start, stop, N_global) or None
+        Draw for ``N_global`` rows and return rows ``start:stop`` (``stop - start`` must equal
+        ``shape[0]``): the local part of the mask a single process would draw.
+
+    Returns
+    -------
+    mask : array of ``shape`` with entries 0 or 1 / (1 - p)
+    """
+    shape = tuple(shape)
+    if batch_shard is None:
+        u = rng.random(shape)
+    else:
+        start, stop, n_global = batch_shard
+        if stop - start != shape[0]:
+            raise ValueError(
+                f"batch_shard {tuple(batch_shard)} holds {stop - start} streams but the input "
+                f"has N = {shape[0]}: the local batch must be rows start:stop of the global one"
+            )
+        u = rng.random((n_global,) + shape[1:])[start:stop]
+    mask = (u >= p) * (1.0 / (1.0 - p))  # F1
+    return backend.to_device(mask, like=like, dtype=like.dtype)
 
 
 class _DropoutCache(NamedTuple):
@@ -59,6 +103,7 @@ class Dropout(Layer):
         super().__init__()
         self.dropout_ratio = checks.check_ratio(dropout_ratio)
         self.rng = backend.default_rng(seed)
+        self.batch_shard = None  # (start, stop, N_global) under data-parallel training
         self.cache = None
 
     def _mask_shape(self, xs):
@@ -85,9 +130,7 @@ class Dropout(Layer):
             return xs
         # Drawn in float64 on the host whatever the data's dtype, so float32 and float64 runs
         # (and NumPy and CuPy runs) with one seed drop the same units.
-        u = self.rng.random(self._mask_shape(xs))
-        mask = (u >= p) * (1.0 / (1.0 - p))  # F1
-        mask = backend.to_device(mask, like=xs, dtype=xs.dtype)
+        mask = keep_mask(self.rng, self._mask_shape(xs), p, xs, self.batch_shard)  # F1
         self.cache = _DropoutCache(mask=mask, shape=tuple(xs.shape))
         return xs * mask  # F2
 
