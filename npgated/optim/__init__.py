@@ -15,12 +15,14 @@ from __future__ import annotations
 
 from npgated.optim.adagrad import AdaGrad, RMSprop
 from npgated.optim.adam import Adam
+from npgated.optim.asgd import ASGD
 from npgated.optim.base import Optimizer
 from npgated.optim.clip import clip_grads, global_norm
 from npgated.optim.momentum import Momentum, Nesterov
 from npgated.optim.sgd import SGD
 
 __all__ = [
+    "ASGD",
     "OPTIMIZERS",
     "AdaGrad",
     "Adam",
@@ -35,7 +37,7 @@ __all__ = [
 ]
 
 OPTIMIZERS = {
-    cls.name: cls for cls in (SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam)
+    cls.name: cls for cls in (SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam, ASGD)
 }
 """Registry: name (as used in configs and on the command line) -> optimizer class."""
 

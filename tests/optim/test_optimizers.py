@@ -312,7 +312,8 @@ def test_parameter_list_must_not_change():
 
 
 def test_registry_and_factory():
-    assert set(OPTIMIZERS) == {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"}
+    assert set(OPTIMIZERS) == {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam",
+                               "asgd"}
     assert isinstance(make_optimizer("Adam"), Adam)
     adam = {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
     assert make_optimizer("adam").hyper() == adam
