@@ -10,6 +10,10 @@ Two schedules from the literature this project reproduces:
   a constant decay every epoch (small config: lr 1 for 4 epochs, then halved each epoch,
   13 epochs in all).
 
+A third, :class:`BudgetLinear`, is not per epoch: under a time budget
+(``TrainConfig.time_budget``) it decays the rate linearly with the fraction of the budget
+used, so the run ends near a small rate whatever the number of epochs that fit.
+
 Interface: after finishing epoch ``epoch`` (1-based) at rate ``lr`` with validation
 perplexity ``val_ppl``, the training loop calls ``lr = schedule.step(epoch, lr, val_ppl)``
 and trains the next epoch at the returned rate. ``state_dict()`` / ``load_state_dict()``
@@ -20,7 +24,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["SCHEDULES", "ConstantLR", "DivideOnPlateau", "Schedule", "StepDecay", "make_schedule"]
+__all__ = ["SCHEDULES", "BudgetLinear", "ConstantLR", "DivideOnPlateau", "Schedule", "StepDecay", "make_schedule"]
 
 
 def _check_step_args(epoch, lr) -> tuple[int, float]:
@@ -186,7 +190,57 @@ class StepDecay(Schedule):
         self.start_epoch, self.factor = restored.start_epoch, restored.factor
 
 
-SCHEDULES = {cls.name: cls for cls in (ConstantLR, DivideOnPlateau, StepDecay)}
+class BudgetLinear(Schedule):
+    """Decay the rate linearly over a time budget, by the fraction of it already used.
+
+    Parameters
+    ----------
+    final_ratio : float in (0, 1)
+        The rate never goes below ``final_ratio * lr_1`` (it must stay > 0).
+
+    Notes
+    -----
+    The training loop (with ``TrainConfig.time_budget``) calls :meth:`lr_at` before every
+    iteration with the fraction ``u`` of the budget's training time used so far::
+
+        L1: u = elapsed / (budget - reserve)     clipped to [0, 1]
+        L2: lr = lr_1 * max(1 - u, final_ratio)
+
+    where ``reserve`` is the time the loop keeps for the last validation pass, the test
+    evaluation and a margin (see :mod:`npgated.training.loop`). The per-epoch :meth:`step`
+    leaves the rate unchanged. The rate depends on the wall clock, so runs with this
+    schedule are not bit-reproducible (all other schedules are).
+    """
+
+    name = "budget-linear"
+    arg_names = ("final_ratio",)
+    by_time = True  # the loop sets the rate per iteration from the elapsed fraction
+
+    def __init__(self, final_ratio: float = 0.01):
+        final_ratio = float(final_ratio)
+        if not 0.0 < final_ratio < 1.0:
+            raise ValueError(f"final_ratio must be in (0, 1), got {final_ratio!r}")
+        self.final_ratio = final_ratio
+
+    def step(self, epoch: int, lr: float, val_ppl: float | None = None) -> float:
+        _, lr = _check_step_args(epoch, lr)
+        return lr
+
+    def lr_at(self, fraction: float, initial_lr: float) -> float:
+        """The rate after ``fraction`` of the budget's training time (L1, L2)."""
+        _, initial_lr = _check_step_args(1, initial_lr)
+        u = min(max(float(fraction), 0.0), 1.0)  # L1
+        return initial_lr * max(1.0 - u, self.final_ratio)  # L2
+
+    def state_dict(self) -> dict:
+        return {"name": self.name, "final_ratio": self.final_ratio}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.final_ratio = BudgetLinear(state.get("final_ratio", self.final_ratio)).final_ratio
+
+
+SCHEDULES = {cls.name: cls for cls in (ConstantLR, DivideOnPlateau, StepDecay, BudgetLinear)}
 """Registry: name (as used in configs and on the command line) -> schedule class."""
 
 

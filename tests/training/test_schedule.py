@@ -98,9 +98,25 @@ def test_errors(build, match):
 
 
 def test_registry():
-    assert set(SCHEDULES) == {"constant", "plateau", "step"}
+    assert set(SCHEDULES) == {"constant", "plateau", "step", "budget-linear"}
     assert isinstance(make_schedule("Plateau", factor=4.0), DivideOnPlateau)
     assert isinstance(make_schedule("constant"), ConstantLR)
     with pytest.raises(TypeError, match="takes: start_epoch, factor"):
         make_schedule("step", decay=0.5)
     assert "factor=4.0" in repr(DivideOnPlateau())
+
+
+def test_budget_linear_decays_with_the_used_fraction():
+    sched = make_schedule("budget-linear", final_ratio=0.05)
+    assert sched.by_time
+    assert sched.lr_at(0.0, 20.0) == 20.0
+    assert sched.lr_at(0.25, 20.0) == pytest.approx(15.0)
+    assert sched.lr_at(0.99, 20.0) == pytest.approx(1.0)  # floor: 0.05 * 20
+    assert sched.lr_at(1.7, 20.0) == pytest.approx(1.0)  # past the budget: clipped
+    assert sched.lr_at(-0.1, 20.0) == 20.0
+    assert sched.step(3, 7.0, 100.0) == 7.0  # nothing per epoch
+    other = make_schedule("budget-linear")
+    other.load_state_dict(sched.state_dict())
+    assert other.final_ratio == 0.05
+    with pytest.raises(ValueError, match=r"final_ratio must be in \(0, 1\)"):
+        make_schedule("budget-linear", final_ratio=0.0)
