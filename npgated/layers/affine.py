@@ -7,12 +7,89 @@ output layer of a language model whose weights are the input embedding's (Press 
 Vectors and Word Classifiers"): the layer holds *the same* (V, D) array as the embedding and
 *the same* gradient buffer, computes ``hs @ W.T``, and since every backward accumulates, the
 two contributions to dW add up by construction (no merge step, no copy of W).
+
+Like every npgated layer, these keep the arrays they are given: ``params`` *are* the
+constructor's W and b (the same objects), so an in-place change of W reaches ``forward``, and
+the book's way of tying, ``TimeAffine(embed_W.T, b)``, shares the embedding's matrix (its
+gradient is then a buffer of its own, to be summed by the trainer as the book's
+``remove_duplicate`` does; ``tied_to`` shares the gradient buffer too).
 """
 
 from __future__ import annotations
 
+import numpy as np
+
 from npgated import backend, checks
 from npgated.layers.base import Layer
+
+
+def fuse_weight_and_bias(W, b):
+    """Copy W and b into one (D + 1, M) array ``[W ; b]`` and return its two parts.
+
+    Parameters
+    ----------
+    W : (D, M) float array
+    b : (M,) float array, in W's dtype and on W's backend
+
+    Returns
+    -------
+    W2 : (D, M) view, rows 0..D-1 of a new C-contiguous (D + 1, M) array
+    b2 : (M,) view, its last row
+
+    Notes
+    -----
+    ``TimeAffine(W2, b2)`` recognises this layout and computes its output with the bias
+    inside one matrix product (see :class:`TimeAffine`); it keeps W2 and b2 themselves as
+    its ``params``. Build the layer from the returned views, not from the arrays passed in.
+    """
+    checks.check_float(W, "W", ndim=2, symbolic="(D, M)")
+    checks.check_float(b, "b", ndim=1, dtype=W.dtype, symbolic="(M,)")
+    checks.check_param_shape(b, (W.shape[1],), "(M,)", "b")
+    xp = backend.get_array_module(W)
+    D, M = W.shape
+    Wb = xp.empty((D + 1, M), dtype=W.dtype)  # [W ; b]
+    Wb[:D] = W
+    Wb[D] = b
+    return Wb[:D], Wb[D]
+
+
+def _address(a) -> int:
+    """The address of ``a``'s first element (NumPy, the stand-in, CuPy)."""
+    if isinstance(a, np.ndarray):  # NumPy and the stand-in (an ndarray subclass)
+        return a.__array_interface__["data"][0]
+    return a.data.ptr  # CuPy: a MemoryPointer
+
+
+def _allocation(a):
+    """The object that owns ``a``'s memory: two views of one buffer give the same object."""
+    if isinstance(a, np.ndarray):
+        # NumPy shortens chains of views of one type; the stand-in's views alternate
+        # between two types, so walk the chain to its end.
+        while isinstance(a.base, np.ndarray):
+            a = a.base
+        return a if a.base is None else a.base  # an ndarray, or a foreign buffer (mmap)
+    return a.data.mem  # CuPy: the Memory every view of one allocation points into
+
+
+def _fused_view(W, b):
+    """The (D + 1, M) array ``[W ; b]`` when W and b are its two parts already, else None.
+
+    True when W is C-contiguous (row stride M elements), b is contiguous and starts right
+    after W's last element, and both live in one allocation, i.e. W = buf[:D], b = buf[D]
+    for a C-contiguous (D + 1, M) array buf (what :func:`fuse_weight_and_bias` returns).
+    The result is a view of that memory, never a copy.
+    """
+    D, M = W.shape
+    s = W.dtype.itemsize
+    if D == 0 or M == 0 or tuple(W.strides) != (M * s, s) or tuple(b.strides) != (s,):
+        return None
+    if _address(b) != _address(W) + D * M * s or _allocation(W) is not _allocation(b):
+        return None
+    if isinstance(W, np.ndarray):  # NumPy, and the stand-in keeps its type (subok)
+        return np.lib.stride_tricks.as_strided(W, shape=(D + 1, M), strides=(M * s, s),
+                                               subok=True)
+    xp = backend.get_array_module(W)  # CuPy: a new header on the same memory
+    return xp.ndarray((D + 1, M), dtype=W.dtype, memptr=W.data, strides=(M * s, s))
 
 
 class _AffineMap(Layer):
@@ -178,6 +255,9 @@ class TimeAffine(_AffineMap):
     transposed : bool
         False for a layer built from ``W``; True for one built with :meth:`tied_to`, which
         holds an embedding's (V, D) matrix and computes ``xs @ W.T``.
+    fused : bool
+        True when W and b are views of one (D + 1, M) array and the layer computes through
+        it (see the Notes).
 
     Notes
     -----
@@ -199,31 +279,40 @@ class TimeAffine(_AffineMap):
     Because ``grads[0]`` is the embedding's own gradient buffer, B2 adds the output layer's
     contribution to the embedding's: dW is the sum of both, by construction.
 
-    How an untied layer with a bias computes this (the textbook trick of the bias as the
-    weight of a constant input): W and b are kept as the two parts of one (D + 1, M) array
-    Wb = [W ; b] (``params`` are views into it, as are ``grads`` into [dW ; db]), and each
-    row of the input gets a constant 1 appended, x1 = [x2 | 1] of shape (N * T, D + 1)::
+    ``params`` are the arrays given (``params[0] is W``, ``params[1] is b``): write into them
+    in place and ``forward`` sees it. ``TimeAffine(E.T, b)`` with an embedding's (V, D) matrix
+    E is the book's tied output layer: F1 reads E through the transposed view, and ``grads[0]``
+    is the layer's own (D, V) buffer (add its transpose to the embedding's gradient, as the
+    book's ``remove_duplicate`` does, or build the layer with :meth:`tied_to`).
 
-        F1  y2 = x1 @ Wb                       (= x2 @ W + 1 * b: the bias inside the GEMM)
+    The fused path (the textbook trick of the bias as the weight of a constant input), taken
+    when it costs no copy: when W and b are the two parts of one C-contiguous (D + 1, M)
+    array Wb = [W ; b] (W = Wb[:D], b = Wb[D]; :func:`fuse_weight_and_bias` makes them), each
+    input row gets a constant 1 appended, x1 = [x2 | 1] of shape (N * T, D + 1), and::
+
+        F1      y2 = x1 @ Wb                   (= x2 @ W + 1 * b: the bias inside the GEMM)
         B2, B3  [dW ; db] += x1.T @ dy2        (last row: 1.T @ dy2 = dy2.sum(axis=0) = db)
 
-    This saves the two passes over the (N * T, M) output that adding b and summing dy2 take
-    (about 4 ms per PTB step at M = 10,000, measured). W and b are copied into Wb at
-    construction: change them through ``params``, not through the arrays passed in.
+    ``grads`` are then the two parts of one layer-owned (D + 1, M) buffer [dW ; db]. This
+    saves the two passes over the (N * T, M) output that adding b and summing dy2 take
+    (about 4 ms per PTB step at M = 10,000, measured). Any other W and b (separate arrays,
+    a transposed view) take the plain path, F1 to B3 above, on the arrays as given.
     """
 
     def __init__(self, W, b=None, *, transposed: bool = False):
         super().__init__(W, b, transposed=transposed)
-        self._Wb = self._dWb = None
+        self._Wb = self._dWb = None  # the fused [W ; b] view and [dW ; db] buffer, if any
         if self.has_bias and not self.transposed:
-            xp = backend.get_array_module(W)
+            self._Wb = _fused_view(W, b)  # a view of the caller's memory, or None
+        if self._Wb is not None:
             D = W.shape[0]
-            self._Wb = xp.empty((D + 1, W.shape[1]), dtype=W.dtype)  # [W ; b]
-            self._Wb[:D] = W
-            self._Wb[D] = b
-            self._dWb = xp.zeros_like(self._Wb)  # [dW ; db]
-            self.params = [self._Wb[:D], self._Wb[D]]
+            self._dWb = backend.get_array_module(W).zeros_like(self._Wb)  # [dW ; db]
             self.grads = [self._dWb[:D], self._dWb[D]]
+
+    @property
+    def fused(self) -> bool:
+        """True when forward and backward use the fused ``[W ; b]`` view (one GEMM each)."""
+        return self._Wb is not None
 
     @classmethod
     def tied_to(cls, embedding, bias: bool = True) -> "TimeAffine":

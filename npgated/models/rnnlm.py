@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from npgated import backend, checks
-from npgated.layers.affine import TimeAffine
+from npgated.layers.affine import TimeAffine, fuse_weight_and_bias
 from npgated.layers.dropout import TimeDropout
 from npgated.layers.embedding import TimeEmbedding
 from npgated.layers.gru import TimeGRU
@@ -178,7 +178,9 @@ class Rnnlm(LanguageModel):
         ini = _Init(init, seed, dtype)
         self.add_layer("embed", TimeEmbedding(ini.weight((V, D), 1 / 100)))
         self.add_layer(f"{cell}1", _make_cell(cell, ini, D, H, reset_after))
-        self.add_layer("affine", TimeAffine(ini.weight((H, V), 1 / np.sqrt(H)), ini.bias((V,))))
+        # W and b as the two parts of one (H + 1, V) array: TimeAffine's one-GEMM bias path
+        W, b = fuse_weight_and_bias(ini.weight((H, V), 1 / np.sqrt(H)), ini.bias((V,)))
+        self.add_layer("affine", TimeAffine(W, b))
         self.add_layer("loss", _owned_logits_loss())
         self.collect_params()
 
@@ -236,7 +238,9 @@ class BetterRnnlm(LanguageModel):
             if init != "book":
                 affine.params[1][...] = ini.bias((V,))
         else:
-            affine = TimeAffine(ini.weight((H, V), 1 / np.sqrt(H)), ini.bias((V,)))
+            # W and b as the two parts of one (H + 1, V) array (the one-GEMM bias path)
+            W, b = fuse_weight_and_bias(ini.weight((H, V), 1 / np.sqrt(H)), ini.bias((V,)))
+            affine = TimeAffine(W, b)
         self.add_layer("affine", affine)
         self.add_layer("loss", _owned_logits_loss())
         self.collect_params()
