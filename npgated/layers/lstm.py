@@ -5,6 +5,21 @@ gate from Gers, Schmidhuber & Cummins, "Learning to forget: continual prediction
 LSTM", Neural Computation 12 (2000). The language models built on it follow Zaremba,
 Sutskever & Vinyals, "Recurrent neural network regularization", arXiv:1409.2329 (2014).
 
+:class:`TimeLSTM` can regularize its recurrence (both off by default; the masks are drawn
+as described in :mod:`npgated.layers.recurrent`):
+
+* ``recurrent_dropout`` -- variational dropout in the time direction (Gal & Ghahramani, "A
+  Theoretically Grounded Application of Dropout in Recurrent Neural Networks", NeurIPS
+  2016): one mask m (N, H) per window multiplies h_{t-1} in ``h_{t-1} @ Wh`` at every step;
+  the memory cell c_{t-1} is carried unmasked;
+* ``weight_drop`` -- DropConnect on ``Wh`` (Wan et al., "Regularization of Neural Networks
+  using DropConnect", ICML 2013), the AWD-LSTM's weight drop (Merity, Keskar & Socher,
+  "Regularizing and Optimizing LSTM Language Models", 2017): one mask M of Wh's shape per
+  window, ``Wh_eff = Wh * M``.
+
+The step functions need no option for either: they are pure functions of arrays and are
+given ``m * h_prev`` and ``Wh * M`` (the tests build the Time layer's numbers that way).
+
 Gate layout: the four gate blocks of ``Wx`` (D, 4H), ``Wh`` (H, 4H) and ``b`` (4H,) are in
 PyTorch/cuDNN order **i, f, g, o** (input gate, forget gate, candidate cell, output gate),
 so converting to ``torch.nn.LSTM`` is a transpose (``weight_ih = Wx.T``, ``weight_hh =
@@ -276,6 +291,10 @@ class TimeLSTMCache(NamedTuple):
         The gates [i | f | g | o] of every step, after their activations.
     tanh_cs : (N, T, H) array
         tanh(c_t) of every step.
+    masks : RecurrentDropMasks
+        The window's recurrent mask m (N, H) and weight mask M (H, 4H), None where unused.
+    Wh_eff : (H, 4H) array
+        ``Wh * M`` (``Wh`` itself when there is no weight mask).
     """
 
     xs: object
@@ -283,6 +302,8 @@ class TimeLSTMCache(NamedTuple):
     cs: object
     gates: object
     tanh_cs: object
+    masks: object
+    Wh_eff: object
 
 
 class TimeLSTM(RecurrentLayer):
@@ -305,10 +326,18 @@ class TimeLSTM(RecurrentLayer):
     stateful : bool
         Carry the last (h, c) into the next forward (see :mod:`npgated.layers.recurrent` for
         the rule that picks the initial state).
+    recurrent_dropout : float in [0, 1)
+        p of the variational time-direction mask m (N, H) on h_{t-1} in F1 (Gal &
+        Ghahramani 2016). 0 (default): none.
+    weight_drop : float in [0, 1)
+        q of the DropConnect mask M (H, 4H) on ``Wh`` (Wan et al. 2013; Merity et al.
+        2017). 0 (default): none.
+    seed : int, numpy.random.Generator or None
+        Seed of ``rng``, the layer's own host generator for the masks.
 
     Attributes
     ----------
-    h, c, dh, dc, stateful, record_grad_norms, grad_norms
+    h, c, dh, dc, stateful, record_grad_norms, grad_norms, rng, batch_shard, drop_masks
         See :class:`~npgated.layers.recurrent.RecurrentLayer`. ``grad_norms[t]`` is the
         norm of ``dh`` at B0 below (upstream plus what flows back from step t + 1).
 
@@ -316,10 +345,17 @@ class TimeLSTM(RecurrentLayer):
     -----
     Forward, h_{t-1} = hs[:, t], c_{t-1} = cs[:, t] (index 0: the initial state), h_t =
     hs[:, t + 1], c_t = cs[:, t + 1]; ``gates[:, t]`` (N, 4H) first holds the
-    pre-activation a_t and is then overwritten, in place, by the gates [i | f | g | o]::
+    pre-activation a_t and is then overwritten, in place, by the gates [i | f | g | o].
+    Once per window, in training mode (:meth:`RecurrentLayer._draw_drop_masks`, in this
+    order from ``rng``; u, U uniform in [0, 1))::
+
+        M1  m = (u >= p) / (1 - p)                (N, H), only if recurrent_dropout p > 0
+        M2  M = (U >= q) / (1 - q);  Wh_eff = Wh * M   (H, 4H), only if weight_drop q > 0
+
+    Without a mask read m = 1 and Wh_eff = Wh below (and nothing is computed for it)::
 
         F0  ax = xs @ Wx + b                      all T steps in one GEMM, (N, T, 4H)
-        F1  a_t = ax[:, t] + h_{t-1} @ Wh         the only GEMM in the loop
+        F1  a_t = ax[:, t] + (m * h_{t-1}) @ Wh_eff   the only GEMM in the loop
         F2  [i | f | g | o] = scale * tanh(scale * a_t) + shift
         F3  c_t = f * c_{t-1} + i * g
         F4  h_t = o * tanh(c_t)
@@ -343,8 +379,8 @@ class TimeLSTM(RecurrentLayer):
         B1  dc = dc_next + dh * kc[:, t]          total gradient of c_t
         B2-B4  [da_i | da_f | da_g] = dc * k[:, t, :3H]
         B5  da_o = dh * k[:, t, 3H:]
-        B6  dc_next = dc * f                      for step t - 1
-        B7  dh_next = da_t @ Wh.T                 for step t - 1
+        B6  dc_next = dc * f                      for step t - 1 (the carry: no mask)
+        B7  dh_next = (da_t @ Wh_eff.T) * m       for step t - 1
 
     after it, ``dh`` and ``dc`` (the attributes) are the last dh_next = dL/dh_0 and
     dc_next = dL/dc_0, and with ``da`` = [da_i | da_f | da_g | da_o] over all N * T rows
@@ -352,16 +388,27 @@ class TimeLSTM(RecurrentLayer):
 
         B8  dxs = da @ Wx.T
         B9  dWx += xs.T @ da
-        B10 dWh += hs[:, :-1].T @ da
+        B10 dWh += ((m * hs[:, :-1]).T @ da) * M
         B11 db += da.sum(axis=(0, 1))
+
+    B7 and B10 with the masks: h_{t-1} reaches the loss through F1 only as the product
+    hm = m * h_{t-1}, so dL/dh_{t-1} = m * dL/dhm = m * (da_t @ Wh_eff.T) (the cell's own
+    carry goes through c, B6); and L depends on Wh only through Wh_eff = Wh * M, so dL/dWh
+    = M * dL/dWh_eff = M * sum_t hm_{t-1}.T @ da_t, one GEMM over the masked states.
     """
 
     param_names = ("Wx", "Wh", "b")
     has_cell = True
 
-    def __init__(self, Wx, Wh, b, stateful: bool = False):
+    def __init__(
+        self, Wx, Wh, b, stateful: bool = False, *, recurrent_dropout: float = 0.0,
+        weight_drop: float = 0.0, seed=None,
+    ):
         check_recurrent_params(Wx, Wh, b, gates=4)
-        super().__init__(Wx, Wh, b, stateful=stateful)
+        super().__init__(
+            Wx, Wh, b, stateful=stateful, recurrent_dropout=recurrent_dropout,
+            weight_drop=weight_drop, seed=seed,
+        )
 
     def forward(self, xs):
         """
@@ -375,7 +422,7 @@ class TimeLSTM(RecurrentLayer):
             The hidden states h_1..h_T (a fresh array). ``self.h``, ``self.c`` are h_T, c_T.
         """
         self._check_xs(xs)
-        Wx, Wh, b = self.params
+        Wx, _, b = self.params
         N, T, D = xs.shape
         H = self.hidden_size
         xp = backend.get_array_module(xs)
@@ -384,6 +431,7 @@ class TimeLSTM(RecurrentLayer):
         hs = xp.empty((N, T + 1, H), dtype=dtype)
         cs = xp.empty((N, T + 1, H), dtype=dtype)
         self._initial_state(N, hs[:, 0], cs[:, 0])
+        m, Wh = self._draw_drop_masks(N, like=xs)  # M1, M2 (m None, Wh the parameter: none)
         # In eval mode tanh(c_t) is not kept: one step's worth of buffer is reused (index
         # s = 0) instead of one slot per step (s = t).
         store = self.training
@@ -395,11 +443,16 @@ class TimeLSTM(RecurrentLayer):
         # Preallocated per-step scratch: the hot loop writes with out= (no temporaries).
         ah = xp.empty((N, 4 * H), dtype=dtype)
         ig = xp.empty((N, H), dtype=dtype)
+        hm = None if m is None else xp.empty((N, H), dtype=dtype)  # m * h_{t-1}
         for t in range(T):
             s = t if store else 0
             a, c_prev, c, tanh_c = gates[:, t], cs[:, t], cs[:, t + 1], tanh_cs[:, s]
             i, f, g, o = a[:, :H], a[:, H : 2 * H], a[:, 2 * H : 3 * H], a[:, 3 * H :]
-            xp.matmul(hs[:, t], Wh, out=ah)  # F1
+            h_prev = hs[:, t]
+            if m is not None:
+                xp.multiply(h_prev, m, out=hm)  # F1  m * h_{t-1}
+                h_prev = hm
+            xp.matmul(h_prev, Wh, out=ah)  # F1
             a += ah  # F1
             a *= scale  # F2
             xp.tanh(a, out=a)  # F2
@@ -414,7 +467,9 @@ class TimeLSTM(RecurrentLayer):
         self.h = hs[:, -1].copy()
         self.c = cs[:, -1].copy()
         self._eval_forward = not store
-        self.cache = TimeLSTMCache(xs, hs, cs, gates, tanh_cs) if store else None
+        self.cache = (
+            TimeLSTMCache(xs, hs, cs, gates, tanh_cs, self.drop_masks, Wh) if store else None
+        )
         return hs[:, 1:].copy()
 
     def backward(self, dhs):
@@ -431,12 +486,12 @@ class TimeLSTM(RecurrentLayer):
             (N, H) each.
         """
         cache = self._require_forward()
-        xs, hs, cs, gates, tanh_cs = cache
+        xs, hs, cs, gates, tanh_cs, (m, M), Wh = cache  # Wh: Wh_eff of the forward
         N, T, D = xs.shape
         H = self.hidden_size
         self._check_dhs(dhs, (N, T, H))
         self.cache = None  # consumed: a second backward for this forward raises
-        Wx, Wh, _ = self.params
+        Wx = self.params[0]
         dWx, dWh, db = self.grads
         xp = backend.get_array_module(xs)
         dtype = xs.dtype
@@ -482,12 +537,18 @@ class TimeLSTM(RecurrentLayer):
             blocks[:, t, :3] *= dc[:, None, :]  # B2-B4  blocks i, f, g at once
             blocks[:, t, 3] *= dh  # B5
             xp.multiply(dc, f[:, t], out=dc_next)  # B6
-            xp.matmul(Wh, da[:, t].T, out=dhT)  # B7  (dh_next = dhT.T = da_t @ Wh.T)
+            xp.matmul(Wh, da[:, t].T, out=dhT)  # B7  (dh_next = dhT.T = da_t @ Wh_eff.T)
+            if m is not None:
+                dh_next *= m  # B7
 
         da2 = da.reshape(N * T, 4 * H)
         dxs = (da2 @ Wx.T).reshape(N, T, D)  # B8
         dWx += xs.reshape(N * T, D).T @ da2  # B9
-        dWh += hs[:, :-1].reshape(N * T, H).T @ da2  # B10
+        h_prev = hs[:, :-1] if m is None else hs[:, :-1] * m[:, None, :]  # B10  m * h_{t-1}
+        if M is None:
+            dWh += h_prev.reshape(N * T, H).T @ da2  # B10
+        else:
+            dWh += (h_prev.reshape(N * T, H).T @ da2) * M  # B10
         db += da2.sum(axis=0)  # B11
         self.dh = xp.ascontiguousarray(dh_next)
         self.dc = dc_next

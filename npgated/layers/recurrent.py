@@ -12,7 +12,30 @@ would otherwise be written three times:
 * the gradient w.r.t. that initial state after backward, ``dh`` (and ``dc``);
 * input validation of ``xs`` and ``dhs`` (and of a single step's ``x``, ``h_prev``:
   :func:`check_step_inputs`);
-* the optional recording of per-step gradient norms (``record_grad_norms``).
+* the optional recording of per-step gradient norms (``record_grad_norms``);
+* the masks of the two regularizers of the recurrence that every cell offers
+  (:meth:`RecurrentLayer._draw_drop_masks`; each cell derives where they enter its
+  equations):
+
+  - ``recurrent_dropout`` p: variational dropout in the time direction (Gal & Ghahramani,
+    "A Theoretically Grounded Application of Dropout in Recurrent Neural Networks", NeurIPS
+    2016; Keras calls it ``recurrent_dropout``). One keep-mask m of shape (N, H), scaled by
+    1 / (1 - p), is drawn per forward window and multiplies h_{t-1} where it enters the
+    product with ``Wh``, the same m at every step. The carries (the LSTM's c_{t-1}, the
+    GRU's z * h_{t-1}) are not masked.
+  - ``weight_drop`` q: DropConnect on the recurrent matrix (Wan et al., "Regularization of
+    Neural Networks using DropConnect", ICML 2013; as in Merity, Keskar & Socher,
+    "Regularizing and Optimizing LSTM Language Models", arXiv:1708.02182, 2017). One
+    keep-mask M of ``Wh``'s shape (H, kH), scaled by 1 / (1 - q), is drawn per forward
+    window and the window uses ``Wh_eff = Wh * M``; then ``dWh += (dL/dWh_eff) * M``.
+
+  Both are drawn on the host from the layer's own generator ``rng`` (seeded, never the
+  global ``np.random``) through :func:`npgated.layers.dropout.keep_mask`, in this order per
+  forward window: the recurrent mask m first (with ``batch_shard``: under data-parallel
+  training the mask of the global batch is drawn and this process keeps its rows), then the
+  weight mask M (the same on every process). Reseeding ``layer.rng`` before a forward
+  freezes both (as for ``TimeDropout``). In eval mode, and for a ratio of 0, nothing is
+  drawn and nothing is multiplied: the layer is the plain one.
 
 The rule for the initial state of a forward (the book's truncated BPTT, made explicit):
 
@@ -26,10 +49,13 @@ carried across windows by *value*: no gradient crosses a window boundary.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from npgated import backend, checks
 from npgated.layers.base import Layer
+from npgated.layers.dropout import keep_mask
 
 
 def check_recurrent_params(Wx, Wh, b, gates: int, bias_rows: int | None = None):
@@ -101,13 +127,43 @@ def check_step_inputs(layer, x, h_prev, c_prev=None) -> None:
         checks.check_shape(c_prev, (N, H), "c_prev")
 
 
+class RecurrentDropMasks(NamedTuple):
+    """The masks of one forward window (``layer.drop_masks``), for backward and inspection.
+
+    Attributes
+    ----------
+    recurrent : (N, H) array or None
+        m, the scaled keep-mask of ``recurrent_dropout`` (entries 0 or 1 / (1 - p)) that
+        multiplies h_{t-1} where it enters the product with ``Wh``; None when none is used
+        (p = 0 or eval mode).
+    weight : (H, kH) array or None
+        M, the scaled keep-mask of ``weight_drop`` (entries 0 or 1 / (1 - q)); the window
+        uses ``Wh_eff = Wh * M``. None when none is used.
+    """
+
+    recurrent: object
+    weight: object
+
+
 class RecurrentLayer(Layer):
     """Base class of the Time layers: TBPTT state, its gradient, validation, gradient norms.
 
     Subclasses set ``has_cell = True`` if they carry a memory cell ``c`` (LSTM), call
-    ``super().__init__(Wx, Wh, b, stateful=...)`` and, in ``forward``, fill the initial
-    state with :meth:`_initial_state` and set ``self.h`` (and ``self.c``) to the last step's
-    state; ``backward`` sets ``self.dh`` (and ``self.dc``).
+    ``super().__init__(Wx, Wh, b, stateful=..., recurrent_dropout=..., weight_drop=...,
+    seed=...)`` and, in ``forward``, fill the initial state with :meth:`_initial_state`,
+    draw the window's masks with :meth:`_draw_drop_masks` and set ``self.h`` (and
+    ``self.c``) to the last step's state; ``backward`` sets ``self.dh`` (and ``self.dc``).
+
+    Parameters
+    ----------
+    recurrent_dropout : float in [0, 1)
+        p, the drop probability of the time-direction mask m (N, H) (Gal & Ghahramani
+        2016; see the module docstring). 0: none.
+    weight_drop : float in [0, 1)
+        q, the drop probability of the DropConnect mask M on ``Wh`` (Wan et al. 2013,
+        Merity et al. 2017). 0: none.
+    seed : int, numpy.random.Generator or None
+        Seed of the layer's own host generator ``rng`` that draws both masks.
 
     Attributes
     ----------
@@ -125,6 +181,17 @@ class RecurrentLayer(Layer):
         w.r.t. the hidden state output at step t: the upstream ``dhs[:, t]`` plus what flows
         back from step t + 1. When False (the default) no work is done for it and
         ``grad_norms`` is None.
+    recurrent_dropout, weight_drop : float
+        The two ratios (read-only by convention; validated at construction).
+    rng : numpy.random.Generator
+        The layer's host generator for the masks; replace it with a freshly seeded one to
+        freeze the masks (the gradient checks do).
+    batch_shard : (start, stop, N_global) or None
+        Set by a data-parallel trainer: this process holds rows ``start:stop`` of the
+        global batch, and the recurrent mask is drawn for all ``N_global`` rows (as one
+        process would) and cut to these (see :func:`~npgated.layers.dropout.keep_mask`).
+    drop_masks : RecurrentDropMasks or None
+        The masks of the last forward (fields None where not used); None before one.
 
     Notes
     -----
@@ -136,9 +203,17 @@ class RecurrentLayer(Layer):
     has_cell = False
     record_grad_norms = False
 
-    def __init__(self, Wx, Wh, b, stateful: bool = False):
+    def __init__(
+        self, Wx, Wh, b, stateful: bool = False, *, recurrent_dropout: float = 0.0,
+        weight_drop: float = 0.0, seed=None,
+    ):
         super().__init__(Wx, Wh, b)
         self.stateful = bool(stateful)
+        self.recurrent_dropout = checks.check_ratio(recurrent_dropout, "recurrent_dropout")
+        self.weight_drop = checks.check_ratio(weight_drop, "weight_drop")
+        self.rng = backend.default_rng(seed)
+        self.batch_shard = None  # (start, stop, N_global) under data-parallel training
+        self.drop_masks = None
         self.h = None
         self.dh = None
         if self.has_cell:
@@ -228,6 +303,34 @@ class RecurrentLayer(Layer):
             h_out[...] = 0
             if c_out is not None:
                 c_out[...] = 0
+
+    # -- regularizing the recurrence ----------------------------------------------------
+    def _draw_drop_masks(self, N: int, like):
+        """Draw this window's masks; return ``(m, Wh_eff)``.
+
+        In training mode, in this order from ``self.rng``: m = keep_mask (N, H) with ratio
+        ``recurrent_dropout`` (cut to ``batch_shard``'s rows), then M = keep_mask of
+        ``Wh``'s shape with ratio ``weight_drop``; a ratio of 0 draws nothing (the
+        generator does not advance). ``m`` is None when not drawn; ``Wh_eff`` is ``Wh * M``,
+        or ``Wh`` itself (no copy) when M is not drawn. Both masks go to ``drop_masks``.
+        """
+        Wh = self.params[1]
+        m = M = None
+        if self.training and self.recurrent_dropout > 0.0:
+            shape = (N, self.hidden_size)
+            m = keep_mask(self.rng, shape, self.recurrent_dropout, like, self.batch_shard)
+        if self.training and self.weight_drop > 0.0:
+            M = keep_mask(self.rng, Wh.shape, self.weight_drop, Wh, None)
+        self.drop_masks = RecurrentDropMasks(recurrent=m, weight=M)
+        return m, (Wh if M is None else Wh * M)
+
+    def __repr__(self) -> str:
+        base = super().__repr__()[:-1]
+        options = [f"stateful={self.stateful}"]
+        for name in ("recurrent_dropout", "weight_drop"):
+            if getattr(self, name):
+                options.append(f"{name}={getattr(self, name)}")
+        return f"{base}, {', '.join(options)})"
 
     # -- validation -------------------------------------------------------------------
     def _check_xs(self, xs) -> None:

@@ -4,6 +4,20 @@ Elman, "Finding structure in time", Cognitive Science 14 (1990); backpropagation
 time as in Werbos, "Backpropagation through time: what it does and how to do it",
 Proc. IEEE 78 (1990).
 
+:class:`TimeRNN` can regularize its recurrence (both off by default; the masks are drawn as
+described in :mod:`npgated.layers.recurrent`):
+
+* ``recurrent_dropout`` -- variational dropout in the time direction (Gal & Ghahramani, "A
+  Theoretically Grounded Application of Dropout in Recurrent Neural Networks", NeurIPS
+  2016): one mask m (N, H) per window multiplies h_{t-1} in ``h_{t-1} @ Wh`` at every step;
+* ``weight_drop`` -- DropConnect on ``Wh`` (Wan et al., "Regularization of Neural Networks
+  using DropConnect", ICML 2013; the weight drop of Merity, Keskar & Socher, "Regularizing
+  and Optimizing LSTM Language Models", 2017): one mask M of Wh's shape per window,
+  ``Wh_eff = Wh * M``.
+
+The step functions need no option for either: they are pure functions of arrays and are
+given ``m * h_prev`` and ``Wh * M`` (the tests build the Time layer's numbers that way).
+
 The module has three parts, the same in ``lstm.py`` and ``gru.py``:
 
 1. pure step functions ``rnn_step_forward`` / ``rnn_step_backward`` (one time step, all the
@@ -201,10 +215,16 @@ class TimeRNNCache(NamedTuple):
         The inputs.
     hs : (N, T + 1, H) array
         The hidden states, the initial state at index 0 (``hs[:, t + 1]`` is h_t).
+    masks : RecurrentDropMasks
+        The window's recurrent mask m (N, H) and weight mask M (H, H), None where unused.
+    Wh_eff : (H, H) array
+        ``Wh * M`` (``Wh`` itself when there is no weight mask).
     """
 
     xs: object
     hs: object
+    masks: object
+    Wh_eff: object
 
 
 class TimeRNN(RecurrentLayer):
@@ -226,19 +246,34 @@ class TimeRNN(RecurrentLayer):
     stateful : bool
         Carry the last hidden state into the next forward (see
         :mod:`npgated.layers.recurrent` for the rule that picks the initial state).
+    recurrent_dropout : float in [0, 1)
+        p of the variational time-direction mask m (N, H) on h_{t-1} in F1 (Gal &
+        Ghahramani 2016). 0 (default): none.
+    weight_drop : float in [0, 1)
+        q of the DropConnect mask M (H, H) on ``Wh`` (Wan et al. 2013; Merity et al.
+        2017). 0 (default): none.
+    seed : int, numpy.random.Generator or None
+        Seed of ``rng``, the layer's own host generator for the masks.
 
     Attributes
     ----------
-    h, dh, stateful, record_grad_norms, grad_norms
+    h, dh, stateful, record_grad_norms, grad_norms, rng, batch_shard, drop_masks
         See :class:`~npgated.layers.recurrent.RecurrentLayer`. ``grad_norms[t]`` is the
         norm of ``dh`` at B0 below (upstream plus what flows back from step t + 1).
 
     Notes
     -----
-    Forward, h_{t-1} = hs[:, t] (hs[:, 0] the initial state), h_t = hs[:, t + 1]::
+    Forward, h_{t-1} = hs[:, t] (hs[:, 0] the initial state), h_t = hs[:, t + 1]. Once per
+    window, in training mode (:meth:`RecurrentLayer._draw_drop_masks`, in this order from
+    ``rng``; u, U uniform in [0, 1))::
+
+        M1  m = (u >= p) / (1 - p)                (N, H), only if recurrent_dropout p > 0
+        M2  M = (U >= q) / (1 - q);  Wh_eff = Wh * M   (H, H), only if weight_drop q > 0
+
+    Without a mask read m = 1 and Wh_eff = Wh below (and nothing is computed for it)::
 
         F0  ax = xs @ Wx + b                      all T steps in one GEMM, (N, T, H)
-        F1  a_t = ax[:, t] + h_{t-1} @ Wh         the only GEMM in the loop
+        F1  a_t = ax[:, t] + (m * h_{t-1}) @ Wh_eff   the only GEMM in the loop
         F2  h_t = tanh(a_t)
 
     Backward. The step backward (B1..B6 of :func:`rnn_step_backward`) is linear in ``dh``,
@@ -252,22 +287,33 @@ class TimeRNN(RecurrentLayer):
 
         B0  dh = dhs[:, t] + dh_next              total gradient of h_t
         B1  da_t = dh * k[:, t]
-        B2  dh_next = da_t @ Wh.T                 for step t - 1
+        B2  dh_next = (da_t @ Wh_eff.T) * m       for step t - 1
 
     after it, ``dh`` (the attribute) is the last dh_next = dL/dh_0, and with ``da`` over
     all N * T rows (one GEMM or sum each)::
 
         B3  dxs = da @ Wx.T
         B4  dWx += xs.T @ da
-        B5  dWh += hs[:, :-1].T @ da
+        B5  dWh += ((m * hs[:, :-1]).T @ da) * M
         B6  db += da.sum(axis=(0, 1))
+
+    B2 and B5 with the masks: h_{t-1} reaches the loss through F1 only as hm = m * h_{t-1},
+    so dL/dh_{t-1} = m * dL/dhm = m * (da_t @ Wh_eff.T); and L depends on Wh only through
+    Wh_eff = Wh * M, so dL/dWh = M * dL/dWh_eff = M * sum_t hm_{t-1}.T @ da_t, one GEMM
+    over the masked states.
     """
 
     param_names = ("Wx", "Wh", "b")
 
-    def __init__(self, Wx, Wh, b, stateful: bool = False):
+    def __init__(
+        self, Wx, Wh, b, stateful: bool = False, *, recurrent_dropout: float = 0.0,
+        weight_drop: float = 0.0, seed=None,
+    ):
         check_recurrent_params(Wx, Wh, b, gates=1)
-        super().__init__(Wx, Wh, b, stateful=stateful)
+        super().__init__(
+            Wx, Wh, b, stateful=stateful, recurrent_dropout=recurrent_dropout,
+            weight_drop=weight_drop, seed=seed,
+        )
 
     def forward(self, xs):
         """
@@ -281,7 +327,7 @@ class TimeRNN(RecurrentLayer):
             The hidden states h_1..h_T (a fresh array). ``self.h`` is h_T.
         """
         self._check_xs(xs)
-        Wx, Wh, b = self.params
+        Wx, _, b = self.params
         N, T, D = xs.shape
         H = self.hidden_size
         xp = backend.get_array_module(xs)
@@ -289,21 +335,27 @@ class TimeRNN(RecurrentLayer):
 
         hs = xp.empty((N, T + 1, H), dtype=dtype)
         self._initial_state(N, hs[:, 0])
+        m, Wh = self._draw_drop_masks(N, like=xs)  # M1, M2 (m None, Wh the parameter: none)
         ax = (xs.reshape(N * T, D) @ Wx).reshape(N, T, H)  # F0
         ax += b  # F0
 
         # Preallocated per-step scratch: the hot loop writes with out= (no temporaries).
         ah = xp.empty((N, H), dtype=dtype)
+        hm = None if m is None else xp.empty((N, H), dtype=dtype)  # m * h_{t-1}
         for t in range(T):
             a = ax[:, t]  # (N, H) view: a_t is built in place
-            xp.matmul(hs[:, t], Wh, out=ah)  # F1
+            h_prev = hs[:, t]
+            if m is not None:
+                xp.multiply(h_prev, m, out=hm)  # F1  m * h_{t-1}
+                h_prev = hm
+            xp.matmul(h_prev, Wh, out=ah)  # F1
             a += ah  # F1
             xp.tanh(a, out=hs[:, t + 1])  # F2
 
         self.h = hs[:, -1].copy()
         store = self.training
         self._eval_forward = not store
-        self.cache = TimeRNNCache(xs, hs) if store else None
+        self.cache = TimeRNNCache(xs, hs, self.drop_masks, Wh) if store else None
         return hs[:, 1:].copy()
 
     def backward(self, dhs):
@@ -319,12 +371,12 @@ class TimeRNN(RecurrentLayer):
             Also: adds dWx, dWh, db to ``grads``; sets ``dh`` = dL/dh_0, (N, H).
         """
         cache = self._require_forward()
-        xs, hs = cache
+        xs, hs, (m, M), Wh = cache  # Wh: Wh_eff of the forward
         N, T, D = xs.shape
         H = self.hidden_size
         self._check_dhs(dhs, (N, T, H))
         self.cache = None  # consumed: a second backward for this forward raises
-        Wx, Wh, _ = self.params
+        Wx = self.params[0]
         dWx, dWh, db = self.grads
         xp = backend.get_array_module(xs)
         dtype = xs.dtype
@@ -344,12 +396,18 @@ class TimeRNN(RecurrentLayer):
             if norms is not None:
                 norms[t] = (dh * dh).sum()
             da[:, t] *= dh  # B1
-            xp.matmul(Wh, da[:, t].T, out=dhT)  # B2  (dh_next = dhT.T = da_t @ Wh.T)
+            xp.matmul(Wh, da[:, t].T, out=dhT)  # B2  (dh_next = dhT.T = da_t @ Wh_eff.T)
+            if m is not None:
+                dh_next *= m  # B2
 
         da2 = da.reshape(N * T, H)
         dxs = (da2 @ Wx.T).reshape(N, T, D)  # B3
         dWx += xs.reshape(N * T, D).T @ da2  # B4
-        dWh += hs[:, :-1].reshape(N * T, H).T @ da2  # B5
+        h_prev = hs[:, :-1] if m is None else hs[:, :-1] * m[:, None, :]  # B5  m * h_{t-1}
+        if M is None:
+            dWh += h_prev.reshape(N * T, H).T @ da2  # B5
+        else:
+            dWh += (h_prev.reshape(N * T, H).T @ da2) * M  # B5
         db += da2.sum(axis=0)  # B6
         self.dh = xp.ascontiguousarray(dh_next)
         self._store_grad_norms(norms)
