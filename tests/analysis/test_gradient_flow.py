@@ -232,11 +232,32 @@ def test_matrix_power_with_tanh_is_the_rnn_backward():
 # Clipping
 # ---------------------------------------------------------------------------------------
 def test_clipping_trace_tames_an_exploding_rnn():
-    trace = gf.clipping_trace(T=20, iters=40, sigma=2.0, hidden_size=16, batch_size=16, seed=0)
-    unclipped, clipped = trace.norms["no clipping"], trace.norms["clipping"]
+    """Properties that hold for every summation order (BLAS kernel, thread count).
+
+    The unclipped run is chaotic: after a few iterations its trajectory depends on rounding
+    (with OpenBLAS's Haswell kernel it never passes ``diverge_above`` within 40 iterations,
+    with others it does, at different iterations). So no divergence iteration is asserted;
+    what any order gives is: gradients orders of magnitude above the threshold, a loss that
+    blows up, and a clipped run that stays finite, bounded and learns.
+    """
+    max_norm, iters = 1.0, 40
+    trace = gf.clipping_trace(T=20, iters=iters, max_norm=max_norm, sigma=2.0,
+                              hidden_size=16, batch_size=16, seed=0)
+    unclipped, clipped = np.asarray(trace.norms["no clipping"]), np.asarray(trace.norms["clipping"])
+    loss_u, loss_c = trace.losses["no clipping"], trace.losses["clipping"]
     assert unclipped[0] == clipped[0], "both runs start from the same parameters and batch"
-    assert unclipped[0] > 1.0, "the starting gradient is above max_norm"
-    assert "no clipping" in trace.diverged_at and len(unclipped) < 40
-    assert "clipping" not in trace.diverged_at and len(clipped) == 40
-    assert np.isfinite(clipped).all() and max(clipped) < 1e4
-    assert np.mean(trace.losses["clipping"][-10:]) < trace.losses["clipping"][0]
+    assert unclipped[0] > 10 * max_norm, "the starting gradient is far above max_norm"
+    # without clipping: the gradient stays above the threshold by orders of magnitude (the
+    # first iterations, before rounding differences grow, already pass 100 x max_norm) and
+    # the loss explodes; a run that passed diverge_above stopped early, which is explosion too
+    assert unclipped[:6].max() > 100 * max_norm
+    assert np.median(unclipped) > 10 * max_norm
+    assert max(loss_u) > 100 * loss_u[0], "the unclipped loss explodes"
+    assert len(unclipped) == iters or "no clipping" in trace.diverged_at
+    # with clipping: every step is at most lr * max_norm long, the run completes, its
+    # gradient norms stay bounded and its loss goes down
+    assert "clipping" not in trace.diverged_at and len(clipped) == iters
+    assert np.isfinite(clipped).all() and clipped.max() < 1e4
+    assert max(loss_c) < 10 * loss_c[0], "the clipped loss never explodes"
+    assert np.mean(loss_c[-10:]) < loss_c[0], "the clipped run learns"
+    assert max(loss_c) < max(loss_u) / 100
