@@ -30,6 +30,22 @@ The module has, in order: the pure step functions (:func:`gru_step_forward`,
 :func:`gru_step_backward`) with the full equations, the readable single-step layer
 :class:`GRU`, and the fast sequence layer :class:`TimeGRU` (truncated BPTT, stateful like
 the book's ``TimeLSTM``).
+
+:class:`TimeGRU` can regularize its recurrence (both off by default; the masks are drawn as
+described in :mod:`npgated.layers.recurrent`):
+
+* ``recurrent_dropout`` -- variational dropout in the time direction (Gal & Ghahramani, "A
+  Theoretically Grounded Application of Dropout in Recurrent Neural Networks", NeurIPS
+  2016): one mask m (N, H) per window multiplies h_prev in *every* product with ``Wh`` (the
+  r, z gates and the candidate's ``h_prev @ Wh_n`` or ``(r * h_prev) @ Wh_n``) at every
+  step, while the carry ``z * h_prev`` keeps the unmasked state;
+* ``weight_drop`` -- DropConnect on ``Wh`` (Wan et al., "Regularization of Neural Networks
+  using DropConnect", ICML 2013; the weight drop of Merity, Keskar & Socher, "Regularizing
+  and Optimizing LSTM Language Models", 2017): one mask M of Wh's shape per window,
+  ``Wh_eff = Wh * M``.
+
+Because h_prev is both multiplied by ``Wh`` and carried, the step functions take the mask as
+an argument (``mask``); ``Wh * M`` is simply given to them as ``Wh``.
 """
 
 from __future__ import annotations
@@ -88,10 +104,12 @@ class GRUStepCache(NamedTuple):
     r, z, n : (N, H) arrays
         Reset gate, update gate, candidate state (after their nonlinearities).
     hn : (N, H) array or None
-        ``reset_after=True``: ``h_prev @ Wh_n + b_hn`` (what ``r`` multiplies in F3).
+        ``reset_after=True``: ``hm @ Wh_n + b_hn`` (what ``r`` multiplies in F3).
         ``reset_after=False``: None.
     reset_after : bool
         Which variant produced the cache.
+    mask : (N, H) array or None
+        The recurrent-dropout mask the step was given (None: no mask).
     """
 
     x: object
@@ -101,6 +119,7 @@ class GRUStepCache(NamedTuple):
     n: object
     hn: object
     reset_after: bool
+    mask: object = None
 
 
 def _check_bias_variant(b, reset_after: bool) -> None:
@@ -112,7 +131,7 @@ def _check_bias_variant(b, reset_after: bool) -> None:
         )
 
 
-def gru_step_forward(x, h_prev, Wx, Wh, b, reset_after: bool = False):
+def gru_step_forward(x, h_prev, Wx, Wh, b, reset_after: bool = False, mask=None):
     """One GRU step, forward.
 
     Parameters
@@ -131,6 +150,10 @@ def gru_step_forward(x, h_prev, Wx, Wh, b, reset_after: bool = False):
     reset_after : bool
         False: Cho et al. / d2l (reset before the recurrent product). True: cuDNN/PyTorch
         (reset after it, ``b_hn`` kept separate).
+    mask : (N, H) array, optional
+        A recurrent-dropout mask m (:class:`TimeGRU`'s ``recurrent_dropout``): h_prev enters
+        the products with ``Wh`` as ``m * h_prev``; the carry of F5 stays ``h_prev``.
+        None (default): no mask.
 
     Returns
     -------
@@ -143,35 +166,37 @@ def gru_step_forward(x, h_prev, Wx, Wh, b, reset_after: bool = False):
     ``_n = [:, 2H:]``, ``_rz = [:, :2H]``. For ``reset_after=True`` write
     ``b_x = b[0]``, ``b_h = b[1]``; for ``reset_after=False`` let ``b_x = b`` and ``b_h = 0``.
 
-    F1  a_rz = x @ Wx_rz + h_prev @ Wh_rz + b_x_rz + b_h_rz
+    F0  hm = mask * h_prev                       (no mask: hm = h_prev)
+    F1  a_rz = x @ Wx_rz + hm @ Wh_rz + b_x_rz + b_h_rz
     F2  r = sigma(a_r),  z = sigma(a_z)          (a_r = a_rz[:, :H], a_z = a_rz[:, H:])
-    F3  reset_after=False:  a_n = x @ Wx_n + (r * h_prev) @ Wh_n + b_x_n
-        reset_after=True:   hn = h_prev @ Wh_n + b_h_n;  a_n = x @ Wx_n + b_x_n + r * hn
+    F3  reset_after=False:  a_n = x @ Wx_n + (r * hm) @ Wh_n + b_x_n
+        reset_after=True:   hn = hm @ Wh_n + b_h_n;  a_n = x @ Wx_n + b_x_n + r * hn
     F4  n = tanh(a_n)
-    F5  h_next = z * h_prev + (1 - z) * n
+    F5  h_next = z * h_prev + (1 - z) * n        (the carry: h_prev, never masked)
 
     The backward equations are in :func:`gru_step_backward`.
     """
     _check_bias_variant(b, reset_after)
     H = h_prev.shape[1]
+    hm = h_prev if mask is None else mask * h_prev  # F0
     if reset_after:
         ax = x @ Wx + b[0]  # F1, F3 (input side, all three blocks)
-        ah = h_prev @ Wh + b[1]  # F1, F3 (hidden side, all three blocks)
+        ah = hm @ Wh + b[1]  # F1, F3 (hidden side, all three blocks)
         a_rz = ax[:, : 2 * H] + ah[:, : 2 * H]  # F1
         r = sigmoid(a_rz[:, :H])  # F2
         z = sigmoid(a_rz[:, H:])  # F2
         hn = ah[:, 2 * H :]  # F3
         a_n = ax[:, 2 * H :] + r * hn  # F3
     else:
-        a_rz = x @ Wx[:, : 2 * H] + h_prev @ Wh[:, : 2 * H] + b[: 2 * H]  # F1
+        a_rz = x @ Wx[:, : 2 * H] + hm @ Wh[:, : 2 * H] + b[: 2 * H]  # F1
         r = sigmoid(a_rz[:, :H])  # F2
         z = sigmoid(a_rz[:, H:])  # F2
         hn = None
-        a_n = x @ Wx[:, 2 * H :] + (r * h_prev) @ Wh[:, 2 * H :] + b[2 * H :]  # F3
+        a_n = x @ Wx[:, 2 * H :] + (r * hm) @ Wh[:, 2 * H :] + b[2 * H :]  # F3
     xp = backend.get_array_module(x)
     n = xp.tanh(a_n)  # F4
     h_next = z * h_prev + (1 - z) * n  # F5
-    return h_next, GRUStepCache(x, h_prev, r, z, n, hn, bool(reset_after))
+    return h_next, GRUStepCache(x, h_prev, r, z, n, hn, bool(reset_after), mask)
 
 
 def gru_step_backward(dh_next, cache: GRUStepCache, Wx, Wh):
@@ -202,24 +227,28 @@ def gru_step_backward(dh_next, cache: GRUStepCache, Wx, Wh):
 
     B1  dz = dh_next * (h_prev - n);  dn = dh_next * (1 - z);  dh_prev = dh_next * z
     B2  da_n = dn * (1 - n**2)
-    B3  reset_after=False:  drh = da_n @ Wh_n.T;  dr = drh * h_prev;  dh_prev += drh * r
+    B3  reset_after=False:  drh = da_n @ Wh_n.T;  dr = drh * hm;  dhm = drh * r
         reset_after=True:   dhn = da_n * r;       dr = da_n * hn
     B4  da_r = dr * r * (1 - r);  da_z = dz * z * (1 - z)
     B5  da = [da_r, da_z, da_n];  dx = da @ Wx.T;  dWx = x.T @ da
-    B6  reset_after=False:  dh_prev += da[:, :2H] @ Wh_rz.T
-        reset_after=True:   dah = [da_r, da_z, dhn];  dh_prev += dah @ Wh.T
-    B7  reset_after=False:  dWh_rz = h_prev.T @ da[:, :2H];  dWh_n = (r * h_prev).T @ da_n
-        reset_after=True:   dWh = h_prev.T @ dah
+    B6  reset_after=False:  dhm += da[:, :2H] @ Wh_rz.T
+        reset_after=True:   dah = [da_r, da_z, dhn];  dhm = dah @ Wh.T
+    B7  reset_after=False:  dWh_rz = hm.T @ da[:, :2H];  dWh_n = (r * hm).T @ da_n
+        reset_after=True:   dWh = hm.T @ dah
     B8  reset_after=False:  db = da.sum(axis=0)
         reset_after=True:   db[0] = da.sum(axis=0);  db[1] = dah.sum(axis=0)
+    B9  dh_prev += mask * dhm                    (no mask: dh_prev += dhm)
 
     (B3, reset_after=True: ``a_n = ... + r * hn`` gives ``d hn = da_n * r`` and
-    ``dr = da_n * hn``; ``hn`` depends on ``h_prev`` through ``Wh_n`` and on ``b_hn``, so
-    ``dhn`` joins the hidden-side gradient ``dah`` of B6-B8.)
+    ``dr = da_n * hn``; ``hn`` depends on ``hm`` through ``Wh_n`` and on ``b_hn``, so
+    ``dhn`` joins the hidden-side gradient ``dah`` of B6-B8. B9: h_prev reaches the loss
+    through the carry of F5 (B1) and through hm = mask * h_prev (F0), whose gradient dhm
+    collects every product with ``Wh``.)
     """
-    x, h_prev, r, z, n, hn, reset_after = cache
+    x, h_prev, r, z, n, hn, reset_after, mask = cache
     xp = backend.get_array_module(dh_next)
     H = h_prev.shape[1]
+    hm = h_prev if mask is None else mask * h_prev  # F0
     dz = dh_next * (h_prev - n)  # B1
     dn = dh_next * (1 - z)  # B1
     dh_prev = dh_next * z  # B1
@@ -229,8 +258,8 @@ def gru_step_backward(dh_next, cache: GRUStepCache, Wx, Wh):
         dr = da_n * hn  # B3
     else:
         drh = da_n @ Wh[:, 2 * H :].T  # B3
-        dr = drh * h_prev  # B3
-        dh_prev += drh * r  # B3
+        dr = drh * hm  # B3
+        dhm = drh * r  # B3
     da_r = dr * r * (1 - r)  # B4
     da_z = dz * z * (1 - z)  # B4
     da = xp.concatenate((da_r, da_z, da_n), axis=1)  # B5
@@ -238,15 +267,16 @@ def gru_step_backward(dh_next, cache: GRUStepCache, Wx, Wh):
     dWx = x.T @ da  # B5
     if reset_after:
         dah = xp.concatenate((da_r, da_z, dhn), axis=1)  # B6
-        dh_prev += dah @ Wh.T  # B6
-        dWh = h_prev.T @ dah  # B7
+        dhm = dah @ Wh.T  # B6
+        dWh = hm.T @ dah  # B7
         db = xp.stack((da.sum(axis=0), dah.sum(axis=0)))  # B8
     else:
-        dh_prev += da[:, : 2 * H] @ Wh[:, : 2 * H].T  # B6
+        dhm += da[:, : 2 * H] @ Wh[:, : 2 * H].T  # B6
         dWh = xp.concatenate(  # B7
-            (h_prev.T @ da[:, : 2 * H], (r * h_prev).T @ da_n), axis=1
+            (hm.T @ da[:, : 2 * H], (r * hm).T @ da_n), axis=1
         )
         db = da.sum(axis=0)  # B8
+    dh_prev += dhm if mask is None else mask * dhm  # B9
     return dx, dh_prev, dWx, dWh, db
 
 
@@ -322,13 +352,19 @@ class TimeGRUCache(NamedTuple):
     gates : (N, T, 3H) array
         The packed activations r, z, n of every step.
     hn : (N, T, H) array or None
-        ``reset_after=True``: ``h_{t-1} @ Wh_n + b_hn`` of every step; else None.
+        ``reset_after=True``: ``(m * h_{t-1}) @ Wh_eff_n + b_hn`` of every step; else None.
+    masks : RecurrentDropMasks
+        The window's recurrent mask m (N, H) and weight mask M (H, 3H), None where unused.
+    Wh_eff : (H, 3H) array
+        ``Wh * M`` (``Wh`` itself when there is no weight mask).
     """
 
     xs: object
     hs: object
     gates: object
     hn: object
+    masks: object
+    Wh_eff: object
 
 
 class TimeGRU(RecurrentLayer):
@@ -352,37 +388,55 @@ class TimeGRU(RecurrentLayer):
         :mod:`npgated.layers.recurrent` for the rule that picks the initial state).
     reset_after : bool
         False: Cho et al. 2014 / d2l; True: cuDNN / PyTorch ``nn.GRU`` (module docstring).
+    recurrent_dropout : float in [0, 1)
+        p of the variational time-direction mask m (N, H) on h_{t-1} in every product with
+        ``Wh`` (F1, F3), not in the carry of F5 (Gal & Ghahramani 2016). 0 (default): none.
+    weight_drop : float in [0, 1)
+        q of the DropConnect mask M (H, 3H) on ``Wh`` (Wan et al. 2013; Merity et al.
+        2017). 0 (default): none.
+    seed : int, numpy.random.Generator or None
+        Seed of ``rng``, the layer's own host generator for the masks.
 
     Attributes
     ----------
-    h, dh, stateful, record_grad_norms, grad_norms
+    h, dh, stateful, record_grad_norms, grad_norms, rng, batch_shard, drop_masks
         See :class:`~npgated.layers.recurrent.RecurrentLayer`. ``grad_norms[t]`` is the
         norm of ``dh`` at B0 below (upstream plus what flows back from step t + 1).
 
     Notes
     -----
     Forward, h_{t-1} = hs[:, t] (hs[:, 0] the initial state), h_t = hs[:, t + 1], blocks and
-    biases named as in :func:`gru_step_forward` (F1..F5)::
+    biases named as in :func:`gru_step_forward` (F0..F5). Once per window, in training mode
+    (:meth:`RecurrentLayer._draw_drop_masks`, in this order from ``rng``; u, U uniform in
+    [0, 1))::
+
+        M1  m = (u >= p) / (1 - p)                (N, H), only if recurrent_dropout p > 0
+        M2  M = (U >= q) / (1 - q);  Wh_eff = Wh * M   (H, 3H), only if weight_drop q > 0
+
+    Without a mask read m = 1 and Wh_eff = Wh below (and nothing is computed for it;
+    Wh_eff_rz, Wh_eff_n are its blocks)::
 
         F0  ax = xs @ Wx + b_x            all T steps in one GEMM, (N, T, 3H);
                                           reset_after=True also adds b_h_rz to the r, z blocks
-        F1  a_rz = ax[:, t, :2H] + h_{t-1} @ Wh_rz
+            hm = m * h_{t-1}              h_{t-1} as it enters the products with Wh_eff
+        F1  a_rz = ax[:, t, :2H] + hm @ Wh_eff_rz
         F2  r = sigma(a_r),  z = sigma(a_z)
-        F3  reset_after=False:  a_n = ax[:, t, 2H:] + (r * h_{t-1}) @ Wh_n
-            reset_after=True:   hn = h_{t-1} @ Wh_n + b_hn;  a_n = ax[:, t, 2H:] + r * hn
+        F3  reset_after=False:  a_n = ax[:, t, 2H:] + (r * hm) @ Wh_eff_n
+            reset_after=True:   hn = hm @ Wh_eff_n + b_hn;  a_n = ax[:, t, 2H:] + r * hn
         F4  n = tanh(a_n)
-        F5  h_t = z * h_{t-1} + (1 - z) * n
+        F5  h_t = z * h_{t-1} + (1 - z) * n      the carry: h_{t-1} itself, never masked
 
-    (reset_after=True computes F1 and F3's ``h_{t-1} @ Wh_n`` as one ``h_{t-1} @ Wh``.)
+    (reset_after=True computes F1 and F3's ``hm @ Wh_eff_n`` as one ``hm @ Wh_eff``.)
 
-    Backward. Each gradient of the step backward (B1..B8 of :func:`gru_step_backward`) is
+    Backward. Each gradient of the step backward (B1..B9 of :func:`gru_step_backward`) is
     ``dh`` times a factor that depends on the forward only, apart from the products with
-    ``Wh``. These factors are computed for all T steps at once before the loop (arrays
-    (N, T, H), h_prev = h_{t-1}; the step equations they come from in brackets)::
+    ``Wh_eff``. These factors are computed for all T steps at once before the loop (arrays
+    (N, T, H), h_prev = h_{t-1}, hm = m * h_prev; the step equations they come from in
+    brackets)::
 
         K1  kz = (h_prev - n) * z * (1 - z)                  da_z = dh * kz    [B1, B4]
         K2  kn = (1 - z) * (1 - n**2)                        da_n = dh * kn    [B1, B2]
-        K3  reset_after=False:  kr = h_prev * r * (1 - r)    da_r = drh * kr   [B3, B4]
+        K3  reset_after=False:  kr = hm * r * (1 - r)        da_r = drh * kr   [B3, B4]
             reset_after=True:   kr = kn * r * hn * (1 - r)   da_r = dh * kr    [B3, B4]
         K4  reset_after=True:   khn = kn * r                 dhn = dh * khn    [B3]
 
@@ -391,27 +445,39 @@ class TimeGRU(RecurrentLayer):
 
         B0  dh = dhs[:, t] + dh_next          total gradient of h_t
         B1  da_z = dh * kz;  da_n = dh * kn   (reset_after=True: da_r = dh * kr, dhn = dh * khn)
-        B2  reset_after=False:  drh = da_n @ Wh_n.T;  da_r = drh * kr
-        B3  reset_after=False:  dh_next = dh * z + drh * r + [da_r, da_z] @ Wh_rz.T
-            reset_after=True:   dh_next = dh * z + [da_r, da_z, dhn] @ Wh.T
+        B2  reset_after=False:  drh = da_n @ Wh_eff_n.T;  da_r = drh * kr
+        B3  reset_after=False:  dh_next = dh * z + m * (drh * r + [da_r, da_z] @ Wh_eff_rz.T)
+            reset_after=True:   dh_next = dh * z + m * ([da_r, da_z, dhn] @ Wh_eff.T)
 
-    after it, ``dh`` (the attribute) is the last dh_next = dL/dh_0, and with
-    ``da = [da_r, da_z, da_n]`` over all N * T rows (one GEMM or sum each)::
+    (B3: the carry's gradient dh * z is not masked; everything that reached hm is, B9 of
+    the step.) After the loop, ``dh`` (the attribute) is the last dh_next = dL/dh_0, and
+    with ``da = [da_r, da_z, da_n]`` over all N * T rows (one GEMM or sum each)::
 
         B4  dxs = da @ Wx.T
         B5  dWx += xs.T @ da
-        B6  reset_after=False:  dWh_rz += h_prev.T @ da_rz;  dWh_n += (r * h_prev).T @ da_n
-            reset_after=True:   dWh += h_prev.T @ dah,  dah = [da_r, da_z, dhn]
+        B6  reset_after=False:  dWh_rz += (hm.T @ da_rz) * M_rz;  dWh_n += ((r * hm).T @ da_n) * M_n
+            reset_after=True:   dWh += (hm.T @ dah) * M,  dah = [da_r, da_z, dhn]
         B7  reset_after=False:  db += da.sum(axis=(0, 1))
             reset_after=True:   db[0] += da.sum(axis=(0, 1));  db[1] += dah.sum(axis=(0, 1))
+
+    (B6: L depends on Wh only through Wh_eff = Wh * M, so dL/dWh = M * dL/dWh_eff.)
     """
 
     param_names = ("Wx", "Wh", "b")
 
-    def __init__(self, Wx, Wh, b, stateful: bool = False, reset_after: bool = False):
+    def __init__(
+        self, Wx, Wh, b, stateful: bool = False, reset_after: bool = False, *,
+        recurrent_dropout: float = 0.0, weight_drop: float = 0.0, seed=None,
+    ):
         _check_gru_params(Wx, Wh, b, reset_after)
-        super().__init__(Wx, Wh, b, stateful=stateful)
+        super().__init__(
+            Wx, Wh, b, stateful=stateful, recurrent_dropout=recurrent_dropout,
+            weight_drop=weight_drop, seed=seed,
+        )
         self.reset_after = bool(reset_after)
+
+    def __repr__(self) -> str:
+        return f"{super().__repr__()[:-1]}, reset_after={self.reset_after})"
 
     def forward(self, xs):
         """
@@ -425,7 +491,7 @@ class TimeGRU(RecurrentLayer):
             The hidden states h_1..h_T (a fresh array). ``self.h`` is h_T.
         """
         self._check_xs(xs)
-        Wx, Wh, b = self.params
+        Wx, _, b = self.params
         N, T, D = xs.shape
         H = self.hidden_size
         xp = backend.get_array_module(xs)
@@ -433,6 +499,7 @@ class TimeGRU(RecurrentLayer):
 
         hs = xp.empty((N, T + 1, H), dtype=dtype)
         self._initial_state(N, hs[:, 0])
+        m, Wh = self._draw_drop_masks(N, like=xs)  # M1, M2 (m None, Wh the parameter: none)
         # In eval mode the gate activations are not kept: one step's worth of buffer is
         # reused (index s = 0) instead of one slot per step (s = t).
         store = self.training
@@ -446,6 +513,7 @@ class TimeGRU(RecurrentLayer):
         ax += bias  # F0
 
         # Preallocated per-step scratch: the hot loop writes with out= (no temporaries).
+        hm = None if m is None else xp.empty((N, H), dtype=dtype)  # F0  m * h_{t-1}
         if self.reset_after:
             hn_all = xp.empty((N, T if store else 1, H), dtype=dtype)
             b_hn = b[1, 2 * H :]
@@ -454,7 +522,11 @@ class TimeGRU(RecurrentLayer):
                 s = t if store else 0
                 h_prev, g, hn = hs[:, t], gates[:, s], hn_all[:, s]
                 rz, r, z, n = g[:, : 2 * H], g[:, :H], g[:, H : 2 * H], g[:, 2 * H :]
-                xp.matmul(h_prev, Wh, out=ah)  # F1, F3 (h_prev @ Wh, all three blocks)
+                h_in = h_prev
+                if m is not None:
+                    xp.multiply(h_prev, m, out=hm)  # F0
+                    h_in = hm
+                xp.matmul(h_in, Wh, out=ah)  # F1, F3 (hm @ Wh_eff, all three blocks)
                 xp.add(ax[:, t, : 2 * H], ah[:, : 2 * H], out=rz)  # F1
                 sigmoid(rz, out=rz)  # F2
                 xp.add(ah[:, 2 * H :], b_hn, out=hn)  # F3
@@ -476,10 +548,14 @@ class TimeGRU(RecurrentLayer):
                 s = t if store else 0
                 h_prev, g = hs[:, t], gates[:, s]
                 rz, r, z, n = g[:, : 2 * H], g[:, :H], g[:, H : 2 * H], g[:, 2 * H :]
-                xp.matmul(h_prev, Wh_rz, out=a_rz)  # F1
+                h_in = h_prev
+                if m is not None:
+                    xp.multiply(h_prev, m, out=hm)  # F0
+                    h_in = hm
+                xp.matmul(h_in, Wh_rz, out=a_rz)  # F1
                 xp.add(ax[:, t, : 2 * H], a_rz, out=rz)  # F1
                 sigmoid(rz, out=rz)  # F2
-                xp.multiply(r, h_prev, out=rh)  # F3
+                xp.multiply(r, h_in, out=rh)  # F3
                 xp.matmul(rh, Wh_n, out=a_n)  # F3
                 xp.add(ax[:, t, 2 * H :], a_n, out=n)  # F3
                 xp.tanh(n, out=n)  # F4
@@ -490,7 +566,9 @@ class TimeGRU(RecurrentLayer):
 
         self.h = hs[:, -1].copy()
         self._eval_forward = not store
-        self.cache = TimeGRUCache(xs, hs, gates, hn_all) if store else None
+        self.cache = (
+            TimeGRUCache(xs, hs, gates, hn_all, self.drop_masks, Wh) if store else None
+        )
         return hs[:, 1:].copy()
 
     def backward(self, dhs):
@@ -506,18 +584,19 @@ class TimeGRU(RecurrentLayer):
             Also: adds dWx, dWh, db to ``grads``; sets ``dh`` = dL/dh_0, (N, H).
         """
         cache = self._require_forward()
-        xs, hs, gates, hn = cache
+        xs, hs, gates, hn, (m, M), Wh = cache  # Wh: Wh_eff of the forward
         N, T, D = xs.shape
         H = self.hidden_size
         self._check_dhs(dhs, (N, T, H))
         self.cache = None  # consumed: a second backward for this forward raises
-        Wx, Wh, _ = self.params
+        Wx = self.params[0]
         dWx, dWh, db = self.grads
         xp = backend.get_array_module(xs)
         dtype = xs.dtype
 
         r, z, n = gates[..., :H], gates[..., H : 2 * H], gates[..., 2 * H :]
         h_prev = hs[:, :-1]
+        hm = h_prev if m is None else h_prev * m[:, None, :]  # F0  m * h_{t-1}, all steps
         dh = xp.empty((N, H), dtype=dtype)
         # B3's GEMM runs as dh_next.T = Wh @ dah_t.T: it reads Wh as stored (no transposed
         # copy) and writes the (H, N) buffer dhT, whose transposed view is dh_next (for
@@ -542,7 +621,9 @@ class TimeGRU(RecurrentLayer):
                 if norms is not None:
                     norms[t] = (dh * dh).sum()
                 da[:, t] *= dh[:, None, :]  # B1  all four blocks at once
-                xp.matmul(Wh, dah[:, t].T, out=dhT)  # B3  (dh_next = dah_t @ Wh.T)
+                xp.matmul(Wh, dah[:, t].T, out=dhT)  # B3  (dh_next = dah_t @ Wh_eff.T)
+                if m is not None:
+                    dh_next *= m  # B3
                 dh_next += dh * z[:, t]  # B3
 
             da2 = da.reshape(N * T, 4 * H)
@@ -550,7 +631,10 @@ class TimeGRU(RecurrentLayer):
             da_h = da2[:, : 3 * H]  # dah
             dxs = (da_x @ Wx.T).reshape(N, T, D)  # B4
             dWx += xs.reshape(N * T, D).T @ da_x  # B5
-            dWh += h_prev.reshape(N * T, H).T @ da_h  # B6
+            if M is None:
+                dWh += hm.reshape(N * T, H).T @ da_h  # B6
+            else:
+                dWh += (hm.reshape(N * T, H).T @ da_h) * M  # B6
             db[0] += da_x.sum(axis=0)  # B7
             db[1] += da_h.sum(axis=0)  # B7
         else:
@@ -559,7 +643,7 @@ class TimeGRU(RecurrentLayer):
             da = xp.empty((N, T, 3, H), dtype=dtype)
             da[:, :, 1] = (h_prev - n) * z * (1 - z)  # K1
             da[:, :, 2] = (1 - z) * (1 - n * n)  # K2
-            kr = h_prev * r * (1 - r)  # K3
+            kr = hm * r * (1 - r)  # K3
             da3 = da.reshape(N, T, 3 * H)
             drhT = xp.empty((H, N), dtype=dtype)  # as dhT: drh = drhT.T
             drh = drhT.T
@@ -574,14 +658,21 @@ class TimeGRU(RecurrentLayer):
                 xp.matmul(Wh[:, : 2 * H], da3[:, t, : 2 * H].T, out=dhT)  # B3  (da_rz @ Wh_rz.T)
                 drh *= r[:, t]  # B3
                 dh_next += drh  # B3
+                if m is not None:
+                    dh_next *= m  # B3
                 dh_next += dh * z[:, t]  # B3
 
             da2 = da.reshape(N * T, 3 * H)
-            h_prev2 = h_prev.reshape(N * T, H)
+            hm2 = hm.reshape(N * T, H)
             dxs = (da2 @ Wx.T).reshape(N, T, D)  # B4
             dWx += xs.reshape(N * T, D).T @ da2  # B5
-            dWh[:, : 2 * H] += h_prev2.T @ da2[:, : 2 * H]  # B6
-            dWh[:, 2 * H :] += (r.reshape(N * T, H) * h_prev2).T @ da2[:, 2 * H :]  # B6
+            dWh_rz = hm2.T @ da2[:, : 2 * H]  # B6
+            dWh_n = (r.reshape(N * T, H) * hm2).T @ da2[:, 2 * H :]  # B6
+            if M is not None:
+                dWh_rz *= M[:, : 2 * H]  # B6
+                dWh_n *= M[:, 2 * H :]  # B6
+            dWh[:, : 2 * H] += dWh_rz  # B6
+            dWh[:, 2 * H :] += dWh_n  # B6
             db += da2.sum(axis=0)  # B7
 
         self.dh = xp.ascontiguousarray(dh_next)

@@ -31,6 +31,8 @@ TOL = 1e-6  # the task's bound for these checks (single plain layers reach ~1e-9
 CELLS = {
     "rnn": (TimeRNN, 1, {}, False),
     "lstm": (TimeLSTM, 4, {}, True),
+    "gru": (TimeGRU, 3, {"reset_after": False}, False),
+    "gru-reset-after": (TimeGRU, 3, {"reset_after": True}, False),
 }
 OPTIONS = {
     "recurrent": {"recurrent_dropout": 0.4},
