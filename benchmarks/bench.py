@@ -219,29 +219,6 @@ def _own_cpu() -> float:
     return t.user + t.system
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _cpu_flags() -> list:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return sorted(x for x in line.split(":", 1)[1].split()
-                                  if x.startswith(("avx", "fma", "amx")))
-    except OSError:
-        pass
-    return []
-
-
 def _mem_total_gib():
     try:
         with open("/proc/meminfo") as f:
@@ -265,47 +242,38 @@ def _git_revision():
 
 
 def machine_info() -> dict:
+    """The machine's facts, from ``npgated.info`` (what ``npgated info`` prints) plus a few."""
     import numpy as np  # noqa: PLC0415
 
-    info = {
-        "cpu_model": _cpu_model(),
-        "cpu_flags": _cpu_flags(),
-        "cores": os.cpu_count(),
-        "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-        else os.cpu_count(),
+    from npgated import info as npinfo  # noqa: PLC0415
+
+    facts = npinfo.collect()
+    cpu = facts["cpu"]
+    return {
+        "cpu_model": cpu["model"],
+        "cpu_flags": cpu["vector_flags"] or [],
+        "cores": cpu["cores"],
+        "cores_available": cpu["cores_available"],
         "mem_total_gib": _mem_total_gib(),
-        "platform": platform.platform(),
+        "platform": facts["platform"],
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "torch": None,
+        "torch": facts["versions"]["torch"],
         "npgated_git": _git_revision(),
         "env": {v: os.environ.get(v) for v in OPENBLAS_VARS + THREAD_VARS},
+        "numpy_blas": facts["blas"]["numpy_build"],
+        "blas_kernel_warnings": facts["warnings"],
     }
-    try:
-        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-        info["numpy_blas"] = {k: blas.get(k) for k in ("name", "version", "openblas configuration")}
-    except Exception:  # noqa: BLE001 (older numpy: no dict mode)
-        info["numpy_blas"] = None
-    try:
-        from importlib.metadata import version  # noqa: PLC0415
-
-        info["torch"] = version("torch")
-    except Exception:  # noqa: BLE001
-        pass
-    return info
 
 
 # =======================================================================================
 # Children: one process per measurement
 # =======================================================================================
 def _threadpool_info():
-    try:
-        from threadpoolctl import threadpool_info  # noqa: PLC0415
-    except ImportError:
-        return None
-    keep = ("user_api", "internal_api", "num_threads", "version", "architecture",
-            "threading_layer", "prefix")
-    return [{k: d.get(k) for k in keep} for d in threadpool_info()]
+    """The BLAS/OpenMP libraries this child loaded, with the kernel OpenBLAS runs (or None)."""
+    from npgated import info as npinfo  # noqa: PLC0415
+
+    return npinfo.blas_info()["libraries"]
 
 
 def _rss_mib() -> float:
@@ -869,6 +837,9 @@ def markdown_report(report: dict) -> str:
               "evaluation (forward GEMMs only). `busy before`: cores busy (all processes) in "
               "the second before the child started; `others during`: most cores used by other "
               "processes during a timed repeat."]
+    # npgated.info's check of the BLAS kernel against the CPU (e.g. OPENBLAS_CORETYPE=Haswell
+    # on an AVX-512 machine): numbers measured so are not this machine's best
+    lines += [f"\n**WARNING**: {w}" for w in m.get("blas_kernel_warnings") or []]
     return "\n".join(lines) + "\n"
 
 

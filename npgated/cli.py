@@ -167,6 +167,16 @@ def cmd_demo(args) -> int:
     return demo_main(args)
 
 
+def cmd_info(args) -> int:
+    import json  # noqa: PLC0415
+
+    from npgated import info  # noqa: PLC0415
+
+    facts = info.collect()
+    print(json.dumps(facts, indent=2) if args.json else info.format_info(facts))
+    return 0
+
+
 # ---------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="npgated", description=__doc__.split("\n")[0])
@@ -216,6 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="fewer lengths and steps")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("info", help="versions, BLAS kernel, CPU and environment for a bug report",
+                       description="What a bug report needs: versions, the backend, the BLAS "
+                                   "library and the kernel it runs, the CPU's vector "
+                                   "extensions and the OPENBLAS_*/thread variables, with a "
+                                   "WARNING when the kernel is below what the CPU supports.")
+    p.add_argument("--json", action="store_true", help="print the facts as JSON")
+    p.set_defaults(func=cmd_info)
     return parser
 
 
