@@ -32,12 +32,22 @@ only): the same sums, median 1.0 ms (Zipf ids) and 1.2 ms (uniform ids) instead 
 the measurement above (200 calls each, 2026-11-30): ~0.25 % of a ~420 ms book-better
 training step instead of ~1 %. The flat index array (700 * 650 int64, 3.6 MB) is its only
 temporary.
+
+Embedding dropout (:class:`TimeEmbedding`'s ``embedding_dropout``) drops whole word *types*:
+Gal & Ghahramani, "A Theoretically Grounded Application of Dropout in Recurrent Neural
+Networks", NeurIPS 2016 (section 4.2, dropout on the word embeddings), used as "embedding
+dropout" by Merity, Keskar & Socher, "Regularizing and Optimizing LSTM Language Models"
+(2017). One keep-mask of shape (V, 1) per forward window, scaled by 1 / (1 - p), zeroes
+every occurrence of a dropped word in the window; it is applied to the looked-up rows
+(``W[ids] * mask[ids]``), so no masked (V, D) copy of W is made, and backward scales the
+rows it scatters by the same factors.
 """
 
 from __future__ import annotations
 
 from npgated import backend, checks
 from npgated.layers.base import Layer
+from npgated.layers.dropout import keep_mask
 
 
 class Embedding(Layer):
@@ -85,15 +95,21 @@ class Embedding(Layer):
         self.cache = ids  # the ids, for B1
         return W[ids]  # F1
 
-    def _scatter(self, dout):
-        """Validate dout against the cached ids and add it into their rows of dW (B1)."""
+    def _scatter(self, dout, row_scale=None):
+        """Validate dout against the cached ids and add it into their rows of dW (B1).
+
+        ``row_scale`` (ids.shape + (1,)), if given, multiplies each position's dout first.
+        """
         ids = self._require_forward()
         D = self.embedding_size
         checks.check_float(dout, "dout", dtype=self.dtype)
         checks.check_shape(dout, tuple(ids.shape) + (D,), "dout")
         self.cache = None
         K = ids.size
-        backend.scatter_add(self.grads[0], ids.reshape(K), dout.reshape(K, D))  # B1
+        values = dout.reshape(K, D)
+        if row_scale is not None:
+            values = values * row_scale.reshape(K, 1)
+        backend.scatter_add(self.grads[0], ids.reshape(K), values)  # B1
 
     def forward(self, ids):
         """Look up the embeddings.
@@ -130,17 +146,54 @@ class TimeEmbedding(Embedding):
     Parameters
     ----------
     W : (V, D) float array
+    embedding_dropout : float in [0, 1)
+        p, the probability of dropping a word type (a row of W) for a whole forward window
+        (Gal & Ghahramani 2016; Merity et al. 2017). 0 (default): none.
+    seed : int, numpy.random.Generator or None
+        Seed of the layer's own host generator ``rng`` that draws the mask.
+
+    Attributes
+    ----------
+    rng : numpy.random.Generator
+        Draws the mask; replace it with a freshly seeded one to freeze the mask.
+    batch_shard : None
+        Present for uniformity with the other stochastic layers and unused: the mask has one
+        entry per word type, not per stream, so every process draws the same one.
+    drop_mask : (V, 1) array or None
+        The scaled keep-mask of the last forward (None in eval mode or for p = 0).
 
     Notes
     -----
-    Forward, for ids of shape (N, T)::
+    Forward, for ids of shape (N, T). In training mode with p > 0, once per window (u
+    uniform in [0, 1) of shape (V, 1), from ``rng``)::
+
+        M1  mask = (u >= p) / (1 - p)                     (V, 1): one entry per word type
+        F1  out = W[ids] * mask[ids]                      (N, T, D) = (W * mask)[ids]
+
+    and otherwise (eval mode or p = 0; nothing drawn) mask = 1::
 
         F1  out = W[ids]                                  (N, T, D)
 
     Backward, given dout of shape (N, T, D), over all N * T positions at once::
 
-        B1  dW[ids[n, t]] += dout[n, t]   for every n, t  (repeated ids are summed)
+        B1  dW[ids[n, t]] += dout[n, t] * mask[ids[n, t]]   for every n, t (repeated ids summed)
+
+    (F1 is linear in the row W[ids[n, t]] with the factor mask[ids[n, t]].)
     """
+
+    def __init__(self, W, *, embedding_dropout: float = 0.0, seed=None):
+        super().__init__(W)
+        self.embedding_dropout = checks.check_ratio(embedding_dropout, "embedding_dropout")
+        self.rng = backend.default_rng(seed)
+        self.batch_shard = None  # unused (one mask entry per word type), for uniformity
+        self.drop_mask = None
+        self._row_scale = None  # mask[ids] (N, T, 1) of the last forward, for B1
+
+    def __repr__(self) -> str:
+        base = super().__repr__()
+        if self.embedding_dropout:
+            base = f"{base[:-1]}, embedding_dropout={self.embedding_dropout})"
+        return base
 
     def forward(self, ids):
         """Look up the embeddings of every token of every sequence.
@@ -154,7 +207,15 @@ class TimeEmbedding(Embedding):
         -------
         out : (N, T, D) array in W's dtype
         """
-        return self._lookup(ids, ndim=2)
+        out = self._lookup(ids, ndim=2)  # F1  W[ids] (a fresh array: fancy indexing copies)
+        self.drop_mask = self._row_scale = None
+        p = self.embedding_dropout
+        if self.training and p > 0.0:
+            W = self.params[0]
+            self.drop_mask = keep_mask(self.rng, (W.shape[0], 1), p, W, None)  # M1
+            self._row_scale = self.drop_mask[self.cache]  # mask[ids], (N, T, 1)
+            out *= self._row_scale  # F1
+        return out
 
     def backward(self, dout):
         """Accumulate dout into the rows of dW that were looked up.
@@ -167,5 +228,6 @@ class TimeEmbedding(Embedding):
         -------
         None (token ids have no gradient)
         """
-        self._scatter(dout)
+        self._scatter(dout, self._row_scale)  # B1 (raises before any change if dout is bad)
+        self._row_scale = None
         return None
