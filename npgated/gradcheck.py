@@ -310,6 +310,7 @@ def _layer_cases(rng):
     """(title, layer, inputs, state, before_forward) for every layer, tiny shapes."""
     from npgated.layers.affine import TimeAffine  # noqa: PLC0415 (layers import nothing here)
     from npgated.layers.dropout import TimeDropout  # noqa: PLC0415
+    from npgated.layers.embedding import TimeEmbedding  # noqa: PLC0415
     from npgated.layers.gru import TimeGRU  # noqa: PLC0415
     from npgated.layers.loss import TimeSoftmaxWithLoss  # noqa: PLC0415
     from npgated.layers.lstm import TimeLSTM  # noqa: PLC0415
@@ -327,6 +328,14 @@ def _layer_cases(rng):
     def freeze():
         dropout.rng = np.random.default_rng(7)
 
+    def frozen(layer, seed=7):
+        """A before_forward hook: reseed ``layer.rng``, so every forward draws the same masks."""
+
+        def hook():
+            layer.rng = np.random.default_rng(seed)
+
+        return hook
+
     yield "TimeAffine", TimeAffine(arr(D, V), arr(V)), (xs,), None, None
     yield "TimeDropout (variational, frozen mask)", dropout, (xs,), None, freeze
     yield "TimeSoftmaxWithLoss", TimeSoftmaxWithLoss(), (arr(N, T, V), ts), None, None
@@ -339,6 +348,22 @@ def _layer_cases(rng):
         yield (f"TimeGRU (reset_after={reset_after})",
                TimeGRU(arr(D, 3 * H), arr(H, 3 * H), b, stateful=True, reset_after=reset_after),
                (xs,), {"h": h0}, None)
+    # Regularized recurrence (Gal & Ghahramani 2016; Wan et al. 2013): masks frozen.
+    reg = {"recurrent_dropout": 0.3, "weight_drop": 0.3}
+    title = "(recurrent_dropout, weight_drop, frozen masks)"
+    layer = TimeRNN(arr(D, H), arr(H, H), arr(H), stateful=True, **reg)
+    yield f"TimeRNN {title}", layer, (xs,), {"h": h0}, frozen(layer)
+    layer = TimeLSTM(arr(D, 4 * H), arr(H, 4 * H), arr(4 * H), stateful=True, **reg)
+    yield f"TimeLSTM {title}", layer, (xs,), {"h": h0, "c": c0}, frozen(layer)
+    for reset_after in (False, True):
+        b = arr(2, 3 * H) if reset_after else arr(3 * H)
+        layer = TimeGRU(arr(D, 3 * H), arr(H, 3 * H), b, stateful=True, reset_after=reset_after,
+                        **reg)
+        yield (f"TimeGRU (reset_after={reset_after}) {title}", layer, (xs,), {"h": h0},
+               frozen(layer))
+    # Embedding dropout (Gal & Ghahramani 2016): whole word types, mask frozen.
+    embed = TimeEmbedding(arr(V, D), embedding_dropout=0.4)
+    yield "TimeEmbedding (embedding_dropout, frozen mask)", embed, (ts,), None, frozen(embed)
 
 
 def _model_cases(target):
