@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import signal
 import sys
+import traceback
 import typing
 from pathlib import Path
 
@@ -30,8 +32,25 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _usage_error(message: str) -> int:
-    print(f"npgated: error: {message}", file=sys.stderr)
+    from npgated.distributed import abort_if_running, rank_prefix  # noqa: PLC0415
+
+    print(f"npgated: error: {rank_prefix()}{message}", file=sys.stderr)
+    abort_if_running(EXIT_USAGE)  # under mpiexec: stop every rank, none left waiting
     return EXIT_USAGE
+
+
+def _data_parallel():
+    """This rank's DataParallel when mpiexec started several ranks, else None.
+
+    Ranks other than 0 print nothing on stdout and log only errors: rank 0 speaks for the run.
+    """
+    from npgated.distributed import DataParallel  # noqa: PLC0415
+
+    dp = DataParallel.from_launcher()
+    if dp is not None and not dp.is_writer:
+        logging.getLogger("npgated").setLevel(logging.ERROR)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
+    return dp
 
 
 # ---------------------------------------------------------------------------------------
@@ -78,6 +97,7 @@ def _config_from_args(args):
 def cmd_train(args) -> int:
     from npgated.training.loop import TrainingDiverged, load_corpora, train  # noqa: PLC0415
 
+    dp = _data_parallel()  # None unless mpiexec started several ranks
     config = _config_from_args(args)
     corpora = load_corpora(config)
     train_c, valid, test, word_to_id, _ = corpora
@@ -87,7 +107,8 @@ def cmd_train(args) -> int:
     print(f"npgated {__version__}: training {config.model} ({config.cell}) on "
           f"{len(train_c):,} tokens, vocabulary {len(word_to_id):,}; run dir {config.run_dir}")
     try:
-        result = train(config, (train_c, valid, test, word_to_id), resume=args.resume)
+        result = train(config, (train_c, valid, test, word_to_id), resume=args.resume,
+                       data_parallel=dp)
     except TrainingDiverged as exc:
         print(f"npgated: training stopped: {exc}", file=sys.stderr)
         return 1
@@ -121,11 +142,17 @@ def cmd_eval(args) -> int:
     from npgated.data import ptb  # noqa: PLC0415
     from npgated.training.evaluate import eval_perplexity  # noqa: PLC0415
 
+    dp = _data_parallel()  # None unless mpiexec started several ranks
+    if dp is not None:
+        dp.use_local_device()
     model, meta = _load_model(args.checkpoint)
     corpus, word_to_id, _ = ptb.load_data(args.split, args.data_dir)
     if meta.get("vocab_checksum") not in (None, ptb.vocab_checksum(word_to_id)):
         raise ValueError("the checkpoint was trained on a different vocabulary than this data")
-    ppl = eval_perplexity(model, corpus, args.batch_size, args.time_size, progress=True)
+    if dp is not None:  # each rank scores its streams; the sums are reduced
+        dp.attach(model, args.batch_size, gradients=False)
+    ppl = eval_perplexity(model, corpus, args.batch_size, args.time_size,
+                          progress=dp is None or dp.is_writer)
     print(f"{args.split} perplexity {ppl:.2f}")
     return 0
 
@@ -265,10 +292,15 @@ def main(argv=None) -> int:
     except Exception as exc:  # data/checkpoint/backend errors: one line, no traceback
         from npgated.backend import BackendError  # noqa: PLC0415
         from npgated.data.ptb import DataError  # noqa: PLC0415
+        from npgated.distributed import DistributedError, abort_if_running, rank_prefix  # noqa
         from npgated.training.checkpoint import CheckpointError  # noqa: PLC0415
 
-        if isinstance(exc, (BackendError, DataError, CheckpointError)):
+        if isinstance(exc, (BackendError, DataError, CheckpointError, DistributedError)):
             return _usage_error(str(exc))
+        if rank_prefix():  # under mpiexec: report, then stop every rank (no hang)
+            traceback.print_exc()
+            print(f"npgated: error: {rank_prefix()}{type(exc).__name__}: {exc}", file=sys.stderr)
+            abort_if_running(1)
         raise
 
 

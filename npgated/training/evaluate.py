@@ -33,6 +33,7 @@ def eval_perplexity(model, corpus, batch_size: int = 10, time_size: int = 35,
     progress : bool
         Show a tqdm bar.
     """
+    dp = getattr(model, "data_parallel", None)  # under MPI: this rank's streams, then a sum
     was_training = model.training
     model.eval()
     model.reset_state()
@@ -42,10 +43,14 @@ def eval_perplexity(model, corpus, batch_size: int = 10, time_size: int = 35,
         n_windows = math.ceil(eval_token_count(corpus, batch_size) / (batch_size * time_size))
         for xs, ts in tqdm(batches, total=n_windows, disable=not progress,
                            desc="eval", unit="win", leave=False):
+            if dp is not None:
+                xs, ts = dp.rows(xs), dp.rows(ts)
             loss = float(model.forward(xs, ts))
             total += loss * ts.size
             count += ts.size
     finally:
         model.reset_state()
         model.train(was_training)
+    if dp is not None:
+        total, count = dp.sum_over_ranks(total, count)
     return math.exp(total / count)

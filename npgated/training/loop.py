@@ -136,7 +136,11 @@ def save_state(path, model, optimizer, progress: Progress, config: TrainConfig,
     """Write a resumable checkpoint (parameters, optimizer, state, generators, position)."""
     meta = dict(progress=progress.__dict__, train_config=config.to_dict(),
                 vocab_checksum=vocab_checksum, rng_states=model.rng_states())
-    save_checkpoint(path, model, optimizer, meta=meta, extra=model.recurrent_state())
+    dp = getattr(model, "data_parallel", None)  # under MPI: the N-row state, rank 0 writes
+    extra = model.recurrent_state() if dp is None else dp.gather_recurrent_state(model)
+    if dp is not None and not dp.is_writer:
+        return
+    save_checkpoint(path, model, optimizer, meta=meta, extra=extra)
 
 
 def fit(model, optimizer, schedule, batcher, valid_corpus, config: TrainConfig, run: Run,
@@ -151,6 +155,9 @@ def fit(model, optimizer, schedule, batcher, valid_corpus, config: TrainConfig, 
     N, T = config.batch_size, config.time_size
     per_epoch = min(len(batcher), config.max_iters or len(batcher))
     with _StopRequests() as stop:
+        dp = getattr(model, "data_parallel", None)  # npgated.distributed under mpiexec
+        if dp is not None:
+            stop = dp.agreed_stop(stop)  # act only on stop requests every rank knows of
         while progress.epoch <= config.epochs:
             model.train()
             optimizer.lr = progress.lr
@@ -168,13 +175,16 @@ def fit(model, optimizer, schedule, batcher, valid_corpus, config: TrainConfig, 
                     logger.warning("interrupted: resumable checkpoint written to %s", run.last)
                     return stop.signum
                 xs, ts = batcher.next_batch()
-                model.zero_grads()
-                loss = float(model.forward(xs, ts))
-                model.backward()
-                if config.max_grad_norm > 0:
-                    norm = clip_grads(model.grads, config.max_grad_norm)
+                if dp is not None:  # this rank's rows, one Allreduce, clip on the global norm
+                    loss, norm = dp.gradients(model, xs, ts, config.max_grad_norm)
                 else:
-                    norm = global_norm(model.grads)
+                    model.zero_grads()
+                    loss = float(model.forward(xs, ts))
+                    model.backward()
+                    if config.max_grad_norm > 0:
+                        norm = clip_grads(model.grads, config.max_grad_norm)
+                    else:
+                        norm = global_norm(model.grads)
                 if not (math.isfinite(loss) and math.isfinite(norm)):
                     bar.close()
                     raise TrainingDiverged(
@@ -210,6 +220,8 @@ def fit(model, optimizer, schedule, batcher, valid_corpus, config: TrainConfig, 
             model.reset_state()
             val_ppl = eval_perplexity(model, valid_corpus, N, T) if valid_corpus is not None \
                 else None
+            if dp is not None:
+                dp.check_params(model, progress.epoch)  # identical on every rank, or stop
             improved = val_ppl is not None and (progress.best_val_ppl is None
                                                 or val_ppl < progress.best_val_ppl)
             run.log(dict(kind="valid", epoch=progress.epoch, ppl=val_ppl, lr=progress.lr,
@@ -253,7 +265,7 @@ def load_corpora(config: TrainConfig):
 
 
 def train(config: TrainConfig, corpora=None, resume: bool = False,
-          stop_after: int | None = None) -> TrainResult:
+          stop_after: int | None = None, data_parallel=None) -> TrainResult:
     """Build everything from ``config``, train, and evaluate the best model on the test set.
 
     Parameters
@@ -266,8 +278,13 @@ def train(config: TrainConfig, corpora=None, resume: bool = False,
         Continue from ``<run_dir>/last.npz`` (the config must describe the same model).
     stop_after : int, optional
         Stop as if interrupted after this many iterations in total (for tests).
+    data_parallel : npgated.distributed.DataParallel, optional
+        Under ``mpiexec``: this rank's share of a data-parallel run (same results).
     """
     backend.use(config.backend)
+    dp = data_parallel
+    if dp is not None:
+        dp.use_local_device()
     if corpora is None:
         train_c, valid_c, test_c, word_to_id, _ = load_corpora(config)
     else:
@@ -275,10 +292,12 @@ def train(config: TrainConfig, corpora=None, resume: bool = False,
     checksum = ptb.vocab_checksum(word_to_id)
     model = build_model(dict(model=config.model, **config.model_kwargs(len(word_to_id))),
                         dtype=np.dtype(config.dtype), seed=config.seed)
+    if dp is not None:
+        dp.attach(model, config.batch_size)  # this rank's streams, dropout rows, buffer
     optimizer = make_optimizer(config.optimizer, config.lr)
     schedule = _make_schedule(config)
     batcher = TBPTTBatcher(train_c, config.batch_size, config.time_size)
-    run = Run(config.run_dir, config)
+    run = Run(config.run_dir, config) if dp is None else dp.run_dir(config.run_dir, config)
     progress = Progress(lr=config.lr)
 
     if resume:
@@ -290,20 +309,25 @@ def train(config: TrainConfig, corpora=None, resume: bool = False,
         restore(model, ckpt, optimizer, vocab_checksum=checksum)
         progress = Progress(**ckpt.meta["progress"])
         model.set_rng_states(ckpt.meta["rng_states"])
-        model.set_recurrent_state(ckpt.extra)
+        model.set_recurrent_state(ckpt.extra if dp is None else dp.local_recurrent_state(ckpt.extra))
         batcher.load_state_dict(progress.batcher)
         if progress.schedule:
             schedule.load_state_dict(progress.schedule)
         logger.info("resumed from %s at epoch %d, iteration %d", run.last, progress.epoch,
                     progress.iteration)
-    else:
+    elif dp is None or dp.is_writer:
         run.metrics_path.write_text("")
+    if dp is not None:
+        dp.check_start(config, model, train_c, checksum, progress)
+        config = config if dp.is_writer else config.replace(progress=False)  # one bar
 
     logger.info("%r", model)
     interrupted = fit(model, optimizer, schedule, batcher, valid_c, config, run, progress,
                       vocab_checksum=checksum, stop_after=stop_after)
     test_ppl = None
     if interrupted is None and test_c is not None:
+        if dp is not None:
+            dp.barrier()  # rank 0 has written the checkpoints the others read now
         best = run.best if run.best.exists() else run.last
         restore(model, load_checkpoint(best), vocab_checksum=checksum)
         test_ppl = eval_perplexity(model, test_c, config.batch_size, config.time_size)
