@@ -1,4 +1,4 @@
-"""The ``npgated`` command line: train, eval, generate, gradcheck, demo.
+"""The ``npgated`` command line: train, eval, generate, gradcheck, demo, import-book, export-book.
 
 ``train``'s flags are generated from :class:`npgated.training.config.TrainConfig`, so every
 hyperparameter is a flag (``--hidden-size 200``) with the field's help text, and a preset
@@ -140,8 +140,14 @@ def _load_model(path):
 
 def cmd_eval(args) -> int:
     from npgated.data import ptb  # noqa: PLC0415
-    from npgated.training.evaluate import eval_perplexity  # noqa: PLC0415
+    from npgated.training.evaluate import eval_perplexity, eval_perplexity_book  # noqa: PLC0415
 
+    if args.protocol == "book":  # the book's eval_perplexity: 10 streams, windows of 35
+        for flag, value, book in (("--batch-size", args.batch_size, 10),
+                                  ("--time-size", args.time_size, 35)):
+            if value is not None and value != book:
+                return _usage_error(f"--protocol book evaluates with {flag} {book} exactly, "
+                                    f"got {flag} {value}; drop the flag or use --protocol default")
     dp = _data_parallel()  # None unless mpiexec started several ranks
     if dp is not None:
         dp.use_local_device()
@@ -149,11 +155,58 @@ def cmd_eval(args) -> int:
     corpus, word_to_id, _ = ptb.load_data(args.split, args.data_dir)
     if meta.get("vocab_checksum") not in (None, ptb.vocab_checksum(word_to_id)):
         raise ValueError("the checkpoint was trained on a different vocabulary than this data")
+    if args.protocol == "book":
+        ppl = eval_perplexity_book(model, corpus, 10, 35, progress=True)
+        print(f"{args.split} perplexity {ppl:.4f} (book protocol: N=10, T=35, whole windows)")
+        return 0
+    batch_size = 10 if args.batch_size is None else args.batch_size
+    time_size = 35 if args.time_size is None else args.time_size
     if dp is not None:  # each rank scores its streams; the sums are reduced
-        dp.attach(model, args.batch_size, gradients=False)
-    ppl = eval_perplexity(model, corpus, args.batch_size, args.time_size,
-                          progress=dp is None or dp.is_writer)
+        dp.attach(model, batch_size, gradients=False)
+    ppl = eval_perplexity(model, corpus, batch_size, time_size, progress=dp is None or dp.is_writer)
     print(f"{args.split} perplexity {ppl:.2f}")
+    return 0
+
+
+def cmd_import_book(args) -> int:
+    from npgated.data import ptb  # noqa: PLC0415
+    from npgated.interop.book import book_ptb_vocabulary, model_from_book  # noqa: PLC0415
+    from npgated.training.checkpoint import save_checkpoint  # noqa: PLC0415
+
+    target = Path(args.out) / "best.npz"
+    if target.exists() and not args.force:
+        return _usage_error(f"{target} exists; choose another --out or pass --force to replace it")
+    model = model_from_book(args.file)
+    V = model.vocab_size
+    meta = {"source": {"format": "dlfs2-pickle", "file": str(Path(args.file).resolve())}}
+    try:  # the book's ids are PTB's by first appearance: store npgated's checksum if they agree
+        data_dir = ptb.resolve_data_dir(args.data_dir, download=False)
+        _, word_to_id, _ = ptb.load_data("train", data_dir)
+    except (FileNotFoundError, ptb.DataError) as exc:
+        print(f"npgated: note: no vocabulary checksum stored (PTB not found: {exc})",
+              file=sys.stderr)
+    else:
+        if len(word_to_id) != V:
+            print(f"npgated: note: no vocabulary checksum stored: the model has V={V}, "
+                  f"PTB's vocabulary {len(word_to_id)} words", file=sys.stderr)
+        elif book_ptb_vocabulary(data_dir / ptb.PTB_FILES["train"]) != word_to_id:
+            raise ValueError(f"the book's PTB vocabulary built from {data_dir} differs from "
+                             "npgated's: the word ids would not match")
+        else:
+            meta["vocab_checksum"] = ptb.vocab_checksum(word_to_id)
+    save_checkpoint(target, model, meta=meta)
+    c = model.config
+    print(f"imported the book's {c['model']} (V={V}, D={c['wordvec_size']}, "
+          f"H={c['hidden_size']}, gates f,g,i,o -> i,f,g,o) into {target}")
+    return 0
+
+
+def cmd_export_book(args) -> int:
+    from npgated.interop.book import model_to_book  # noqa: PLC0415
+
+    model, _ = _load_model(args.checkpoint)
+    path = model_to_book(model, args.out)
+    print(f"wrote {model.config['model']} in the book's format (float16, gates f,g,i,o) to {path}")
     return 0
 
 
@@ -224,9 +277,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="a .npz checkpoint or a run directory")
     p.add_argument("--split", default="test", choices=("train", "valid", "val", "test"))
     p.add_argument("--data-dir", default=None, help="PTB folder (default: $NPGATED_DATA_DIR)")
-    p.add_argument("--batch-size", type=int, default=10, help="parallel streams")
-    p.add_argument("--time-size", type=int, default=35, help="window length")
+    p.add_argument("--batch-size", type=int, default=None, help="parallel streams (default 10)")
+    p.add_argument("--time-size", type=int, default=None, help="window length (default 35)")
+    p.add_argument("--protocol", default="default", choices=("default", "book"),
+                   help="default: every target of N contiguous streams; book: the book's "
+                        "eval_perplexity (N=10, T=35, whole windows only)")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("import-book", help="checkpoint from the book's weight pickle (Rnnlm.pkl)",
+                       description="Read one of the book's (DLfS2) weight pickles safely and "
+                                   "write it as an npgated checkpoint RUN_DIR/best.npz.")
+    p.add_argument("file", help="the book's pickle, e.g. ch06/Rnnlm.pkl")
+    p.add_argument("--out", required=True, help="run directory for best.npz")
+    p.add_argument("--data-dir", default=None,
+                   help="PTB folder, to record the vocabulary checksum "
+                        "(default: $NPGATED_DATA_DIR)")
+    p.add_argument("--force", action="store_true", help="replace an existing best.npz")
+    p.set_defaults(func=cmd_import_book)
+
+    p = sub.add_parser("export-book", help="write a checkpoint as the book's weight pickle",
+                       description="Write an LSTM Rnnlm or a tied 2-layer BetterRnnlm in the "
+                                   "book's format (a pickled list of float16 arrays).")
+    p.add_argument("checkpoint", help="a .npz checkpoint or a run directory")
+    p.add_argument("--out", required=True, help="the .pkl file to write")
+    p.set_defaults(func=cmd_export_book)
 
     p = sub.add_parser("generate", help="sample text from a checkpoint")
     p.add_argument("checkpoint", help="a .npz checkpoint or a run directory")

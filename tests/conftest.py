@@ -66,6 +66,20 @@ def ptb_dir():
     pytest.skip("PTB data not found: set NPGATED_DATA_DIR to the folder with ptb.train.txt")
 
 
+@pytest.fixture(scope="session")
+def book_dir():
+    """The folder with the book's trained ``Rnnlm.pkl``: ``book/`` next to the PTB folder
+    (``$NPGATED_DATA_DIR/../book`` or ``../shared/data/book``); skip if absent."""
+    env = os.environ.get("NPGATED_DATA_DIR")
+    candidates = [Path(env).parent / "book"] if env else []
+    candidates.append(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "book")
+    for path in candidates:
+        if (path / "Rnnlm.pkl").is_file():
+            return path
+    pytest.skip("the book's Rnnlm.pkl not found: expected in a book/ folder next to the PTB "
+                "folder of NPGATED_DATA_DIR (../shared/data/book)")
+
+
 def write_synthetic_ptb(folder, n_train=3000, n_eval=600, seed=0) -> Path:
     """Write ptb.{train,valid,test}.txt with a learnable grammar of 20 words."""
     rng = np.random.default_rng(seed)

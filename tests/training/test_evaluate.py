@@ -8,7 +8,7 @@ from npgated.data import ptb
 from npgated.data.batching import eval_token_count
 from npgated.models.rnnlm import BetterRnnlm, Rnnlm
 from npgated.training.config import TrainConfig
-from npgated.training.evaluate import eval_perplexity
+from npgated.training.evaluate import eval_perplexity, eval_perplexity_book
 from npgated.training.loop import train
 
 
@@ -61,3 +61,40 @@ def test_short_real_ptb_run_lowers_perplexity(ptb_dir, tmp_path):
     assert len(valid_ppl) == 2
     assert valid_ppl[0] < 1500 and valid_ppl[1] < valid_ppl[0], valid_ppl
     assert backend.current() == "numpy"
+
+
+def _book_protocol_by_loops(model, corpus, N, T):
+    """The book's eval_perplexity written out with loops over windows, steps and streams."""
+    L = len(corpus)
+    jump, K = (L - 1) // N, (L - 1) // (N * T)
+    model.eval()
+    model.reset_state()
+    losses = []
+    for k in range(K):
+        xs, ts = np.zeros((N, T), dtype=np.int64), np.zeros((N, T), dtype=np.int64)
+        for t in range(T):
+            for i in range(N):
+                xs[i, t] = corpus[(i * jump + k * T + t) % L]
+                ts[i, t] = corpus[(i * jump + k * T + t + 1) % L]
+        losses.append(float(model.forward(xs, ts)))
+    return math.exp(sum(losses) / K)
+
+
+@pytest.mark.parametrize("n_tokens", [64, 61, 12 + 1])
+def test_book_protocol_matches_a_loop_written_reference(rng, n_tokens):
+    V, N, T = 19, 3, 4
+    model = Rnnlm(V, 6, 7, seed=2, dtype=np.float64)
+    corpus = rng.integers(0, V, n_tokens)
+    expected = _book_protocol_by_loops(model, corpus, N, T)
+    model.train()
+    assert eval_perplexity_book(model, corpus, N, T) == pytest.approx(expected, rel=1e-12)
+    assert model.training  # mode restored
+    if (n_tokens - 1) % (N * T) == 0:  # whole windows cover every stream: the same tokens
+        assert eval_perplexity(model, corpus, N, T) == pytest.approx(expected, rel=1e-12)
+    else:  # the book skips the last (L - 1) // N % T targets of each stream
+        assert eval_perplexity(model, corpus, N, T) != pytest.approx(expected, rel=1e-9)
+
+
+def test_book_protocol_needs_one_whole_window(rng):
+    with pytest.raises(ValueError, match="one whole window needs 13 tokens"):
+        eval_perplexity_book(Rnnlm(5, 3, 3, seed=0), rng.integers(0, 5, 12), 3, 4)
