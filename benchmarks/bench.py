@@ -896,6 +896,9 @@ def parse_args(argv=None):
                    help="where --profile writes <preset>-<cell>.prof (for snakeviz, pstats)")
     p.add_argument("--smoke", action="store_true",
                    help="tiny sizes, 1 iteration, 1 repeat, no waiting: checks the plumbing")
+    p.add_argument("--ranks", type=int, default=0,
+                   help="data-parallel mode (benchmarks/ranks.py): 1 process x --threads BLAS "
+                        "threads against RANKS MPI ranks x 1 thread, tok/s and all-reduce share")
     p.add_argument("--_child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.smoke:
@@ -928,6 +931,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args._child:
         return child_main(args._child)
+    if args.ranks:  # data-parallel mode: its own module
+        import ranks  # noqa: PLC0415 (benchmarks/ranks.py, next to this file)
+
+        return ranks.run_ranks(args, preset_spec, make_batches, machine_info, wait_for_quiet,
+                               _log)
 
     date = _dt.datetime.now().astimezone()
     if args.out:
