@@ -299,3 +299,28 @@ def test_a_failing_rank_ends_the_job(tmp_path, mpi_runs):
                  *_train_args(data, tmp_path / "run")], timeout=60)  # a hang fails here
     assert proc.returncode != 0
     assert "injected failure on rank 1" in proc.stderr
+
+
+def test_bench_ranks_smoke_and_scaling_model(tmp_path):
+    """benchmarks/bench.py --ranks 2 --smoke runs end to end; scaling.py reads its report."""
+    _mpiexec()
+    root = HERE.parent / "benchmarks"
+    out = tmp_path / "ranks.json"
+    proc = subprocess.run([sys.executable, str(root / "bench.py"), "--ranks", "2", "--smoke",
+                           "--presets", "book-small", "--out", str(out)],
+                          env=_clean_env(), capture_output=True, text=True, timeout=MPI_TIMEOUT)
+    assert proc.returncode == 0, proc.stderr
+    case = json.loads(out.read_text())["cases"][0]
+    assert case["single"]["tok_s"] > 0 and case["ranks"]["tok_s"] > 0
+    assert 0 <= case["ranks"]["allreduce_share_in_step"] < 1
+    assert "touched_rows" in case["ranks"]  # book-small is untied
+
+    spec = importlib.util.spec_from_file_location("npgated_scaling", root / "scaling.py")
+    scaling = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scaling)
+    # the ring model: 2 (K-1)/K of the bytes per link, 2 (K-1) latencies; nothing for K = 1
+    assert scaling.ring_allreduce_seconds(1, 1e6, 1e9, 1e-5) == 0.0
+    assert scaling.ring_allreduce_seconds(4, 1e6, 8e9, 1e-5) == pytest.approx(1.5e-3 + 6e-5)
+    png = tmp_path / "scaling.png"
+    assert scaling.main(["--ranks-json", str(out), "--png", str(png)]) == 0
+    assert png.stat().st_size > 0
