@@ -83,6 +83,9 @@ LAUNCHER_VARS = (
 )
 INSTALL_HINT = "pip install npgated[mpi]"
 _TAIL = ("loss_sum", "count", "sigint", "sigterm")  # scalars after the gradients in the buffer
+# Where a run starts (compared across ranks at the start; timings are not compared)
+_POSITION = ("epoch", "iteration", "total_iterations", "lr", "best_val_ppl", "schedule",
+             "batcher")
 
 
 class DistributedError(RuntimeError):
@@ -497,7 +500,7 @@ class DataParallel:
             for r, other in enumerate(every):
                 if other.get(name) != every[0].get(name):
                     raise DistributedError(
-                        f"the {name} differs between ranks {when} (rank 0: "
+                        f"the ranks disagree on the {name} {when} (rank 0: "
                         f"{every[0].get(name)}, rank {r}: {other.get(name)}); every rank must "
                         "run the same command on the same data and code; stopping all ranks"
                     )
@@ -508,8 +511,9 @@ class DataParallel:
             "configuration": _digest(config.to_json().encode()),
             "vocabulary": str(vocab_checksum),
             "training data": _digest(np.asarray(corpus)),
-            "starting position": _digest(json.dumps(progress.__dict__, sort_keys=True,
-                                                    default=str).encode()),
+            "starting position": _digest(json.dumps(
+                {k: getattr(progress, k, None) for k in _POSITION}, sort_keys=True,
+                default=str).encode()),
             "initial parameters": _digest(*model.params),
         }, "at the start")
 

@@ -193,6 +193,32 @@ def test_finish_reports_agreed_stop_requests():
     assert stop.signum == signal.SIGINT
 
 
+class _DisagreeingComm(_StubComm):
+    """Two ranks whose second one reports other digests for ``differ``."""
+
+    def __init__(self, differ):
+        super().__init__(0, 2)
+        self.differ = differ
+
+    def allgather(self, items):
+        return [items, {k: (v + "x" if k in self.differ else v) for k, v in items.items()}]
+
+
+@pytest.mark.parametrize("what", ["configuration", "initial parameters", "training data"])
+def test_start_check_names_what_differs(what):
+    from npgated.training.config import TrainConfig  # noqa: PLC0415
+    from npgated.training.loop import Progress  # noqa: PLC0415
+
+    dp = distributed.DataParallel(_DisagreeingComm({what}))
+    model = _tiny_model()
+    with pytest.raises(distributed.DistributedError, match=f"ranks disagree on the {what} at the start"):
+        dp.check_start(TrainConfig(), model, np.arange(50), "abc", Progress())
+    dp = distributed.DataParallel(_DisagreeingComm({"parameters"}))
+    with pytest.raises(distributed.DistributedError, match="ranks disagree on the parameters after epoch 3"):
+        dp.check_params(model, 3)
+    distributed.DataParallel(_DisagreeingComm(set())).check_params(model, 3)  # agreement
+
+
 # ---------------------------------------------------------------------------------------
 # mpiexec -n 2
 # ---------------------------------------------------------------------------------------
