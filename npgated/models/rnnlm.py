@@ -15,6 +15,11 @@ layers with dropout between them and before the output, plus two later improveme
 - weight tying (Press & Wolf 2016; Inan et al. 2016): the output projection uses the
   embedding matrix itself, logits = h @ E.T + b, which needs hidden size == embedding size.
 
+Optional, all off by default, the regularizers of the recurrence that AWD-LSTM combines
+(Merity, Keskar & Socher 2017, "Regularizing and Optimizing LSTM Language Models"):
+recurrent dropout and weight drop inside every recurrent layer, embedding dropout (whole
+word types), and AR / TAR penalties on the last recurrent layer's outputs.
+
 The loss is the mean cross-entropy per target token; perplexity is its exponential.
 The recurrent layers are stateful: state carries from one window to the next (truncated
 BPTT); call ``reset_state()`` at the start of a new text.
@@ -25,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from npgated import backend, checks
+from npgated.layers.activation_reg import ActivationRegularizer, TemporalActivationRegularizer
 from npgated.layers.affine import TimeAffine, fuse_weight_and_bias
 from npgated.layers.dropout import TimeDropout
 from npgated.layers.embedding import TimeEmbedding
@@ -33,6 +39,7 @@ from npgated.layers.loss import TimeSoftmaxWithLoss
 from npgated.layers.lstm import TimeLSTM
 from npgated.layers.rnn import TimeRNN
 from npgated.models.base import Model
+from npgated.optim.base import check_range
 
 CELLS = ("lstm", "gru", "rnn")
 _GATES = {"lstm": 4, "gru": 3, "rnn": 1}
@@ -75,16 +82,17 @@ class _Init:
         return self._finish(self.rng.uniform(-self.init, self.init, shape))
 
 
-def _make_cell(cell, init: _Init, D, H, reset_after):
+def _make_cell(cell, init: _Init, D, H, reset_after, **drop):
+    """A stateful Time layer of ``cell``; ``drop``: recurrent_dropout, weight_drop, seed."""
     k = _GATES[cell]
     Wx = init.weight((D, k * H), 1 / np.sqrt(D))
     Wh = init.weight((H, k * H), 1 / np.sqrt(H))
     if cell == "lstm":
-        return TimeLSTM(Wx, Wh, init.bias((4 * H,)), stateful=True)
+        return TimeLSTM(Wx, Wh, init.bias((4 * H,)), stateful=True, **drop)
     if cell == "gru":
         b = init.bias((2, 3 * H) if reset_after else (3 * H,))
-        return TimeGRU(Wx, Wh, b, stateful=True, reset_after=reset_after)
-    return TimeRNN(Wx, Wh, init.bias((H,)), stateful=True)
+        return TimeGRU(Wx, Wh, b, stateful=True, reset_after=reset_after, **drop)
+    return TimeRNN(Wx, Wh, init.bias((H,)), stateful=True, **drop)
 
 
 def _owned_logits_loss():
@@ -188,7 +196,8 @@ class Rnnlm(LanguageModel):
 class BetterRnnlm(LanguageModel):
     """Stacked recurrent LM with (variational) dropout and weight tying (Zaremba et al. 2014).
 
-    Layers: embed, drop0, cell1, drop1, ..., cellL, dropL, affine (tied to embed), loss.
+    Layers: embed, drop0, cell1, drop1, ..., cellL, [tar], dropL, [ar], affine (tied to
+    embed), loss; ``tar`` and ``ar`` exist only when their weight is > 0.
 
     Parameters
     ----------
@@ -202,12 +211,30 @@ class BetterRnnlm(LanguageModel):
     tie_weights : bool
         Output projection uses the embedding matrix (requires hidden_size == wordvec_size).
     cell, seed, dtype, init, reset_after : as in :class:`Rnnlm`. The seed also seeds every
-        dropout layer (each its own generator, spawned from the seed).
+        stochastic layer (each its own generator, spawned from the seed: the initialisation,
+        drop0..dropL, then the recurrent layers 1..L, then the embedding, so models without
+        the options below draw exactly what they drew before these existed).
+    recurrent_dropout : float in [0, 1)
+        Every recurrent layer: h_{t-1} -> m * h_{t-1} in the product with Wh only, one
+        mask m (N, H) per window (Gal & Ghahramani 2016).
+    weight_drop : float in [0, 1)
+        Every recurrent layer: Wh -> Wh * M, one DropConnect mask per window (Merity et al.
+        2017).
+    embedding_dropout : float in [0, 1)
+        Whole rows of the embedding dropped per word type per window (Gal & Ghahramani 2016).
+    ar, tar : float >= 0
+        Weights alpha, beta of activation regularization on the dropped outputs of the last
+        recurrent layer and of temporal activation regularization on its raw outputs
+        (Merity et al. 2017; :mod:`npgated.layers.activation_reg`). Their gradients join
+        backward; :meth:`forward` still returns the cross-entropy alone, the penalty of the
+        last forward is :attr:`penalty`.
     """
 
     def __init__(self, vocab_size=10000, wordvec_size=650, hidden_size=650, num_layers=2,
                  dropout_ratio=0.5, variational=True, tie_weights=True, cell="lstm",
-                 seed=None, dtype=np.float32, init="book", reset_after=True):
+                 seed=None, dtype=np.float32, init="book", reset_after=True,
+                 recurrent_dropout=0.0, weight_drop=0.0, embedding_dropout=0.0, ar=0.0,
+                 tar=0.0):
         super().__init__(vocab_size)
         V = self.vocab_size
         D = checks.check_positive_int(wordvec_size, "wordvec_size")
@@ -224,15 +251,31 @@ class BetterRnnlm(LanguageModel):
         self.config = dict(model="BetterRnnlm", vocab_size=V, wordvec_size=D, hidden_size=H,
                            num_layers=L, dropout_ratio=p, variational=bool(variational),
                            tie_weights=bool(tie_weights), cell=cell, init=init,
-                           reset_after=reset_after)
-        seeds = np.random.SeedSequence(seed).spawn(L + 2)
+                           reset_after=reset_after,
+                           recurrent_dropout=checks.check_ratio(recurrent_dropout,
+                                                                "recurrent_dropout"),
+                           weight_drop=checks.check_ratio(weight_drop, "weight_drop"),
+                           embedding_dropout=checks.check_ratio(embedding_dropout,
+                                                                "embedding_dropout"),
+                           ar=check_range(ar, "ar", low=0.0), tar=check_range(tar, "tar", low=0.0))
+        # children 0 .. L+1 as before these options existed; the new ones appended
+        seeds = np.random.SeedSequence(seed).spawn(2 * L + 3)
         ini = _Init(init, seeds[0], dtype)
-        embed = self.add_layer("embed", TimeEmbedding(ini.weight((V, D), 1 / 100)))
+        embed = self.add_layer("embed", TimeEmbedding(
+            ini.weight((V, D), 1 / 100), embedding_dropout=self.config["embedding_dropout"],
+            seed=seeds[2 * L + 2]))
         self.add_layer("drop0", TimeDropout(p, variational=variational, seed=seeds[1]))
         for i in range(1, L + 1):
-            self.add_layer(f"{cell}{i}", _make_cell(cell, ini, D if i == 1 else H, H, reset_after))
+            self.add_layer(f"{cell}{i}", _make_cell(
+                cell, ini, D if i == 1 else H, H, reset_after,
+                recurrent_dropout=self.config["recurrent_dropout"],
+                weight_drop=self.config["weight_drop"], seed=seeds[L + 1 + i]))
+            if i == L and self.config["tar"] > 0:
+                self.add_layer("tar", TemporalActivationRegularizer(self.config["tar"]))
             self.add_layer(f"drop{i}", TimeDropout(p, variational=variational,
                                                    seed=seeds[i + 1]))
+        if self.config["ar"] > 0:
+            self.add_layer("ar", ActivationRegularizer(self.config["ar"]))
         if tie_weights:
             affine = TimeAffine.tied_to(embed, bias=True)
             if init != "book":
@@ -247,6 +290,28 @@ class BetterRnnlm(LanguageModel):
 
     def dropout_layers(self):
         return [layer for name, layer in self.layers.items() if name.startswith("drop")]
+
+    def stochastic_layers(self):
+        """Every layer that draws masks from its own ``rng`` (dropout, recurrent, embedding)."""
+        return [layer for layer in self.layers.values() if hasattr(layer, "rng")]
+
+    def regularizers(self):
+        """The AR / TAR layers (empty when ``ar`` and ``tar`` are 0)."""
+        return [layer for name, layer in self.layers.items() if name in ("ar", "tar")]
+
+    @property
+    def penalty(self) -> float:
+        """AR + TAR of the last training-mode forward (0.0 in eval mode or without them).
+
+        The objective whose gradient :meth:`backward` computes is ``loss + penalty``.
+        """
+        return float(sum(layer.penalty for layer in self.regularizers()))
+
+    def backward(self, dout=1.0):
+        """Backpropagate ``dout * (loss + penalty)``; accumulates into ``grads``."""
+        for layer in self.regularizers():
+            layer.dpenalty = float(dout)
+        return super().backward(dout)
 
 
 def build_model(config: dict, dtype=np.float32, seed=None):

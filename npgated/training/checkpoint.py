@@ -17,6 +17,7 @@ the archive name by name and shape by shape, with errors that say what differs.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import tempfile
@@ -174,11 +175,22 @@ def load_checkpoint(path) -> Checkpoint:
     return Checkpoint(params=params, meta=meta, optim_slots=slots, extra=extra)
 
 
+def _constructor_defaults(model) -> dict:
+    """``{argument: default}`` of ``type(model).__init__`` (empty if it has none)."""
+    try:
+        parameters = inspect.signature(type(model).__init__).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+
+
 def restore(model, ckpt: Checkpoint, optimizer=None, vocab_checksum: str | None = None) -> dict:
     """Load ``ckpt`` into ``model`` (and ``optimizer``), checking that they match.
 
     Checks, in order: the vocabulary checksum (if given), the model configuration, then the
-    parameters name by name and shape by shape. Returns the metadata.
+    parameters name by name and shape by shape. Returns the metadata. A configuration key
+    the checkpoint lacks (an option newer than the file) matches the model's constructor
+    default, so checkpoints written before an option existed still load.
     """
     meta = ckpt.meta
     if vocab_checksum is not None and meta.get("vocab_checksum") not in (None, vocab_checksum):
@@ -189,6 +201,10 @@ def restore(model, ckpt: Checkpoint, optimizer=None, vocab_checksum: str | None 
     config = getattr(model, "config", None)
     saved = meta.get("config")
     if config is not None and saved is not None:
+        # options added after a checkpoint was written are absent from its config: they
+        # match when the model has them at the constructor's default (the old behaviour)
+        defaults = _constructor_defaults(model)
+        saved = {**{k: defaults[k] for k in config if k not in saved and k in defaults}, **saved}
         diffs = [
             f"{k}: checkpoint {saved.get(k)!r} vs model {config.get(k)!r}"
             for k in sorted(set(config) | set(saved))

@@ -12,6 +12,11 @@ book-better     DLfS2 ch. 6 ``train_better_rnnlm.py``: BetterRnnlm 650/650, 2 la
                 dropout 0.5, tied, SGD lr 20 divided by 4 on a validation plateau, 40 epochs.
 zaremba-small   Zaremba et al. 2014 small: 2 x 200 LSTM, no dropout, T 20, batch 20,
                 SGD lr 1 halved every epoch after epoch 4, clip 5, init U(-0.1, 0.1), 13 epochs.
+cpu-hour        a first recipe for one hour of CPU, evaluation included (time_budget 60):
+                BetterRnnlm 2 x 200 LSTM, tied, variational dropout 0.4 between layers,
+                recurrent dropout 0.2, weight drop 0.2, embedding dropout 0.1, AR 2, TAR 1
+                (Merity et al. 2017), SGD lr 20, clip 0.25, lr / 4 on a plateau; the epoch
+                count is an upper bound, the budget ends the run. Numbers still to be tuned.
 """
 
 from __future__ import annotations
@@ -39,6 +44,16 @@ class TrainConfig:
     variational: bool = _f(True, "variational dropout: one mask per sequence, reused over time")
     tie_weights: bool = _f(False, "tie the output matrix to the embedding (needs H == D)")
     init: str = _f("book", "initialisation: 'book' (scaled normal) or a uniform scale like 0.1")
+    recurrent_dropout: float = _f(0.0, "dropout ratio on h_{t-1} in the recurrent product, one "
+                                       "mask per window (BetterRnnlm; Gal & Ghahramani 2016)")
+    weight_drop: float = _f(0.0, "DropConnect ratio on the recurrent matrix Wh, one mask per "
+                                 "window (BetterRnnlm; Merity et al. 2017)")
+    embedding_dropout: float = _f(0.0, "ratio of word types whose embedding row is dropped per "
+                                       "window (BetterRnnlm; Gal & Ghahramani 2016)")
+    ar: float = _f(0.0, "activation regularization alpha: alpha * mean((m * h)^2) on the last "
+                        "layer's dropped outputs (BetterRnnlm; Merity et al. 2017 use 2)")
+    tar: float = _f(0.0, "temporal activation regularization beta: beta * mean((h_t - h_{t-1})^2) "
+                         "on the last layer's outputs (BetterRnnlm; Merity et al. 2017 use 1)")
     # data
     data_dir: str | None = _f(None, "folder with ptb.{train,valid,test}.txt "
                                     "(default: $NPGATED_DATA_DIR, else download to a cache)")
@@ -46,14 +61,20 @@ class TrainConfig:
     time_size: int = _f(35, "truncated-BPTT window T")
     # optimisation
     optimizer: str = _f("sgd", "optimizer",
-                        choices=("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"))
+                        choices=("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam",
+                                 "asgd"))
     lr: float = _f(20.0, "learning rate")
     max_grad_norm: float = _f(0.25, "global gradient-norm clip (0 disables clipping)")
     schedule: str = _f("constant", "learning-rate schedule",
-                       choices=("constant", "plateau", "step"))
+                       choices=("constant", "plateau", "step", "budget-linear"))
     lr_factor: float = _f(4.0, "divide the learning rate by this (plateau and step schedules)")
     lr_decay_start: int = _f(4, "step schedule: first epoch after which the lr is divided")
+    asgd_nonmono: int = _f(5, "asgd: start averaging when validation has not improved on the "
+                              "best of the epochs before the last n (NT-ASGD's n; 0: average "
+                              "from the first step)")
     epochs: int = _f(4, "number of epochs")
+    time_budget: float | None = _f(None, "minutes for the whole run, validation and the final "
+                                         "test evaluation included; training stops in time")
     max_iters: int | None = _f(None, "stop each epoch after this many iterations (quick runs)")
     # bookkeeping
     seed: int = _f(0, "seed for initialisation and dropout")
@@ -95,7 +116,12 @@ class TrainConfig:
         if self.model == "BetterRnnlm":
             kw.update(num_layers=self.num_layers, dropout_ratio=self.dropout,
                       variational=self.variational, tie_weights=self.tie_weights)
+            kw.update({name: getattr(self, name) for name in _REGULARIZERS})
         return kw
+
+
+_REGULARIZERS = ("recurrent_dropout", "weight_drop", "embedding_dropout", "ar", "tar")
+"""BetterRnnlm-only options, passed to the model under the same names."""
 
 
 def _validate(c: TrainConfig) -> None:
@@ -114,8 +140,20 @@ def _validate(c: TrainConfig) -> None:
         raise ValueError(f"max_iters must be a positive integer, got {c.max_iters!r}")
     if c.checkpoint_interval < 0:
         raise ValueError(f"checkpoint_interval must be >= 0, got {c.checkpoint_interval}")
-    if not 0.0 <= c.dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {c.dropout}")
+    for name in ("dropout", "recurrent_dropout", "weight_drop", "embedding_dropout"):
+        if not 0.0 <= getattr(c, name) < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {getattr(c, name)}")
+    for name in ("ar", "tar"):
+        if not 0.0 <= getattr(c, name) < float("inf"):
+            raise ValueError(f"{name} must be a finite number >= 0, got {getattr(c, name)}")
+    if isinstance(c.asgd_nonmono, bool) or not isinstance(c.asgd_nonmono, int) \
+            or c.asgd_nonmono < 0:
+        raise ValueError(f"asgd_nonmono must be an integer >= 0, got {c.asgd_nonmono!r}")
+    if c.time_budget is not None and not 0.0 < c.time_budget < float("inf"):
+        raise ValueError(f"time_budget must be a positive number of minutes, got {c.time_budget}")
+    if c.schedule == "budget-linear" and c.time_budget is None:
+        raise ValueError("schedule 'budget-linear' decays over the time budget: give "
+                         "--time-budget MINUTES or choose another --schedule")
     if not c.lr > 0:
         raise ValueError(f"lr must be > 0, got {c.lr}")
     if c.max_grad_norm < 0:
@@ -134,6 +172,13 @@ def _validate(c: TrainConfig) -> None:
             "Rnnlm has one layer, no dropout and no tying: use --model BetterRnnlm for "
             "num_layers/dropout/tie_weights"
         )
+    if c.model == "Rnnlm":
+        used = [name for name in _REGULARIZERS if getattr(c, name)]
+        if used:
+            raise ValueError(
+                f"Rnnlm has no {', '.join(used)}: these regularize BetterRnnlm; use --model "
+                "BetterRnnlm or set them to 0"
+            )
     if c.tie_weights and c.hidden_size != c.wordvec_size:
         raise ValueError(
             f"tie_weights needs hidden_size == wordvec_size, got {c.hidden_size} and "
@@ -154,6 +199,12 @@ PRESETS: dict[str, dict] = {
                           time_size=20, optimizer="sgd", lr=1.0, max_grad_norm=5.0,
                           schedule="step", lr_factor=2.0, lr_decay_start=4, init="0.1",
                           epochs=13),
+    "cpu-hour": dict(model="BetterRnnlm", cell="lstm", wordvec_size=200, hidden_size=200,
+                     num_layers=2, dropout=0.4, variational=True, tie_weights=True,
+                     recurrent_dropout=0.2, weight_drop=0.2, embedding_dropout=0.1,
+                     ar=2.0, tar=1.0, batch_size=20, time_size=35, optimizer="sgd", lr=20.0,
+                     max_grad_norm=0.25, schedule="plateau", lr_factor=4.0, epochs=40,
+                     time_budget=60.0),
 }
 
 

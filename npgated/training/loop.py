@@ -18,10 +18,36 @@ Faults lose nothing: a non-finite loss or gradient norm stops training with
 returns with ``interrupted`` set. Resuming restores parameters, optimizer state, the
 recurrent state, every random generator, the batcher position and the schedule, so the run
 continues with exactly the numbers an uninterrupted run produces.
+
+NT-ASGD (Merity et al. 2017), with ``optimizer="asgd"``: at an epoch end, when validation
+has not improved on the best of the epochs before the last ``asgd_nonmono`` ones
+(:func:`npgated.optim.asgd.nonmono_trigger`), the optimizer starts averaging the iterates
+(``asgd_nonmono = 0``: from the first step). From then on validation, ``best.npz`` and the
+test evaluation use the averaged weights: swapped into the parameter arrays for the
+evaluation and swapped back exactly (``ASGD.averaged``), while training continues from the
+last iterate. ``best.npz`` then holds the averaged weights and no optimizer state (it is for
+evaluation; resuming uses ``last.npz``).
+
+A time budget (``time_budget`` minutes, everything included: validation passes and the
+final test evaluation must fit). The clock starts when :func:`train` starts (a resumed run
+adds the time already spent). Before every iteration the loop checks::
+
+    elapsed + step + valid + test + margin > budget   ->  stop training now
+
+``step``: the mean duration of a training iteration so far; ``valid``: the longest
+validation pass measured so far (before the first one: one training step per validation
+window, an overestimate, since an evaluation window is a forward pass only); ``test``:
+``valid`` scaled by the ratio of test to validation windows; ``margin``: the larger of two
+steps and 1 % of the budget (checkpoints, plots, timing noise). On a stop mid-epoch the
+epoch ends there (validation, schedule, checkpoints, as at a normal epoch end); right after
+an epoch end it ends at once. Then :func:`train` evaluates the best checkpoint on the test
+split and logs how the budget was spent. Every metrics.jsonl record carries ``elapsed``
+(seconds since the run started).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -36,9 +62,10 @@ from tqdm.auto import tqdm
 
 from npgated import allocator, backend
 from npgated.data import ptb
-from npgated.data.batching import TBPTTBatcher
+from npgated.data.batching import TBPTTBatcher, eval_token_count
 from npgated.models.rnnlm import build_model
 from npgated.optim import make_optimizer
+from npgated.optim.asgd import nonmono_trigger
 from npgated.optim.clip import clip_grads, global_norm
 from npgated.training.checkpoint import load_checkpoint, restore, save_checkpoint
 from npgated.training.config import TrainConfig
@@ -67,6 +94,11 @@ class Progress:
     interval_count: int = 0
     schedule: dict = field(default_factory=dict)
     batcher: dict = field(default_factory=dict)
+    val_history: list = field(default_factory=list)  # validation perplexities, by epoch
+    elapsed: float = 0.0  # seconds since the run started (all sessions of a resumed run)
+    valid_seconds: float = 0.0  # spent in validation passes
+    valid_passes: int = 0
+    budget_stop: bool = False  # training ended on the time budget
 
 
 @dataclass
@@ -76,6 +108,71 @@ class TrainResult:
     test_ppl: float | None
     progress: Progress
     interrupted: int | None = None  # the signal number that stopped the run, if any
+
+
+class RunClock:
+    """The run's elapsed time and, under a time budget, when training must stop.
+
+    See the module docstring for the rule. ``clock`` is injectable (tests pass a simulated
+    one); it must return seconds, as ``time.monotonic`` does.
+    """
+
+    def __init__(self, budget_minutes: float | None = None, clock=time.monotonic):
+        self.clock = clock
+        self.total = None if budget_minutes is None else 60.0 * float(budget_minutes)
+        self._start = clock()
+        self.step_seconds = 0.0  # mean duration of one training iteration (this session)
+        self._steps = 0
+        self.valid_seconds = None  # the longest validation pass measured
+        self.val_windows = 0  # windows of one validation pass
+        self.test_windows = 0  # windows of the test evaluation
+
+    def resume(self, progress: Progress) -> None:
+        """Count the time a resumed run had already spent, and its validation passes."""
+        self._start -= progress.elapsed
+        if progress.valid_passes:
+            self.valid_seconds = progress.valid_seconds / progress.valid_passes
+
+    def elapsed(self) -> float:
+        return self.clock() - self._start
+
+    def record_step(self, seconds: float) -> None:
+        self._steps += 1
+        self.step_seconds += (seconds - self.step_seconds) / self._steps
+
+    def record_valid(self, seconds: float) -> None:
+        self.valid_seconds = max(self.valid_seconds or 0.0, seconds)
+
+    def estimates(self) -> tuple[float, float]:
+        """(valid, test): the expected seconds of one validation pass and of the test run."""
+        if self.valid_seconds is not None:
+            valid = self.valid_seconds
+            per_window = valid / max(self.val_windows, 1)
+        else:  # not measured yet: a training step per window, an overestimate
+            valid = self.step_seconds * self.val_windows
+            per_window = self.step_seconds
+        return valid, per_window * self.test_windows
+
+    def reserve(self) -> float:
+        """valid + test + margin: the time kept for the evaluations still to come."""
+        valid, test = self.estimates()
+        return valid + test + max(2.0 * self.step_seconds, 0.01 * (self.total or 0.0))
+
+    def must_stop(self) -> bool:
+        """Under a budget: would one more step leave too little for the evaluations?"""
+        if self.total is None:
+            return False
+        return self.elapsed() + self.step_seconds + self.reserve() > self.total
+
+    def fraction(self) -> float:
+        """The share of the budget's training time used: elapsed / (budget - reserve)."""
+        available = self.total - self.reserve()
+        return 1.0 if available <= 0 else self.elapsed() / available
+
+
+def _windows(corpus, N: int, T: int) -> int:
+    """Number of (N, T) windows one evaluation of ``corpus`` runs."""
+    return 0 if corpus is None else math.ceil(eval_token_count(corpus, N) / (N * T))
 
 
 class _StopRequests:
@@ -132,10 +229,17 @@ class Run:
 
 
 def save_state(path, model, optimizer, progress: Progress, config: TrainConfig,
-               vocab_checksum: str | None) -> None:
-    """Write a resumable checkpoint (parameters, optimizer, state, generators, position)."""
+               vocab_checksum: str | None, averaged: bool = False) -> None:
+    """Write a resumable checkpoint (parameters, optimizer, state, generators, position).
+
+    ``averaged``: the parameters are ASGD's averages swapped in (``best.npz``); the file
+    then records ``"averaged": true`` and stores no optimizer state (not resumable).
+    """
     meta = dict(progress=progress.__dict__, train_config=config.to_dict(),
                 vocab_checksum=vocab_checksum, rng_states=model.rng_states())
+    if averaged:
+        meta["averaged"] = True
+        optimizer = None
     dp = getattr(model, "data_parallel", None)  # under MPI: the N-row state, rank 0 writes
     extra = model.recurrent_state() if dp is None else dp.gather_recurrent_state(model)
     if dp is not None and not dp.is_writer:
@@ -143,22 +247,39 @@ def save_state(path, model, optimizer, progress: Progress, config: TrainConfig,
     save_checkpoint(path, model, optimizer, meta=meta, extra=extra)
 
 
+def _averaged(optimizer, model):
+    """ASGD's averaged weights swapped into ``model`` (a no-op for other optimizers)."""
+    if getattr(optimizer, "has_average", False):
+        return optimizer.averaged(model.params)
+    return contextlib.nullcontext(False)
+
+
 def fit(model, optimizer, schedule, batcher, valid_corpus, config: TrainConfig, run: Run,
-        progress: Progress, vocab_checksum=None, stop_after: int | None = None):
+        progress: Progress, vocab_checksum=None, stop_after: int | None = None,
+        run_clock: RunClock | None = None):
     """Train until ``config.epochs`` are done; returns the signal number if interrupted.
 
     ``stop_after`` behaves like a Ctrl-C after that many iterations in total (tests).
+    ``run_clock`` measures the run (and applies ``config.time_budget``); by default one
+    started now, continuing ``progress.elapsed``. A stop on the budget returns None with
+    ``progress.budget_stop`` set.
     Before the first step it calls :func:`npgated.allocator.keep_freed_memory`, so that the
     large arrays of each step reuse the memory the previous step freed (no page faults).
     """
     allocator.keep_freed_memory()
     N, T = config.batch_size, config.time_size
     per_epoch = min(len(batcher), config.max_iters or len(batcher))
+    if run_clock is None:
+        run_clock = RunClock(config.time_budget)
+        run_clock.resume(progress)
+    if not run_clock.val_windows:
+        run_clock.val_windows = _windows(valid_corpus, N, T)
+    by_time = getattr(schedule, "by_time", False) and run_clock.total is not None
     with _StopRequests() as stop:
         dp = getattr(model, "data_parallel", None)  # npgated.distributed under mpiexec
         if dp is not None:
             stop = dp.agreed_stop(stop)  # act only on stop requests every rank knows of
-        while progress.epoch <= config.epochs:
+        while progress.epoch <= config.epochs and not progress.budget_stop:
             model.train()
             optimizer.lr = progress.lr
             bar = tqdm(total=per_epoch, initial=progress.iteration, disable=not config.progress,
@@ -171,9 +292,21 @@ def fit(model, optimizer, schedule, batcher, valid_corpus, config: TrainConfig, 
                 if stop.signum is not None:
                     bar.close()
                     progress.batcher = batcher.state_dict()
+                    progress.elapsed = run_clock.elapsed()
                     save_state(run.last, model, optimizer, progress, config, vocab_checksum)
                     logger.warning("interrupted: resumable checkpoint written to %s", run.last)
                     return stop.signum
+                budget_stop, fraction = _budget_check(run_clock, by_time, dp)
+                if budget_stop:
+                    progress.budget_stop = True
+                    valid, test = run_clock.estimates()
+                    logger.info("time budget: stopping training at %.0f s of %.0f s (kept "
+                                "%.0f s for validation and %.0f s for the test evaluation)",
+                                run_clock.elapsed(), run_clock.total, valid, test)
+                    break
+                if by_time:
+                    progress.lr = optimizer.lr = schedule.lr_at(fraction, config.lr)
+                step_tic = run_clock.clock()
                 xs, ts = batcher.next_batch()
                 if dp is not None:  # this rank's rows, one Allreduce, clip on the global norm
                     loss, norm = dp.gradients(model, xs, ts, config.max_grad_norm)
@@ -196,6 +329,7 @@ def fit(model, optimizer, schedule, batcher, valid_corpus, config: TrainConfig, 
                         "Try a smaller --lr or a smaller --max-grad-norm."
                     )
                 optimizer.update(model.params, model.grads)
+                run_clock.record_step(run_clock.clock() - step_tic)
 
                 progress.iteration += 1
                 progress.total_iterations += 1
@@ -209,38 +343,86 @@ def fit(model, optimizer, schedule, batcher, valid_corpus, config: TrainConfig, 
                     bar.set_postfix(ppl=f"{math.exp(loss):.1f}", lr=f"{progress.lr:.3g}",
                                     tok_s=f"{tokens / max(elapsed, 1e-9):.0f}")
                 if progress.iteration % config.log_interval == 0 or progress.iteration == per_epoch:
+                    progress.elapsed = run_clock.elapsed()
                     _log_interval(run, progress, per_epoch, tic, tokens, N * T)
                 if config.checkpoint_interval and \
                         progress.total_iterations % config.checkpoint_interval == 0:
                     progress.batcher = batcher.state_dict()
+                    progress.elapsed = run_clock.elapsed()
                     save_state(run.last, model, optimizer, progress, config, vocab_checksum)
             bar.close()
+            if progress.budget_stop and progress.iteration == 0:
+                break  # the budget ran out right after an epoch end: nothing new to validate
 
             # -- end of epoch: validate, schedule, checkpoint, plot --------------------
             model.reset_state()
-            val_ppl = eval_perplexity(model, valid_corpus, N, T) if valid_corpus is not None \
-                else None
+            val_ppl, averaged = None, False
+            if valid_corpus is not None:
+                with _averaged(optimizer, model) as averaged:
+                    val_tic = run_clock.clock()
+                    val_ppl = eval_perplexity(model, valid_corpus, N, T)
+                    val_seconds = run_clock.clock() - val_tic
+                run_clock.record_valid(val_seconds)
+                progress.valid_seconds += val_seconds
+                progress.valid_passes += 1
             if dp is not None:
                 dp.check_params(model, progress.epoch)  # identical on every rank, or stop
             improved = val_ppl is not None and (progress.best_val_ppl is None
                                                 or val_ppl < progress.best_val_ppl)
+            progress.elapsed = run_clock.elapsed()
             run.log(dict(kind="valid", epoch=progress.epoch, ppl=val_ppl, lr=progress.lr,
-                         improved=improved))
-            logger.info("| end of epoch %d | valid ppl %.2f | lr %.4g%s", progress.epoch,
+                         improved=improved, averaged=bool(averaged), elapsed=progress.elapsed))
+            logger.info("| end of epoch %d | valid ppl %.2f | lr %.4g%s%s", progress.epoch,
                         val_ppl if val_ppl is not None else float("nan"), progress.lr,
-                        " | best" if improved else "")
+                        " | averaged" if averaged else "", " | best" if improved else "")
             if improved:
                 progress.best_val_ppl = val_ppl
+            if _asgd_switch(optimizer, config, progress.val_history, val_ppl):
+                optimizer.start_averaging()
+                run.log(dict(kind="asgd", epoch=progress.epoch, elapsed=progress.elapsed))
+                logger.info("| end of epoch %d | NT-ASGD: validation has not improved for "
+                            "%d epochs: averaging from now on", progress.epoch,
+                            config.asgd_nonmono)
+            if val_ppl is not None:
+                progress.val_history.append(val_ppl)
             progress.lr = schedule.step(progress.epoch, progress.lr, val_ppl)
             progress.schedule = schedule.state_dict()
             progress.epoch += 1
             progress.iteration = 0
             progress.batcher = batcher.state_dict()
             if improved:
-                save_state(run.best, model, optimizer, progress, config, vocab_checksum)
+                with _averaged(optimizer, model) as swapped:
+                    save_state(run.best, model, optimizer, progress, config, vocab_checksum,
+                               averaged=swapped)
             save_state(run.last, model, optimizer, progress, config, vocab_checksum)
             run.plot()
     return None
+
+
+def _budget_check(run_clock: RunClock, by_time: bool, dp) -> tuple[bool, float | None]:
+    """(stop training now?, the used fraction of the budget for a by-time schedule).
+
+    Under data-parallel training every rank must stop at the same iteration and use the
+    same rate, but their clocks differ a little: one Allreduce agrees on them (a stop if
+    any rank must stop, the mean fraction). Without a budget: (False, None), no work.
+    """
+    if run_clock.total is None:
+        return False, None
+    stop = run_clock.must_stop()
+    fraction = run_clock.fraction() if by_time else 0.0
+    if dp is not None:
+        votes, fractions = dp.sum_over_ranks(float(stop), fraction)
+        stop, fraction = votes > 0, fractions / dp.size
+    return stop, fraction
+
+
+def _asgd_switch(optimizer, config: TrainConfig, val_history, val_ppl) -> bool:
+    """NT-ASGD: should averaging start after this epoch? (optimizer "asgd" only)"""
+    if not hasattr(optimizer, "start_averaging") or optimizer.averaging:
+        return False
+    if val_ppl is None or config.asgd_nonmono == 0:
+        return False
+    return nonmono_trigger(val_history, val_ppl, config.asgd_nonmono)
 
 
 def _log_interval(run: Run, progress: Progress, per_epoch: int, tic: float, tokens: int,
@@ -252,7 +434,8 @@ def _log_interval(run: Run, progress: Progress, per_epoch: int, tic: float, toke
                 math.exp(mean))
     run.log(dict(kind="train", epoch=progress.epoch, iteration=progress.iteration,
                  progress=progress.epoch - 1 + progress.iteration / per_epoch,
-                 loss=mean, ppl=math.exp(mean), lr=progress.lr, ms_per_batch=ms))
+                 loss=mean, ppl=math.exp(mean), lr=progress.lr, ms_per_batch=ms,
+                 elapsed=progress.elapsed))
     progress.interval_loss, progress.interval_count = 0.0, 0
 
 
@@ -265,7 +448,7 @@ def load_corpora(config: TrainConfig):
 
 
 def train(config: TrainConfig, corpora=None, resume: bool = False,
-          stop_after: int | None = None, data_parallel=None) -> TrainResult:
+          stop_after: int | None = None, data_parallel=None, clock=time.monotonic) -> TrainResult:
     """Build everything from ``config``, train, and evaluate the best model on the test set.
 
     Parameters
@@ -280,7 +463,11 @@ def train(config: TrainConfig, corpora=None, resume: bool = False,
         Stop as if interrupted after this many iterations in total (for tests).
     data_parallel : npgated.distributed.DataParallel, optional
         Under ``mpiexec``: this rank's share of a data-parallel run (same results).
+    clock : () -> float seconds
+        The clock of ``config.time_budget`` and of the ``elapsed`` records (tests pass a
+        simulated one).
     """
+    run_clock = RunClock(config.time_budget, clock)  # the budget counts from here
     backend.use(config.backend)
     dp = data_parallel
     if dp is not None:
@@ -295,6 +482,8 @@ def train(config: TrainConfig, corpora=None, resume: bool = False,
     if dp is not None:
         dp.attach(model, config.batch_size)  # this rank's streams, dropout rows, buffer
     optimizer = make_optimizer(config.optimizer, config.lr)
+    if config.optimizer == "asgd" and config.asgd_nonmono == 0:
+        optimizer.start_averaging()  # averaged SGD from the first step
     schedule = _make_schedule(config)
     batcher = TBPTTBatcher(train_c, config.batch_size, config.time_size)
     run = Run(config.run_dir, config) if dp is None else dp.run_dir(config.run_dir, config)
@@ -313,6 +502,7 @@ def train(config: TrainConfig, corpora=None, resume: bool = False,
         batcher.load_state_dict(progress.batcher)
         if progress.schedule:
             schedule.load_state_dict(progress.schedule)
+        run_clock.resume(progress)
         logger.info("resumed from %s at epoch %d, iteration %d", run.last, progress.epoch,
                     progress.iteration)
     elif dp is None or dp.is_writer:
@@ -322,18 +512,41 @@ def train(config: TrainConfig, corpora=None, resume: bool = False,
         config = config if dp.is_writer else config.replace(progress=False)  # one bar
 
     logger.info("%r", model)
+    run_clock.test_windows = _windows(test_c, config.batch_size, config.time_size)
     interrupted = fit(model, optimizer, schedule, batcher, valid_c, config, run, progress,
-                      vocab_checksum=checksum, stop_after=stop_after)
+                      vocab_checksum=checksum, stop_after=stop_after, run_clock=run_clock)
     test_ppl = None
     if interrupted is None and test_c is not None:
         if dp is not None:
             dp.barrier()  # rank 0 has written the checkpoints the others read now
         best = run.best if run.best.exists() else run.last
+        test_tic = run_clock.clock()
         restore(model, load_checkpoint(best), vocab_checksum=checksum)
-        test_ppl = eval_perplexity(model, test_c, config.batch_size, config.time_size)
-        run.log(dict(kind="test", ppl=test_ppl, checkpoint=best.name))
+        # last.npz holds the last iterate: with ASGD's average, evaluate the average
+        with _averaged(optimizer, model) if best == run.last else contextlib.nullcontext():
+            test_ppl = eval_perplexity(model, test_c, config.batch_size, config.time_size)
+        test_seconds = run_clock.clock() - test_tic
+        progress.elapsed = run_clock.elapsed()
+        run.log(dict(kind="test", ppl=test_ppl, checkpoint=best.name, elapsed=progress.elapsed))
         logger.info("| end of training | test ppl %.2f (%s)", test_ppl, best.name)
+        if run_clock.total is not None:
+            _log_budget(run, run_clock, progress, test_seconds)
     return TrainResult(run.dir, progress.best_val_ppl, test_ppl, progress, interrupted)
+
+
+def _log_budget(run: Run, run_clock: RunClock, progress: Progress, test_seconds: float) -> None:
+    """How the time budget was spent: one log line and one metrics record."""
+    spent = dict(budget=run_clock.total, elapsed=progress.elapsed,
+                 valid=progress.valid_seconds, valid_passes=progress.valid_passes,
+                 test=test_seconds, stopped_on_budget=progress.budget_stop,
+                 left=run_clock.total - progress.elapsed)
+    spent["train_and_other"] = progress.elapsed - progress.valid_seconds - test_seconds
+    run.log(dict(kind="budget", **spent))
+    logger.info("| time budget %.0f s | used %.0f s: training and checkpoints %.0f s, "
+                "%d validation passes %.0f s, test %.0f s | %.0f s left%s", run_clock.total,
+                progress.elapsed, spent["train_and_other"], progress.valid_passes,
+                progress.valid_seconds, test_seconds, spent["left"],
+                " | training stopped on the budget" if progress.budget_stop else "")
 
 
 def _make_schedule(config: TrainConfig):
@@ -341,4 +554,6 @@ def _make_schedule(config: TrainConfig):
         return make_schedule("plateau", factor=config.lr_factor)
     if config.schedule == "step":
         return make_schedule("step", start_epoch=config.lr_decay_start, factor=config.lr_factor)
+    if config.schedule == "budget-linear":
+        return make_schedule("budget-linear")
     return make_schedule("constant")

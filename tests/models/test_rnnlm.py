@@ -158,3 +158,111 @@ def test_training_lowers_loss(rng):
         clip_grads(model.grads, 5.0)
         opt.update(model.params, model.grads)
     assert losses[-1] < 0.5 * losses[0]
+
+
+# -- regularizing the recurrence ------------------------------------------------------------
+ALL_OPTIONS = dict(recurrent_dropout=0.3, weight_drop=0.25, embedding_dropout=0.2, ar=2.0,
+                   tar=1.0)
+
+
+def _freeze_all(model, seed=200):
+    """Every stochastic layer reseeded before each forward: the same masks every evaluation."""
+
+    def before():
+        model.reset_state()
+        for i, layer in enumerate(model.stochastic_layers()):
+            layer.rng = np.random.default_rng(seed + i)
+
+    return before
+
+
+class _Penalised:
+    """The objective BetterRnnlm.backward differentiates: loss + penalty (AR + TAR)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def forward(self, xs, ts):
+        return self.model.forward(xs, ts) + self.model.penalty
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_better_rnnlm_gradcheck_all_regularizers(cell, rng):
+    model = BetterRnnlm(V, H, H, num_layers=2, dropout_ratio=0.2, cell=cell, seed=0,
+                        dtype=np.float64, init=0.5, **ALL_OPTIONS)
+    assert {"ar", "tar"} <= set(model.layers)
+    xs, ts = _batch(rng, N=2, T=4)
+    before = _freeze_all(model)
+    before()
+    model.forward(xs, ts)
+    assert model.penalty > 0
+    results = check_model(_Penalised(model), xs, ts, before_forward=before,
+                          directional=("embed.W",))
+    _assert_ok(results, 1e-6, f"BetterRnnlm[{cell}] with every regularizer")
+
+
+def test_penalty_adds_to_the_objective_not_to_the_loss(rng):
+    xs, ts = _batch(rng, N=2, T=4)
+    plain = BetterRnnlm(V, H, H, dropout_ratio=0.0, seed=0, dtype=np.float64)
+    reg = BetterRnnlm(V, H, H, dropout_ratio=0.0, seed=0, dtype=np.float64, ar=1.0, tar=1.0)
+    assert float(plain.forward(xs, ts)) == float(reg.forward(xs, ts))  # same cross-entropy
+    assert plain.penalty == 0.0 and reg.penalty > 0
+    plain.backward()
+    reg.backward()
+    assert any(not np.array_equal(a, b) for a, b in zip(plain.grads, reg.grads))
+    # backward(dout) scales the penalty's gradient with the loss's
+    reg.zero_grads()
+    reg.reset_state()
+    reg.forward(xs, ts)
+    reg.backward(2.0)
+    doubled = [g.copy() for g in reg.grads]
+    reg.zero_grads()
+    reg.reset_state()
+    reg.forward(xs, ts)
+    reg.backward()
+    for a, b in zip(doubled, reg.grads):
+        np.testing.assert_allclose(a, 2.0 * b, rtol=1e-12, atol=1e-15)
+
+
+def test_eval_mode_drops_nothing_and_has_no_penalty(rng):
+    xs, ts = _batch(rng, N=2, T=4)
+    reg = BetterRnnlm(V, H, H, dropout_ratio=0.3, seed=0, dtype=np.float64,
+                      **ALL_OPTIONS).eval()
+    plain = BetterRnnlm(V, H, H, dropout_ratio=0.3, seed=0, dtype=np.float64).eval()
+    states = {name: layer.rng.bit_generator.state for name, layer in reg.layers.items()
+              if hasattr(layer, "rng")}
+    np.testing.assert_allclose(reg.predict(xs), plain.predict(xs), rtol=1e-12, atol=1e-12)
+    reg.reset_state()
+    reg.forward(xs, ts)
+    assert reg.penalty == 0.0
+    assert states == {name: layer.rng.bit_generator.state for name, layer in reg.layers.items()
+                      if hasattr(layer, "rng")}  # nothing was drawn
+
+
+def test_new_options_keep_existing_seeds_and_round_trip(rng):
+    xs, ts = _batch(rng)
+    old = BetterRnnlm(V, H, H, num_layers=2, dropout_ratio=0.4, seed=5)
+    new = BetterRnnlm(V, H, H, num_layers=2, dropout_ratio=0.4, seed=5, tar=0.5)
+    for p, q in zip(old.params, new.params):  # same initialisation
+        np.testing.assert_array_equal(p, q)
+    # the dropout layers draw the masks they drew before the options existed
+    assert float(old.forward(xs, ts)) == float(new.forward(xs, ts))
+    model = BetterRnnlm(V, H, H, num_layers=2, seed=0, **ALL_OPTIONS)
+    assert {k: model.config[k] for k in ALL_OPTIONS} == ALL_OPTIONS
+    again = build_model(model.config, seed=0)
+    assert again.config == model.config and list(again.layers) == list(model.layers)
+    assert again.layers["lstm1"].weight_drop == 0.25
+    assert again.layers["embed"].embedding_dropout == 0.2
+    # a config written before the options existed still builds (all off)
+    legacy = {k: v for k, v in model.config.items() if k not in ALL_OPTIONS}
+    assert build_model(legacy).config == dict(legacy, **dict.fromkeys(ALL_OPTIONS, 0.0))
+
+
+def test_regularizer_errors():
+    with pytest.raises(ValueError, match="recurrent_dropout"):
+        BetterRnnlm(V, H, H, recurrent_dropout=1.0)
+    with pytest.raises(ValueError, match=r"ar must be in \[0, inf\]"):
+        BetterRnnlm(V, H, H, ar=-1.0)

@@ -124,3 +124,20 @@ def test_kill_during_save_leaves_previous_checkpoint(tmp_path):
         proc.wait()
     ckpt = load_checkpoint(path)  # whatever is in place is complete and readable
     assert path.read_bytes() == before or ckpt.params["embed.W"].shape == (200000, 64)
+
+
+def test_checkpoint_from_before_the_regularizers_still_loads(tmp_path):
+    """Configs written before recurrent_dropout, ..., tar existed: they match the defaults."""
+    model, _ = _trained()
+    ckpt = load_checkpoint(save_checkpoint(tmp_path / "c.npz", model))
+    new_keys = ("recurrent_dropout", "weight_drop", "embedding_dropout", "ar", "tar")
+    assert all(k in ckpt.meta["config"] for k in new_keys)  # carried by new checkpoints
+    for k in new_keys:
+        del ckpt.meta["config"][k]
+    fresh = BetterRnnlm(17, 8, 8, num_layers=2, dropout_ratio=0.3, seed=5)
+    restore(fresh, ckpt)
+    np.testing.assert_array_equal(backend.to_cpu(fresh.params[0]),
+                                  backend.to_cpu(model.params[0]))
+    regularized = BetterRnnlm(17, 8, 8, num_layers=2, dropout_ratio=0.3, ar=1.0)
+    with pytest.raises(CheckpointError, match="ar: checkpoint 0.0 vs model 1.0"):
+        restore(regularized, ckpt)

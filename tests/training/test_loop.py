@@ -48,7 +48,8 @@ def test_same_seed_bit_identical(tmp_path, corpora):
     b = train(_config(tmp_path, run_dir=str(tmp_path / "b")), corpora)
     la = (a.run_dir / "metrics.jsonl").read_text()
     lb = (b.run_dir / "metrics.jsonl").read_text()
-    strip = lambda text: [{k: v for k, v in json.loads(l).items() if k != "ms_per_batch"}  # noqa: E731
+    strip = lambda text: [{k: v for k, v in json.loads(l).items()  # noqa: E731
+                           if k not in ("ms_per_batch", "elapsed")}
                           for l in text.splitlines()]
     assert strip(la) == strip(lb)
 
@@ -113,3 +114,102 @@ def test_fake_cupy_backend_trains(tmp_path, corpora):
     finally:
         backend.use("numpy")
     assert math.isfinite(result.test_ppl)
+
+
+# -- NT-ASGD ---------------------------------------------------------------------------
+def _asgd_config(tmp_path, **kw):
+    return _config(tmp_path, **{**dict(model="Rnnlm", num_layers=1, dropout=0.0,
+                                       tie_weights=False, optimizer="asgd",
+                                       schedule="constant", epochs=3, max_iters=8, lr=2.0,
+                                       asgd_nonmono=1), **kw})
+
+
+def test_asgd_trigger_and_averaged_evaluation(tmp_path, corpora, monkeypatch):
+    """Validation worse than the best before the last epoch switches averaging on; then
+    validation, best.npz and the test run see the averaged weights, training the last iterate."""
+    from npgated.training import loop
+
+    ppls = iter([50.0, 40.0, 55.0, 30.0])  # epoch 3: 55 > 50, the best before the last 1
+    seen = []
+
+    def fake_eval(model, corpus, N, T):
+        seen.append([backend.to_cpu(p).copy() for p in model.params])
+        return next(ppls) if len(seen) <= 4 else 123.0
+
+    monkeypatch.setattr(loop, "eval_perplexity", fake_eval)
+    cfg = _asgd_config(tmp_path, epochs=4)
+    result = train(cfg, corpora)
+    records = [json.loads(l) for l in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if r["kind"] == "asgd"] == [3]
+    valid = [r for r in records if r["kind"] == "valid"]
+    assert [r["averaged"] for r in valid] == [False, False, False, True]
+    last = load_checkpoint(result.run_dir / "last.npz")
+    best = load_checkpoint(result.run_dir / "best.npz")
+    state = last.meta["optimizer"]
+    assert state["averaging"] is True and state["k"] == 8  # epoch 4's iterates
+    assert best.meta.get("averaged") is True and "optimizer" not in best.meta
+    names = list(last.params)
+    for name, evaluated in zip(names, seen[3]):  # epoch 4 validated the average ...
+        np.testing.assert_array_equal(evaluated, last.optim_slots[name]["ax"], err_msg=name)
+        np.testing.assert_array_equal(best.params[name], evaluated, err_msg=name)
+    for name, tested in zip(names, seen[4]):  # ... and so did the test run (best.npz)
+        np.testing.assert_array_equal(tested, best.params[name], err_msg=name)
+    assert result.test_ppl == 123.0
+
+
+def test_asgd_from_the_start_equals_a_direct_mean(tmp_path, corpora, monkeypatch):
+    """asgd_nonmono = 0: the evaluated weights are the mean of every iterate of the run."""
+    from npgated.training import loop
+
+    iterates, seen = [], []
+    real = loop.make_optimizer
+
+    def recording(name, lr):
+        opt = real(name, lr)
+        update = opt.update
+
+        def update_and_record(params, grads):
+            update(params, grads)
+            iterates.append([backend.to_cpu(p).astype(np.float64) for p in params])
+
+        opt.update = update_and_record
+        return opt
+
+    def fake_eval(model, corpus, N, T):
+        seen.append([backend.to_cpu(p).copy() for p in model.params])
+        return 10.0
+
+    monkeypatch.setattr(loop, "make_optimizer", recording)
+    monkeypatch.setattr(loop, "eval_perplexity", fake_eval)
+    train(_asgd_config(tmp_path, epochs=1, max_iters=6, asgd_nonmono=0, dtype="float64"),
+          corpora)
+    assert len(iterates) == 6
+    for k, evaluated in enumerate(seen[0]):
+        direct = np.mean([it[k] for it in iterates], axis=0)
+        np.testing.assert_allclose(evaluated, direct, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("nonmono, stop_after", [(0, 5), (0, 20), (1, 5), (1, 12)])
+def test_asgd_resume_continues_exactly(tmp_path, corpora, monkeypatch, nonmono, stop_after):
+    """Interrupted before and after the switch to averaging, then resumed: bit for bit.
+
+    ``nonmono=1`` with the trigger forced at the end of epoch 1 (this tiny corpus keeps
+    improving): cut in epoch 1 (before the switch) or in epoch 2 (averaging)."""
+    from npgated.training import loop
+
+    monkeypatch.setattr(loop, "nonmono_trigger", lambda history, val, n: True)
+    cfg = dict(epochs=3, asgd_nonmono=nonmono)
+    full = train(_asgd_config(tmp_path, run_dir=str(tmp_path / "full"), **cfg), corpora)
+    last = load_checkpoint(full.run_dir / "last.npz")
+    assert last.meta["optimizer"]["averaging"] is True
+    assert last.meta["optimizer"]["k"] == (24 if nonmono == 0 else 16)
+    cut_cfg = _asgd_config(tmp_path, run_dir=str(tmp_path / "cut"), **cfg)
+    assert train(cut_cfg, corpora, stop_after=stop_after).interrupted is not None
+    second = train(cut_cfg, corpora, resume=True)
+    again = load_checkpoint(second.run_dir / "last.npz")
+    assert again.meta["optimizer"] == last.meta["optimizer"]
+    for name in last.params:
+        np.testing.assert_array_equal(last.params[name], again.params[name], err_msg=name)
+        np.testing.assert_array_equal(last.optim_slots[name]["ax"],
+                                      again.optim_slots[name]["ax"], err_msg=name)
+    assert full.test_ppl == second.test_ppl and full.best_val_ppl == second.best_val_ppl
