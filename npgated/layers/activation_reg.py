@@ -152,8 +152,8 @@ class TemporalActivationRegularizer(_Regularizer):
 
     def forward(self, hs):
         """Pass ``hs`` (N, T, H) through; in training mode record ``penalty`` (F2, F3)."""
-        N, T, H = hs.shape if getattr(hs, "ndim", 0) == 3 else (0, 0, 0)
-        if self._active(hs) and T > 1:
+        if self._active(hs) and hs.shape[1] > 1:
+            N, T, H = hs.shape
             d = hs[:, 1:] - hs[:, :-1]  # F2
             flat = d.reshape(-1)
             self.penalty = float(self.coef / (N * (T - 1) * H) * (flat @ flat))  # F3
