@@ -30,7 +30,8 @@ evaluation; resuming uses ``last.npz``).
 
 A time budget (``time_budget`` minutes, everything included: validation passes and the
 final test evaluation must fit). The clock starts when :func:`train` starts (a resumed run
-adds the time already spent). Before every iteration the loop checks::
+adds the time already spent, and decides afresh under its own budget, so a larger one trains
+on). Before every iteration the loop checks::
 
     elapsed + step + valid + test + margin > budget   ->  stop training now
 
@@ -503,6 +504,7 @@ def train(config: TrainConfig, corpora=None, resume: bool = False,
         if progress.schedule:
             schedule.load_state_dict(progress.schedule)
         run_clock.resume(progress)
+        progress.budget_stop = False  # decided afresh under this session's --time-budget
         logger.info("resumed from %s at epoch %d, iteration %d", run.last, progress.epoch,
                     progress.iteration)
     elif dp is None or dp.is_writer:

@@ -119,6 +119,11 @@ def test_resumed_run_counts_the_time_already_spent(tmp_path, corpora, clock):
     assert second.progress.budget_stop
     assert spent + (clock.now - start) <= 240.0
     assert second.progress.elapsed == pytest.approx(spent + clock.now - start)
+    # resuming a run that stopped on its budget, with a larger budget, trains on
+    done = second.progress.total_iterations
+    third = train(cfg.replace(time_budget=6.0), corpora, resume=True, clock=clock)
+    assert third.progress.budget_stop and third.progress.total_iterations > done
+    assert third.progress.elapsed <= 360.0
 
 
 def test_run_clock_rule():
