@@ -498,7 +498,7 @@ def train(config: TrainConfig, corpora=None, resume: bool = False,
         ckpt = load_checkpoint(run.last)
         restore(model, ckpt, optimizer, vocab_checksum=checksum)
         progress = Progress(**ckpt.meta["progress"])
-        model.set_rng_states(ckpt.meta["rng_states"])
+        model.set_rng_states(_rng_states_to_restore(model, ckpt.meta["rng_states"]))
         model.set_recurrent_state(ckpt.extra if dp is None else dp.local_recurrent_state(ckpt.extra))
         batcher.load_state_dict(progress.batcher)
         if progress.schedule:
@@ -534,6 +534,20 @@ def train(config: TrainConfig, corpora=None, resume: bool = False,
         if run_clock.total is not None:
             _log_budget(run, run_clock, progress, test_seconds)
     return TrainResult(run.dir, progress.best_val_ppl, test_ppl, progress, interrupted)
+
+
+def _rng_states_to_restore(model, saved: dict) -> dict:
+    """The saved generator states, plus the current one of each layer that has a generator
+    but none saved and never draws (all its ratios 0): a checkpoint from before that layer
+    had a generator (recurrent and embedding layers got theirs with their dropout options).
+    A layer that draws still needs its saved state (``set_rng_states`` says which)."""
+    states = dict(saved)
+    ratios = ("dropout_ratio", "recurrent_dropout", "weight_drop", "embedding_dropout")
+    for name, layer in model.layers.items():
+        if hasattr(layer, "rng") and name not in states \
+                and not any(getattr(layer, r, 0.0) for r in ratios):
+            states[name] = layer.rng.bit_generator.state
+    return states
 
 
 def _log_budget(run: Run, run_clock: RunClock, progress: Progress, test_seconds: float) -> None:

@@ -213,3 +213,31 @@ def test_asgd_resume_continues_exactly(tmp_path, corpora, monkeypatch, nonmono, 
         np.testing.assert_array_equal(last.optim_slots[name]["ax"],
                                       again.optim_slots[name]["ax"], err_msg=name)
     assert full.test_ppl == second.test_ppl and full.best_val_ppl == second.best_val_ppl
+
+
+def test_resume_from_a_checkpoint_without_the_new_generators(tmp_path, corpora):
+    """last.npz written before recurrent and embedding layers had generators still resumes
+    (they draw nothing without their options); a dropout layer's state stays required."""
+    full = train(_config(tmp_path, run_dir=str(tmp_path / "full")), corpora)
+    cfg = _config(tmp_path, run_dir=str(tmp_path / "cut"))
+    train(cfg, corpora, stop_after=7)
+    path = tmp_path / "cut" / "last.npz"
+
+    def rewrite(drop):
+        with np.load(path, allow_pickle=False) as data:
+            files = {k: data[k] for k in data.files}
+        meta = json.loads(files["__meta__"].tobytes().decode())
+        for name in drop:
+            del meta["rng_states"][name]
+        files["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        np.savez(path, **files)
+
+    rewrite(["embed", "lstm1", "lstm2"])
+    second = train(cfg, corpora, resume=True)
+    a = load_checkpoint(full.run_dir / "last.npz").params
+    b = load_checkpoint(second.run_dir / "last.npz").params
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    rewrite(["drop1"])  # the finished run's last.npz without a dropout layer's state
+    with pytest.raises(ValueError, match="drop1"):
+        train(cfg, corpora, resume=True)
