@@ -3,8 +3,9 @@
 In-process unit tests (no MPI): the stream split, the packed gradient buffer and the
 global-norm clipping of the reduced buffer, the reduction simulated by adding the ranks'
 buffers. Then a few ``mpiexec -n 2`` runs of the CLI on a tiny model in float64 with
-variational dropout and tying: the same parameters and perplexities as one process, resume
-after a signal on one rank, a rank failure that ends the job, and the launcher without mpi4py.
+variational, recurrent and embedding dropout, weight drop, AR/TAR and tying: the same
+parameters and perplexities as one process, resume after a signal on one rank, a rank
+failure that ends the job, and the launcher without mpi4py.
 """
 
 from __future__ import annotations
@@ -106,7 +107,8 @@ class _StubComm:
 def _tiny_model(seed=3):
     return BetterRnnlm(vocab_size=11, wordvec_size=6, hidden_size=6, num_layers=2,
                        dropout_ratio=0.3, variational=True, tie_weights=True, seed=seed,
-                       dtype=np.float64)
+                       dtype=np.float64, recurrent_dropout=0.2, weight_drop=0.2,
+                       embedding_dropout=0.1)
 
 
 def _batch(rng, N=4, T=5, V=11, ignored=()):
@@ -140,7 +142,8 @@ def test_reduced_buffer_gives_the_clipped_gradient_of_the_global_batch(xp_name, 
                                                                         max_grad_norm):
     """Two ranks' buffers summed and finished == one process on the whole batch.
 
-    Tied weights, variational dropout (masks of the global batch, each rank its rows), and
+    Tied weights, variational, recurrent and embedding dropout and weight drop (masks of the
+    global batch, each rank its rows), and
     ignored targets spread unevenly (rank 0 counts 8 targets, rank 1 counts 10), so the
     weighting by target counts matters; 0.05 clips (the norm is about 0.1), 0 does not.
     """
@@ -242,7 +245,10 @@ def _clean_env():
 TINY = ["--model", "BetterRnnlm", "--num-layers", "2", "--wordvec-size", "8",
         "--hidden-size", "8", "--tie-weights", "--dropout", "0.3", "--variational",
         "--batch-size", "4", "--time-size", "5", "--lr", "1.0", "--epochs", "2",
-        "--max-iters", "4", "--dtype", "float64", "--no-progress", "--log-interval", "2"]
+        "--max-iters", "4", "--dtype", "float64", "--no-progress", "--log-interval", "2",
+        # every regularizer that draws per-stream masks (batch_shard) or adds a penalty
+        "--recurrent-dropout", "0.2", "--weight-drop", "0.2", "--embedding-dropout", "0.1",
+        "--ar", "2", "--tar", "1"]
 
 
 def _mpi(args, timeout=MPI_TIMEOUT):
