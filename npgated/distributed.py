@@ -18,7 +18,10 @@ non-ignored targets) and L_r the mean cross-entropy of its rows::
     D5  g = S * rate,  rate = (1 / K) * min(1, max_norm / (norm + 1e-6))
                                                C2 of clip.py fused with D3 into one pass
 
-D3 weights every rank by its count of targets, so ``ignore_label`` stays exact. Every rank
+D3 weights every rank by its count of targets, so ``ignore_label`` stays exact. (Penalty
+layers such as AR/TAR take ``dout`` as their weight too and average over the rank's own
+elements; they are exact whenever every rank counts the same number of targets, as in
+training from a corpus, where nothing is ignored.) Every rank
 then applies the same update to the same numbers, so the parameters stay identical (checked
 bit for bit after every epoch; a configuration, data and initial-parameter hash is compared
 at the start). Dropout draws the *global* batch's mask from the shared seed and keeps the
@@ -33,7 +36,10 @@ affine layer accumulates into its own ``[dW ; db]`` array, and tied layers share
 by identity; re-pointing them would make every layer's private layout part of this module's
 contract. Packing is correct for any layer by construction. Four scalars ride at the end of
 the buffer (the loss sum, the target count, and whether a rank received SIGINT or SIGTERM),
-so one Allreduce per step carries everything the ranks must agree on.
+so one Allreduce per step carries everything the ranks must agree on. The embedding's
+gradient is exchanged dense: exchanging only the rows of the batch's words was measured
+(``benchmarks/bench.py --ranks 2``) and did not pay, as the output layer's (H, V) gradient is
+as large and dense, and a tied embedding has every row touched.
 
 Backends. NumPy: the buffer is reduced in place, nothing is allocated per step. CuPy: the
 buffer is packed on the device and staged through host memory for MPI (one device-to-host and
