@@ -165,7 +165,7 @@ def test_cpu_hour_preset_dry_run_end_to_end(tmp_path, synthetic_ptb, capsys):
     assert "test perplexity" in out and "time budget 3600 s" in out
     config = load_checkpoint(run / "last.npz").meta["config"]
     assert (config["recurrent_dropout"], config["weight_drop"], config["embedding_dropout"],
-            config["ar"], config["tar"]) == (0.2, 0.2, 0.1, 2.0, 1.0)
+            config["ar"], config["tar"]) == (0.15, 0.0, 0.05, 1.0, 1.0)
     assert json.loads((run / "config.json").read_text())["time_budget"] == 60.0
 
 

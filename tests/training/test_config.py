@@ -20,8 +20,9 @@ def test_presets_match_the_book_and_zaremba():
 def test_cpu_hour_preset_regularizes_the_recurrence():
     c = preset("cpu-hour")
     assert c.time_budget == 60.0 and c.model == "BetterRnnlm" and c.tie_weights
-    assert all(getattr(c, n) > 0 for n in ("dropout", "recurrent_dropout", "weight_drop",
+    assert all(getattr(c, n) > 0 for n in ("dropout", "recurrent_dropout",
                                            "embedding_dropout", "ar", "tar"))
+    assert c.schedule == "budget-linear"
     kw = c.model_kwargs(50)
     assert (kw["recurrent_dropout"], kw["weight_drop"], kw["embedding_dropout"], kw["ar"],
             kw["tar"]) == (c.recurrent_dropout, c.weight_drop, c.embedding_dropout, c.ar, c.tar)
