@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import traceback
 import typing
 from pathlib import Path
@@ -217,10 +218,16 @@ def cmd_generate(args) -> int:
     _, word_to_id, id_to_word = ptb.load_data("train", args.data_dir)
     start = ptb.words_to_ids(args.start.split(), word_to_id)
     skip = [word_to_id[w] for w in args.skip if w in word_to_id]
+    t0 = time.perf_counter()
     ids = model.generate(start, args.length, temperature=args.temperature, top_k=args.top_k,
                          skip_ids=skip, seed=args.seed)
+    seconds = time.perf_counter() - t0  # the prompt's steps and the sampled ones
     text = " ".join(ptb.ids_to_words(ids, id_to_word)).replace(" <eos>", "\n")
     print(text)
+    # the speed on stderr, so that stdout stays just the text (for pipes and files)
+    n = len(ids) - len(start)
+    rate = f"{n / seconds:,.0f}" if seconds > 0 else "inf"
+    print(f"npgated: generated {n} tokens in {seconds:.3f} s ({rate} tokens/s)", file=sys.stderr)
     return 0
 
 

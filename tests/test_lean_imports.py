@@ -1,0 +1,92 @@
+"""`npgated eval` and `npgated generate` stay lean, and `generate` reports its speed on stderr.
+
+The commands students run most after training must not pay for what they do not use: neither
+imports matplotlib (only training draws figures) nor torch (only tests and ``npgated.interop``).
+Each command runs end to end in a fresh interpreter on a tiny checkpoint; a small runner calls
+``npgated.cli.main`` and then reports on stderr which of the heavy packages ``sys.modules`` holds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from npgated import cli
+
+HERE = Path(__file__).resolve().parent
+HEAVY = ("matplotlib", "torch")
+RUNNER = (
+    "import sys\n"
+    "from npgated import cli\n"
+    "code = cli.main(sys.argv[1:])\n"
+    "sys.stdout.flush()\n"
+    f"heavy = sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))\n"
+    "print('HEAVY=' + ','.join(heavy), file=sys.stderr)\n"
+    "sys.exit(code)\n"
+)
+SPEED = re.compile(r"^npgated: generated (\d+) tokens in ([0-9.]+) s \(([0-9,]+|inf) tokens/s\)$",
+                   re.MULTILINE)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(data dir, run dir) of a one-epoch dry run of a tiny model on the synthetic corpus."""
+    spec = importlib.util.spec_from_file_location("_npgated_conftest", HERE / "conftest.py")
+    conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conftest)
+    root = tmp_path_factory.mktemp("lean")
+    data = conftest.write_synthetic_ptb(root / "data", n_train=800, n_eval=200)
+    run = root / "run"
+    code = cli.main(["train", "--preset", "book-small", "--dry-run", "--data-dir", str(data),
+                     "--run-dir", str(run), "--wordvec-size", "8", "--hidden-size", "8",
+                     "--batch-size", "2", "--time-size", "5", "--no-progress", "-q"])
+    assert code == 0 and (run / "last.npz").exists()
+    return data, run
+
+
+def _run_cli(*argv):
+    proc = subprocess.run([sys.executable, "-c", RUNNER, *argv], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    heavy = re.search(r"^HEAVY=(.*)$", proc.stderr, re.MULTILINE)
+    assert heavy is not None, proc.stderr
+    return proc, [m for m in heavy.group(1).split(",") if m]
+
+
+def test_eval_imports_neither_matplotlib_nor_torch(trained):
+    data, run = trained
+    proc, heavy = _run_cli("eval", str(run), "--data-dir", str(data), "--split", "valid")
+    assert "valid perplexity" in proc.stdout
+    assert heavy == [], f"npgated eval imported {heavy}"
+
+
+def test_generate_imports_neither_matplotlib_nor_torch(trained):
+    data, run = trained
+    proc, heavy = _run_cli("generate", str(run / "last.npz"), "--start", "the cat",
+                           "--length", "7", "--data-dir", str(data), "--seed", "0")
+    assert proc.stdout.startswith("the cat")
+    assert heavy == [], f"npgated generate imported {heavy}"
+
+
+def test_generate_reports_tokens_per_second_on_stderr_only(trained, capsys):
+    data, run = trained
+    code = cli.main(["generate", str(run / "last.npz"), "--start", "the cat", "--length", "9",
+                     "--data-dir", str(data), "--seed", "1"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "tokens/s" not in out and "npgated:" not in out  # stdout is just the text
+    text = out[:-1]  # print's newline; each sampled <eos> is a line break
+    assert text.startswith("the cat") and len(text.split()) + text.count("\n") == 2 + 9
+    speeds = SPEED.findall(err)
+    assert len(speeds) == 1, err
+    tokens, seconds, rate = speeds[0]
+    assert int(tokens) == 9  # the sampled tokens, not the prompt
+    assert float(seconds) >= 0
+    assert rate == "inf" or float(rate.replace(",", "")) >= 0
+    if float(seconds) >= 0.01:  # the line rounds seconds to 1 ms: compare where that is < 5 %
+        assert float(rate.replace(",", "")) == pytest.approx(9 / float(seconds), rel=0.1, abs=1)
