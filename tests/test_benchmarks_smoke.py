@@ -17,23 +17,49 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-BENCH = ROOT / "benchmarks" / "bench.py"
+BENCHMARKS = ROOT / "benchmarks"
+BENCH = BENCHMARKS / "bench.py"
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("npgated_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def benchmarks(monkeypatch):
+    """``benchmarks(name)``: a module of benchmarks/ imported as bench.py imports it.
+
+    benchmarks/ is a folder of scripts, not a package: ``python benchmarks/bench.py`` puts it on
+    ``sys.path`` and its modules import each other by name. The test does the same for its own
+    duration and then forgets those modules, so their short names leave no trace.
+    """
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    before = set(sys.modules)
+    yield importlib.import_module
+    for name in set(sys.modules) - before:
+        if Path(getattr(sys.modules[name], "__file__", None) or "/").parent == BENCHMARKS:
+            del sys.modules[name]
+
+
+@pytest.mark.parametrize("name", ["bench", "cases", "children", "gemm_only", "harness",
+                                  "profiling", "report", "system"])
+def test_every_part_of_the_benchmark_imports(name, benchmarks):
+    """Each module of the split benchmark imports on its own, with a docstring saying its idea."""
+    module = benchmarks(name)
+    assert module.__doc__ and Path(module.__file__).parent == BENCHMARKS
+
+
+def test_one_command_line(benchmarks):
+    """bench.py is the one entry point: its flags parse as before the split."""
+    args = benchmarks("bench").parse_args(["--smoke", "--presets", "book-small", "--ranks", "2"])
+    assert args.presets == ["book-small"] and args.ranks == 2 and args.iters == 1
+    assert args.cells == ["lstm", "gru"] and args.impl == ["npgated", "torch"]
+    assert args.gemm_sizes == [64, 128]
 
 
 @pytest.mark.parametrize(
     ("preset", "expected"),
     [("book-small", 6_480_000), ("book-better", 79_560_000)],  # the issue's ceiling inputs
 )
-def test_training_flops_per_token(preset, expected):
-    bench = _load_bench()
-    flops = bench.gemm_flops_per_token(bench.preset_spec(preset, "lstm")["model_kwargs"])
+def test_training_flops_per_token(preset, expected, benchmarks):
+    cases, gemm_only = benchmarks("cases"), benchmarks("gemm_only")
+    flops = gemm_only.gemm_flops_per_token(cases.preset_spec(preset, "lstm")["model_kwargs"])
     assert flops["train"] == expected
     assert flops["train"] == 3 * flops["forward"]
 
@@ -89,11 +115,11 @@ def test_bench_smoke_against_torch(tmp_path):
     assert line.split("|")[7].strip().endswith("×"), line  # train ×torch is filled in
 
 
-def test_rounds_are_merged_as_the_median_of_the_rounds():
-    bench = _load_bench()
+def test_rounds_are_merged_as_the_median_of_the_rounds(benchmarks):
+    harness = benchmarks("harness")
     results = []
     for tok_s, rss in ((100.0, 10.0), (300.0, 30.0), (200.0, 20.0)):
-        bench._add_round(results, {
+        harness.add_round(results, {
             "preset": "p", "cell": "lstm", "impl": "npgated", "peak_rss_mib": rss,
             "train": {"tok_s": tok_s, "ms_per_iter": 1e3 / tok_s, "others_cores": [0.1]},
             "eval": {"tok_s": 3 * tok_s, "ms_per_iter": 1.0, "others_cores": [0.2]}})
