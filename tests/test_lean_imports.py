@@ -1,7 +1,8 @@
 """`npgated eval` and `npgated generate` stay lean, and `generate` reports its speed on stderr.
 
 The commands students run most after training must not pay for what they do not use: neither
-imports matplotlib (only training draws figures) nor torch (only tests and ``npgated.interop``).
+imports matplotlib (only training draws figures) nor torch (only tests and ``npgated.interop``),
+nor, outside ``mpiexec``, mpi4py (whose import starts MPI).
 Each command runs end to end in a fresh interpreter on a tiny checkpoint; a small runner calls
 ``npgated.cli.main`` and then reports on stderr which of the heavy packages ``sys.modules`` holds.
 """
@@ -9,6 +10,7 @@ Each command runs end to end in a fresh interpreter on a tiny checkpoint; a smal
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -17,9 +19,10 @@ from pathlib import Path
 import pytest
 
 from npgated import cli
+from npgated.distributed import launcher_env
 
 HERE = Path(__file__).resolve().parent
-HEAVY = ("matplotlib", "torch")
+HEAVY = ("matplotlib", "torch", "mpi4py")
 RUNNER = (
     "import sys\n"
     "from npgated import cli\n"
@@ -50,22 +53,24 @@ def trained(tmp_path_factory):
 
 
 def _run_cli(*argv):
+    # a plain process, not a rank: no MPI launcher variables from the environment
+    env = {k: v for k, v in os.environ.items() if k not in launcher_env()}
     proc = subprocess.run([sys.executable, "-c", RUNNER, *argv], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     heavy = re.search(r"^HEAVY=(.*)$", proc.stderr, re.MULTILINE)
     assert heavy is not None, proc.stderr
     return proc, [m for m in heavy.group(1).split(",") if m]
 
 
-def test_eval_imports_neither_matplotlib_nor_torch(trained):
+def test_eval_imports_no_heavy_package(trained):
     data, run = trained
     proc, heavy = _run_cli("eval", str(run), "--data-dir", str(data), "--split", "valid")
     assert "valid perplexity" in proc.stdout
     assert heavy == [], f"npgated eval imported {heavy}"
 
 
-def test_generate_imports_neither_matplotlib_nor_torch(trained):
+def test_generate_imports_no_heavy_package(trained):
     data, run = trained
     proc, heavy = _run_cli("generate", str(run / "last.npz"), "--start", "the cat",
                            "--length", "7", "--data-dir", str(data), "--seed", "0")
