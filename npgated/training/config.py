@@ -11,7 +11,10 @@ book-small      DLfS2 ch. 6 ``train_rnnlm.py``: Rnnlm 100/100, 1 layer, batch 20
 book-better     DLfS2 ch. 6 ``train_better_rnnlm.py``: BetterRnnlm 650/650, 2 layers,
                 dropout 0.5, tied, SGD lr 20 divided by 4 on a validation plateau, 40 epochs.
 zaremba-small   Zaremba et al. 2014 small: 2 x 200 LSTM, no dropout, T 20, batch 20,
-                SGD lr 1 halved every epoch after epoch 4, clip 5, init U(-0.1, 0.1), 13 epochs.
+                init U(-0.1, 0.1), 13 epochs, the rate halved every epoch after epoch 4. Their
+                lr 1 and clip 5 act on the gradient of the loss SUMMED over the T = 20 steps
+                (mean over the batch only); npgated's loss is the mean over all N * T tokens, so
+                the same updates are lr 1 * T = 20 and clip 5 / T = 0.25.
 cpu-hour        the best PTB model one CPU hour bought on the project's 2-core machine,
                 everything included (time_budget 60): BetterRnnlm 2 x 300 LSTM, tied, batch 32,
                 T 35, variational dropout 0.3 between layers, recurrent dropout 0.15, embedding
@@ -197,7 +200,7 @@ PRESETS: dict[str, dict] = {
                         max_grad_norm=0.25, schedule="plateau", lr_factor=4.0, epochs=40),
     "zaremba-small": dict(model="BetterRnnlm", cell="lstm", wordvec_size=200, hidden_size=200,
                           num_layers=2, dropout=0.0, tie_weights=False, batch_size=20,
-                          time_size=20, optimizer="sgd", lr=1.0, max_grad_norm=5.0,
+                          time_size=20, optimizer="sgd", lr=20.0, max_grad_norm=0.25,
                           schedule="step", lr_factor=2.0, lr_decay_start=4, init="0.1",
                           epochs=13),
     "cpu-hour": dict(model="BetterRnnlm", cell="lstm", wordvec_size=300, hidden_size=300,
