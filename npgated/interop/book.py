@@ -67,14 +67,13 @@ float16's range (65504) are refused.
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from npgated import backend
+from npgated.training.checkpoint import atomic_write
 
 __all__ = [
     "BookFormatError",
@@ -425,23 +424,7 @@ def model_to_book(model, path) -> Path:
                 "nothing was written"
             )
         arrays.append(a16)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(arrays, f, protocol=3)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda f: pickle.dump(arrays, f, protocol=3))
 
 
 def book_ptb_vocabulary(train_file) -> dict[str, int]:

@@ -115,11 +115,19 @@ def save_checkpoint(path, model, optimizer=None, meta: dict | None = None,
     blob = json.dumps(_to_jsonable(info)).encode("utf-8")
     arrays[_META] = np.frombuffer(blob, dtype=np.uint8)
 
+    return atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def atomic_write(path, write) -> Path:
+    """Write a file all or nothing: ``write(f)`` fills a temporary file beside ``path``, which
+    is synced and then renamed over ``path`` (``os.replace``); on any error it is removed and
+    ``path`` keeps its previous content. Returns ``path``."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         umask = os.umask(0)
