@@ -15,7 +15,7 @@ non-ignored targets) and L_r the mean cross-entropy of its rows::
                                                ONE in-place Allreduce of one buffer
     D3  g = S / K,  L = Lsum / K               the gradient and loss of the global mean loss
     D4  norm = ||S|| / K                       clipping on the global norm (C1 of clip.py)
-    D5  g = S * rate,  rate = (1 / K) * min(1, max_norm / (norm + 1e-6))
+    D5  g = S * rate,  rate = 1 / K,  times max_norm / (norm + 1e-6) if norm > max_norm
                                                C2 of clip.py fused with D3 into one pass
 
 D3 weights every rank by its count of targets, so ``ignore_label`` stays exact. (Penalty
