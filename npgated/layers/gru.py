@@ -631,10 +631,10 @@ class TimeGRU(RecurrentLayer):
             da_h = da2[:, : 3 * H]  # dah
             dxs = (da_x @ Wx.T).reshape(N, T, D)  # B4
             dWx += xs.reshape(N * T, D).T @ da_x  # B5
-            if M is None:
-                dWh += hm.reshape(N * T, H).T @ da_h  # B6
-            else:
-                dWh += (hm.reshape(N * T, H).T @ da_h) * M  # B6
+            dWh_eff = hm.reshape(N * T, H).T @ da_h  # B6  dL/dWh_eff
+            if M is not None:
+                dWh_eff *= M  # B6
+            dWh += dWh_eff  # B6
             db[0] += da_x.sum(axis=0)  # B7
             db[1] += da_h.sum(axis=0)  # B7
         else:

@@ -545,10 +545,10 @@ class TimeLSTM(RecurrentLayer):
         dxs = (da2 @ Wx.T).reshape(N, T, D)  # B8
         dWx += xs.reshape(N * T, D).T @ da2  # B9
         h_prev = hs[:, :-1] if m is None else hs[:, :-1] * m[:, None, :]  # B10  m * h_{t-1}
-        if M is None:
-            dWh += h_prev.reshape(N * T, H).T @ da2  # B10
-        else:
-            dWh += (h_prev.reshape(N * T, H).T @ da2) * M  # B10
+        dWh_eff = h_prev.reshape(N * T, H).T @ da2  # B10  dL/dWh_eff
+        if M is not None:
+            dWh_eff *= M  # B10
+        dWh += dWh_eff  # B10
         db += da2.sum(axis=0)  # B11
         self.dh = xp.ascontiguousarray(dh_next)
         self.dc = dc_next

@@ -404,10 +404,10 @@ class TimeRNN(RecurrentLayer):
         dxs = (da2 @ Wx.T).reshape(N, T, D)  # B3
         dWx += xs.reshape(N * T, D).T @ da2  # B4
         h_prev = hs[:, :-1] if m is None else hs[:, :-1] * m[:, None, :]  # B5  m * h_{t-1}
-        if M is None:
-            dWh += h_prev.reshape(N * T, H).T @ da2  # B5
-        else:
-            dWh += (h_prev.reshape(N * T, H).T @ da2) * M  # B5
+        dWh_eff = h_prev.reshape(N * T, H).T @ da2  # B5  dL/dWh_eff
+        if M is not None:
+            dWh_eff *= M  # B5
+        dWh += dWh_eff  # B5
         db += da2.sum(axis=0)  # B6
         self.dh = xp.ascontiguousarray(dh_next)
         self._store_grad_norms(norms)
