@@ -15,12 +15,35 @@ its Notes for how the two protocols differ.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from npgated import backend, checks
 from npgated.data.batching import eval_batches, eval_token_count
+
+
+def eval_window_count(corpus, batch_size: int, time_size: int) -> int:
+    """Number of (N, T) windows :func:`eval_perplexity` runs over ``corpus`` (the last of
+    each stream may be shorter than T); 0 for no corpus."""
+    if corpus is None:
+        return 0
+    return math.ceil(eval_token_count(corpus, batch_size) / (batch_size * time_size))
+
+
+@contextmanager
+def _evaluating(model):
+    """Eval mode and a fresh state for the block; the state reset and the previous mode
+    restored afterwards (also on an exception)."""
+    was_training = model.training
+    model.eval()
+    model.reset_state()
+    try:
+        yield
+    finally:
+        model.reset_state()
+        model.train(was_training)
 
 
 def eval_perplexity(model, corpus, batch_size: int = 10, time_size: int = 35,
@@ -40,23 +63,16 @@ def eval_perplexity(model, corpus, batch_size: int = 10, time_size: int = 35,
         Show a tqdm bar.
     """
     dp = getattr(model, "data_parallel", None)  # under MPI: this rank's streams, then a sum
-    was_training = model.training
-    model.eval()
-    model.reset_state()
     total, count = 0.0, 0
-    try:
+    with _evaluating(model):
         batches = eval_batches(corpus, batch_size, time_size)
-        n_windows = math.ceil(eval_token_count(corpus, batch_size) / (batch_size * time_size))
-        for xs, ts in tqdm(batches, total=n_windows, disable=not progress,
-                           desc="eval", unit="win", leave=False):
+        for xs, ts in tqdm(batches, total=eval_window_count(corpus, batch_size, time_size),
+                           disable=not progress, desc="eval", unit="win", leave=False):
             if dp is not None:
                 xs, ts = dp.rows(xs), dp.rows(ts)
             loss = float(model.forward(xs, ts))
             total += loss * ts.size
             count += ts.size
-    finally:
-        model.reset_state()
-        model.train(was_training)
     if dp is not None:
         total, count = dp.sum_over_ranks(total, count)
     return math.exp(total / count)
@@ -126,16 +142,10 @@ def eval_perplexity_book(model, corpus, batch_size: int = 10, time_size: int = 3
         )
     jump = (L - 1) // N
     starts = np.arange(N, dtype=np.int64)[:, None] * jump + np.arange(T, dtype=np.int64)[None, :]
-    was_training = model.training
-    model.eval()
-    model.reset_state()
     total = 0.0
-    try:
+    with _evaluating(model):
         for k in tqdm(range(K), disable=not progress, desc="eval (book)", unit="win",
                       leave=False):
             pos = starts + k * T  # (N, T)
             total += float(model.forward(corpus[pos % L], corpus[(pos + 1) % L]))
-    finally:
-        model.reset_state()
-        model.train(was_training)
     return math.exp(total / K)

@@ -63,14 +63,14 @@ from tqdm.auto import tqdm
 
 from npgated import allocator, backend
 from npgated.data import ptb
-from npgated.data.batching import TBPTTBatcher, eval_token_count
+from npgated.data.batching import TBPTTBatcher
 from npgated.models.rnnlm import build_model
 from npgated.optim import make_optimizer
 from npgated.optim.asgd import nonmono_trigger
 from npgated.optim.clip import clip_grads, global_norm
 from npgated.training.checkpoint import load_checkpoint, restore, save_checkpoint
 from npgated.training.config import TrainConfig
-from npgated.training.evaluate import eval_perplexity
+from npgated.training.evaluate import eval_perplexity, eval_window_count
 from npgated.training.plotting import plot_perplexity
 from npgated.training.schedule import make_schedule
 
@@ -171,11 +171,6 @@ class RunClock:
         return 1.0 if available <= 0 else self.elapsed() / available
 
 
-def _windows(corpus, N: int, T: int) -> int:
-    """Number of (N, T) windows one evaluation of ``corpus`` runs."""
-    return 0 if corpus is None else math.ceil(eval_token_count(corpus, N) / (N * T))
-
-
 class _StopRequests:
     """Turn SIGINT / SIGTERM into a flag checked between iterations (never mid-update)."""
 
@@ -274,7 +269,7 @@ def fit(model, optimizer, schedule, batcher, valid_corpus, config: TrainConfig, 
         run_clock = RunClock(config.time_budget)
         run_clock.resume(progress)
     if not run_clock.val_windows:
-        run_clock.val_windows = _windows(valid_corpus, N, T)
+        run_clock.val_windows = eval_window_count(valid_corpus, N, T)
     by_time = getattr(schedule, "by_time", False) and run_clock.total is not None
     with _StopRequests() as stop:
         dp = getattr(model, "data_parallel", None)  # npgated.distributed under mpiexec
@@ -514,7 +509,7 @@ def train(config: TrainConfig, corpora=None, resume: bool = False,
         config = config if dp.is_writer else config.replace(progress=False)  # one bar
 
     logger.info("%r", model)
-    run_clock.test_windows = _windows(test_c, config.batch_size, config.time_size)
+    run_clock.test_windows = eval_window_count(test_c, config.batch_size, config.time_size)
     interrupted = fit(model, optimizer, schedule, batcher, valid_c, config, run, progress,
                       vocab_checksum=checksum, stop_after=stop_after, run_clock=run_clock)
     test_ppl = None

@@ -84,7 +84,8 @@ def test_training_stops_in_time_and_reports_test_ppl(tmp_path, corpora, clock):
     assert elapsed == sorted(elapsed) and elapsed[-1] <= 60 * budget
     (spent,) = [r for r in records if r["kind"] == "budget"]
     assert spent["stopped_on_budget"] and spent["left"] >= 0
-    assert spent["valid"] == pytest.approx(2 * EVAL_COST * loop._windows(corpora[1], 4, 5))
+    windows = loop.eval_window_count(corpora[1], 4, 5)
+    assert spent["valid"] == pytest.approx(2 * EVAL_COST * windows)
     assert [r["kind"] for r in records][-2:] == ["test", "budget"]
 
 
