@@ -36,7 +36,8 @@ on). Before every iteration the loop checks::
     elapsed + step + valid + test + margin > budget   ->  stop training now
 
 ``step``: the mean duration of a training iteration so far; ``valid``: the longest
-validation pass measured so far (before the first one: one training step per validation
+validation pass measured so far (a resumed run starts from the mean of its earlier passes,
+the only figure a checkpoint keeps; before any pass: one training step per validation
 window, an overestimate, since an evaluation window is a forward pass only); ``test``:
 ``valid`` scaled by the ratio of test to validation windows; ``margin``: the larger of two
 steps and 1 % of the budget (checkpoints, plots, timing noise). On a stop mid-epoch the
@@ -124,7 +125,7 @@ class RunClock:
         self._start = clock()
         self.step_seconds = 0.0  # mean duration of one training iteration (this session)
         self._steps = 0
-        self.valid_seconds = None  # the longest validation pass measured
+        self.valid_seconds = None  # the longest validation pass measured (resume: the mean)
         self.val_windows = 0  # windows of one validation pass
         self.test_windows = 0  # windows of the test evaluation
 
