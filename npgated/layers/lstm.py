@@ -544,8 +544,8 @@ class TimeLSTM(RecurrentLayer):
         da2 = da.reshape(N * T, 4 * H)
         dxs = (da2 @ Wx.T).reshape(N, T, D)  # B8
         dWx += xs.reshape(N * T, D).T @ da2  # B9
-        h_prev = hs[:, :-1] if m is None else hs[:, :-1] * m[:, None, :]  # B10  m * h_{t-1}
-        dWh_eff = h_prev.reshape(N * T, H).T @ da2  # B10  dL/dWh_eff
+        hm = hs[:, :-1] if m is None else hs[:, :-1] * m[:, None, :]  # B10  m * h_{t-1}
+        dWh_eff = hm.reshape(N * T, H).T @ da2  # B10  dL/dWh_eff
         if M is not None:
             dWh_eff *= M  # B10
         dWh += dWh_eff  # B10

@@ -403,8 +403,8 @@ class TimeRNN(RecurrentLayer):
         da2 = da.reshape(N * T, H)
         dxs = (da2 @ Wx.T).reshape(N, T, D)  # B3
         dWx += xs.reshape(N * T, D).T @ da2  # B4
-        h_prev = hs[:, :-1] if m is None else hs[:, :-1] * m[:, None, :]  # B5  m * h_{t-1}
-        dWh_eff = h_prev.reshape(N * T, H).T @ da2  # B5  dL/dWh_eff
+        hm = hs[:, :-1] if m is None else hs[:, :-1] * m[:, None, :]  # B5  m * h_{t-1}
+        dWh_eff = hm.reshape(N * T, H).T @ da2  # B5  dL/dWh_eff
         if M is not None:
             dWh_eff *= M  # B5
         dWh += dWh_eff  # B5
