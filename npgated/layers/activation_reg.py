@@ -51,7 +51,6 @@ class _Regularizer(Layer):
 
     def _active(self, hs) -> bool:
         checks.check_float(hs, "hs", ndim=3, symbolic="(N, T, H)")
-        self.cache = None
         self.penalty = 0.0
         return self.training and self.coef > 0.0
 
