@@ -78,14 +78,15 @@ logger = logging.getLogger(__name__)
 __all__ = ["DataParallel", "DistributedError", "GradientBuffer", "abort_if_running",
            "blas_threads", "device_for", "launcher_env", "shard"]
 
-# (rank variable, size variable or None) set by common launchers: MPICH/Intel MPI (Hydra),
-# Open MPI, PMIx-based launchers, MVAPICH2.
+# (rank variable, world-size variable or None) set by common launchers: MPICH/Intel MPI
+# (Hydra), Open MPI, PMIx-based launchers, MVAPICH2; Intel MPI's local rank alone (its
+# MPI_LOCALNRANKS counts the ranks on this machine, not the run's).
 LAUNCHER_VARS = (
     ("PMI_RANK", "PMI_SIZE"),
     ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
     ("PMIX_RANK", None),
     ("MV2_COMM_WORLD_RANK", "MV2_COMM_WORLD_SIZE"),
-    ("MPI_LOCALRANKID", "MPI_LOCALNRANKS"),
+    ("MPI_LOCALRANKID", None),
 )
 INSTALL_HINT = "pip install npgated[mpi]"
 _TAIL = ("loss_sum", "count", "sigint", "sigterm")  # scalars after the gradients in the buffer
@@ -126,7 +127,7 @@ def launcher_env(environ=None) -> dict:
 
 def _launched_size(found: dict) -> int | None:
     for _, size_var in LAUNCHER_VARS:
-        if size_var and size_var in found and size_var != "MPI_LOCALNRANKS":
+        if size_var and size_var in found:
             return int(found[size_var])
     return None  # launched, size unknown (PMIx, or only the local-rank variables)
 
