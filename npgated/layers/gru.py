@@ -52,7 +52,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from npgated import backend, checks
+from npgated import backend, checks, parallel
 from npgated.functional import sigmoid
 from npgated.layers.base import Layer
 from npgated.layers.recurrent import RecurrentLayer, check_recurrent_params, check_step_inputs
@@ -509,7 +509,7 @@ class TimeGRU(RecurrentLayer):
             bias[: 2 * H] += b[1, : 2 * H]  # b_h_rz adds to the same pre-activation as b_x_rz
         else:
             bias = b
-        ax = (xs.reshape(N * T, D) @ Wx).reshape(N, T, 3 * H)  # F0
+        ax = parallel.matmul(xs.reshape(N * T, D), Wx).reshape(N, T, 3 * H)  # F0
         ax += bias  # F0
 
         # Preallocated per-step scratch: the hot loop writes with out= (no temporaries).
@@ -526,7 +526,7 @@ class TimeGRU(RecurrentLayer):
                 if m is not None:
                     xp.multiply(h_prev, m, out=hm)  # F0
                     h_in = hm
-                xp.matmul(h_in, Wh, out=ah)  # F1, F3 (hm @ Wh_eff, all three blocks)
+                parallel.matmul(h_in, Wh, out=ah)  # F1, F3 (hm @ Wh_eff, all three blocks)
                 xp.add(ax[:, t, : 2 * H], ah[:, : 2 * H], out=rz)  # F1
                 sigmoid(rz, out=rz)  # F2
                 xp.add(ah[:, 2 * H :], b_hn, out=hn)  # F3
@@ -552,11 +552,11 @@ class TimeGRU(RecurrentLayer):
                 if m is not None:
                     xp.multiply(h_prev, m, out=hm)  # F0
                     h_in = hm
-                xp.matmul(h_in, Wh_rz, out=a_rz)  # F1
+                parallel.matmul(h_in, Wh_rz, out=a_rz)  # F1
                 xp.add(ax[:, t, : 2 * H], a_rz, out=rz)  # F1
                 sigmoid(rz, out=rz)  # F2
                 xp.multiply(r, h_in, out=rh)  # F3
-                xp.matmul(rh, Wh_n, out=a_n)  # F3
+                parallel.matmul(rh, Wh_n, out=a_n)  # F3
                 xp.add(ax[:, t, 2 * H :], a_n, out=n)  # F3
                 xp.tanh(n, out=n)  # F4
                 h_next = hs[:, t + 1]
@@ -621,7 +621,7 @@ class TimeGRU(RecurrentLayer):
                 if norms is not None:
                     norms[t] = (dh * dh).sum()
                 da[:, t] *= dh[:, None, :]  # B1  all four blocks at once
-                xp.matmul(Wh, dah[:, t].T, out=dhT)  # B3  (dh_next = dah_t @ Wh_eff.T)
+                parallel.matmul(Wh, dah[:, t].T, out=dhT)  # B3  (dh_next = dah_t @ Wh_eff.T)
                 if m is not None:
                     dh_next *= m  # B3
                 dh_next += dh * z[:, t]  # B3
@@ -629,9 +629,9 @@ class TimeGRU(RecurrentLayer):
             da2 = da.reshape(N * T, 4 * H)
             da_x = xp.concatenate((da2[:, : 2 * H], da2[:, 3 * H :]), axis=1)  # da
             da_h = da2[:, : 3 * H]  # dah
-            dxs = (da_x @ Wx.T).reshape(N, T, D)  # B4
-            dWx += xs.reshape(N * T, D).T @ da_x  # B5
-            dWh_eff = hm.reshape(N * T, H).T @ da_h  # B6  dL/dWh_eff
+            dxs = parallel.matmul(da_x, Wx.T).reshape(N, T, D)  # B4
+            parallel.add_matmul(dWx, xs.reshape(N * T, D).T, da_x)  # B5
+            dWh_eff = parallel.matmul(hm.reshape(N * T, H).T, da_h)  # B6  dL/dWh_eff
             if M is not None:
                 dWh_eff *= M  # B6
             dWh += dWh_eff  # B6
@@ -653,9 +653,9 @@ class TimeGRU(RecurrentLayer):
                     norms[t] = (dh * dh).sum()
                 da_t = da[:, t]
                 da_t[:, 1:] *= dh[:, None, :]  # B1  da_z, da_n
-                xp.matmul(Wh[:, 2 * H :], da_t[:, 2].T, out=drhT)  # B2  (drh = da_n @ Wh_n.T)
+                parallel.matmul(Wh[:, 2 * H :], da_t[:, 2].T, out=drhT)  # B2  (drh = da_n @ Wh_n.T)
                 xp.multiply(drh, kr[:, t], out=da_t[:, 0])  # B2  da_r
-                xp.matmul(Wh[:, : 2 * H], da3[:, t, : 2 * H].T, out=dhT)  # B3  (da_rz @ Wh_rz.T)
+                parallel.matmul(Wh[:, : 2 * H], da3[:, t, : 2 * H].T, out=dhT)  # B3 (da_rz @ Wh_rz.T)
                 drh *= r[:, t]  # B3
                 dh_next += drh  # B3
                 if m is not None:
@@ -664,10 +664,10 @@ class TimeGRU(RecurrentLayer):
 
             da2 = da.reshape(N * T, 3 * H)
             hm2 = hm.reshape(N * T, H)
-            dxs = (da2 @ Wx.T).reshape(N, T, D)  # B4
-            dWx += xs.reshape(N * T, D).T @ da2  # B5
-            dWh_rz = hm2.T @ da2[:, : 2 * H]  # B6
-            dWh_n = (r.reshape(N * T, H) * hm2).T @ da2[:, 2 * H :]  # B6
+            dxs = parallel.matmul(da2, Wx.T).reshape(N, T, D)  # B4
+            parallel.add_matmul(dWx, xs.reshape(N * T, D).T, da2)  # B5
+            dWh_rz = parallel.matmul(hm2.T, da2[:, : 2 * H])  # B6
+            dWh_n = parallel.matmul((r.reshape(N * T, H) * hm2).T, da2[:, 2 * H :])  # B6
             if M is not None:
                 dWh_rz *= M[:, : 2 * H]  # B6
                 dWh_n *= M[:, 2 * H :]  # B6

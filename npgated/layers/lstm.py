@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from npgated import backend, checks
+from npgated import backend, checks, parallel
 from npgated.functional import sigmoid
 from npgated.layers.base import Layer
 from npgated.layers.recurrent import RecurrentLayer, check_recurrent_params, check_step_inputs
@@ -437,7 +437,7 @@ class TimeLSTM(RecurrentLayer):
         store = self.training
         tanh_cs = xp.empty((N, T if store else 1, H), dtype=dtype)
         scale, shift = _gate_scale_shift(H, like=xs)
-        gates = (xs.reshape(N * T, D) @ Wx).reshape(N, T, 4 * H)  # F0
+        gates = parallel.matmul(xs.reshape(N * T, D), Wx).reshape(N, T, 4 * H)  # F0
         gates += b  # F0
 
         # Preallocated per-step scratch: the hot loop writes with out= (no temporaries).
@@ -452,7 +452,7 @@ class TimeLSTM(RecurrentLayer):
             if m is not None:
                 xp.multiply(h_prev, m, out=hm)  # F1  m * h_{t-1}
                 h_prev = hm
-            xp.matmul(h_prev, Wh, out=ah)  # F1
+            parallel.matmul(h_prev, Wh, out=ah)  # F1
             a += ah  # F1
             a *= scale  # F2
             xp.tanh(a, out=a)  # F2
@@ -537,15 +537,15 @@ class TimeLSTM(RecurrentLayer):
             blocks[:, t, :3] *= dc[:, None, :]  # B2-B4  blocks i, f, g at once
             blocks[:, t, 3] *= dh  # B5
             xp.multiply(dc, f[:, t], out=dc_next)  # B6
-            xp.matmul(Wh, da[:, t].T, out=dhT)  # B7  (dh_next = dhT.T = da_t @ Wh_eff.T)
+            parallel.matmul(Wh, da[:, t].T, out=dhT)  # B7  (dh_next = dhT.T = da_t @ Wh_eff.T)
             if m is not None:
                 dh_next *= m  # B7
 
         da2 = da.reshape(N * T, 4 * H)
-        dxs = (da2 @ Wx.T).reshape(N, T, D)  # B8
-        dWx += xs.reshape(N * T, D).T @ da2  # B9
+        dxs = parallel.matmul(da2, Wx.T).reshape(N, T, D)  # B8
+        parallel.add_matmul(dWx, xs.reshape(N * T, D).T, da2)  # B9
         hm = hs[:, :-1] if m is None else hs[:, :-1] * m[:, None, :]  # B10  m * h_{t-1}
-        dWh_eff = hm.reshape(N * T, H).T @ da2  # B10  dL/dWh_eff
+        dWh_eff = parallel.matmul(hm.reshape(N * T, H).T, da2)  # B10  dL/dWh_eff
         if M is not None:
             dWh_eff *= M  # B10
         dWh += dWh_eff  # B10

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from npgated import backend, checks
+from npgated import backend, checks, parallel
 from npgated.layers.base import Layer
 from npgated.layers.recurrent import RecurrentLayer, check_recurrent_params, check_step_inputs
 
@@ -336,7 +336,7 @@ class TimeRNN(RecurrentLayer):
         hs = xp.empty((N, T + 1, H), dtype=dtype)
         self._initial_state(N, hs[:, 0])
         m, Wh = self._draw_drop_masks(N, like=xs)  # M1, M2 (m None, Wh the parameter: none)
-        ax = (xs.reshape(N * T, D) @ Wx).reshape(N, T, H)  # F0
+        ax = parallel.matmul(xs.reshape(N * T, D), Wx).reshape(N, T, H)  # F0
         ax += b  # F0
 
         # Preallocated per-step scratch: the hot loop writes with out= (no temporaries).
@@ -348,7 +348,7 @@ class TimeRNN(RecurrentLayer):
             if m is not None:
                 xp.multiply(h_prev, m, out=hm)  # F1  m * h_{t-1}
                 h_prev = hm
-            xp.matmul(h_prev, Wh, out=ah)  # F1
+            parallel.matmul(h_prev, Wh, out=ah)  # F1
             a += ah  # F1
             xp.tanh(a, out=hs[:, t + 1])  # F2
 
@@ -396,15 +396,15 @@ class TimeRNN(RecurrentLayer):
             if norms is not None:
                 norms[t] = (dh * dh).sum()
             da[:, t] *= dh  # B1
-            xp.matmul(Wh, da[:, t].T, out=dhT)  # B2  (dh_next = dhT.T = da_t @ Wh_eff.T)
+            parallel.matmul(Wh, da[:, t].T, out=dhT)  # B2  (dh_next = dhT.T = da_t @ Wh_eff.T)
             if m is not None:
                 dh_next *= m  # B2
 
         da2 = da.reshape(N * T, H)
-        dxs = (da2 @ Wx.T).reshape(N, T, D)  # B3
-        dWx += xs.reshape(N * T, D).T @ da2  # B4
+        dxs = parallel.matmul(da2, Wx.T).reshape(N, T, D)  # B3
+        parallel.add_matmul(dWx, xs.reshape(N * T, D).T, da2)  # B4
         hm = hs[:, :-1] if m is None else hs[:, :-1] * m[:, None, :]  # B5  m * h_{t-1}
-        dWh_eff = hm.reshape(N * T, H).T @ da2  # B5  dL/dWh_eff
+        dWh_eff = parallel.matmul(hm.reshape(N * T, H).T, da2)  # B5  dL/dWh_eff
         if M is not None:
             dWh_eff *= M  # B5
         dWh += dWh_eff  # B5

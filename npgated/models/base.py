@@ -15,7 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from npgated import backend
+from npgated import backend, parallel
+
+
+def _zero(block) -> None:
+    block[...] = 0
 
 
 class Model:
@@ -74,7 +78,7 @@ class Model:
     def zero_grads(self) -> None:
         """Zero every (unique) gradient buffer in place; call before each backward."""
         for g in self.grads:
-            g[...] = 0
+            parallel.each(_zero, g)  # in flat blocks, one per thread of npgated.parallel
 
     @property
     def dtype(self):

@@ -140,7 +140,17 @@ class LanguageModel(Model):
                 f"inputs xs {checks.shape_str(np.shape(xs))} and targets ts "
                 f"{checks.shape_str(np.shape(ts))} must have the same shape (N, T)"
             )
-        return self.layers["loss"].forward(self.predict(xs), ts)
+        loss, body = self.layers["loss"], self._body()
+        if not self.training and isinstance(loss, TimeSoftmaxWithLoss) and isinstance(
+                body[-1], TimeAffine):
+            # evaluation: the loss straight from the output layer's input, block by block,
+            # without the (N, T, V) logits (TimeSoftmaxWithLoss.forward_affine)
+            checks.check_ids(xs, self.vocab_size, "xs", ndim=2)
+            hs = xs
+            for layer in body[:-1]:
+                hs = layer.forward(hs)
+            return loss.forward_affine(hs, body[-1], ts)
+        return loss.forward(self.predict(xs), ts)
 
     def backward(self, dout=1.0):
         """Backpropagate the loss through every layer; accumulates into ``grads``."""

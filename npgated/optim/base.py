@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 
-from npgated import backend
+from npgated import backend, parallel
 
 
 def check_lr(lr) -> float:
@@ -90,7 +90,9 @@ class Optimizer:
         self.t += 1
         slots = [self.slots[s] for s in self.slot_names]
         for i, (p, g) in enumerate(zip(params, grads)):
-            self._step(p, g, *(slot[i] for slot in slots))
+            # _step is element-wise: large parameters are updated in flat blocks, one per
+            # thread of npgated.parallel (one call on the whole array when it is off)
+            parallel.each(self._step, p, g, *(slot[i] for slot in slots))
 
     def _step(self, p, g, *slots) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
