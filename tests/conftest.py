@@ -108,3 +108,13 @@ def write_synthetic_ptb(folder, n_train=3000, n_eval=600, seed=0) -> Path:
 def synthetic_ptb(tmp_path):
     """A folder with small synthetic ptb.{train,valid,test}.txt files (20-word grammar)."""
     return write_synthetic_ptb(tmp_path / "synthetic_ptb")
+
+
+@pytest.fixture(autouse=True)
+def _threads_off():
+    """Every test starts and ends with npgated's threads off (npgated.parallel's switch)."""
+    from npgated import parallel  # noqa: PLC0415
+
+    parallel.use_threads(1)
+    yield
+    parallel.use_threads(1)

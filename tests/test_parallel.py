@@ -8,6 +8,9 @@ from the whole), element-wise passes exactly.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -47,8 +50,22 @@ def _blas_threads():
 
 
 # -- the switch --------------------------------------------------------------------------
-def test_off_by_default_and_switch_restores_blas(threads_off_after):
-    assert parallel.threads() == 1  # importing npgated starts nothing
+def test_importing_and_using_npgated_starts_no_thread():
+    code = (
+        "import threading, numpy as np\n"
+        "from npgated import parallel\n"
+        "from npgated.models.rnnlm import Rnnlm\n"
+        "m = Rnnlm(30, 4, 5, seed=0)\n"
+        "m.forward(np.zeros((2, 3), dtype=np.int64), np.ones((2, 3), dtype=np.int64))\n"
+        "print(parallel.threads(), threading.active_count())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != parallel.ENV_VAR}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, check=True).stdout.split()
+    assert out == ["1", "1"]
+
+
+def test_switch_pins_and_restores_blas(threads_off_after):
     before = _blas_threads()
     assert parallel.use_threads(2) == 2
     assert parallel.threads() == 2
