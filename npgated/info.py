@@ -27,11 +27,11 @@ from importlib import metadata
 
 import numpy as np
 
-from npgated import __version__, backend
+from npgated import __version__, backend, parallel
 
 #: Environment variables that change BLAS's kernel, cache sizes or threads (and the backend).
 ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-            "MKL_NUM_THREADS", "NPGATED_BACKEND")
+            "MKL_NUM_THREADS", "NPGATED_BACKEND", "NPGATED_THREADS")
 
 #: The /proc/cpuinfo flags reported, from the oldest extension to the newest.
 VECTOR_FLAGS = ("sse4_2", "avx", "fma", "avx2", "avx512f", "avx512bw", "avx512_vnni",
@@ -268,6 +268,7 @@ def collect(cpuinfo_path="/proc/cpuinfo", environ=None) -> dict:
         "cpu": cpu,
         "blas": blas,
         "env": env,
+        "threads": parallel.threads(),
         "warnings": kernel_warnings(cpu["vector_flags"], env, archs),
     }
 
@@ -295,6 +296,8 @@ def format_info(info: dict) -> str:
         lines.append(f"loaded {d.get('user_api') or '?':<8}{d.get('internal_api')} "
                      f"{d.get('version') or ''}, kernel {d.get('architecture') or '?'}, "
                      f"{d.get('num_threads')} threads ({d.get('filepath')})")
+    lines.append(f"npgated threads {info.get('threads', 1)} (npgated.parallel; the command uses "
+                 "NPGATED_THREADS or every available core, 1 = off)")
     for name, value in info["env"].items():
         lines.append(f"{name:<21}{'(unset)' if value is None else value}")
     lines += [f"WARNING: {w}" for w in info["warnings"]]

@@ -37,10 +37,11 @@ tolerances (element-wise passes are bit-identical).
 The switch
 ----------
 Off (one thread, BLAS as configured) until :func:`use_threads` is called: importing npgated
-starts no thread and changes no BLAS setting. ``npgated.training.fit`` and the ``npgated``
-command call ``use_threads()`` with the number the environment asks for (``NPGATED_THREADS``)
-or else the cores this process may run on; under ``mpiexec`` each rank takes its share of the
-machine's cores (``npgated.distributed``). ``use_threads(1)`` (``--threads 1``,
+or calling ``npgated.training.fit`` starts no thread and changes no BLAS setting (a library
+user calls ``npgated.parallel.use_threads()`` once). The ``npgated`` command calls
+``use_threads()`` with the number the environment asks for (``NPGATED_THREADS``) or else the
+cores this process may run on; under ``mpiexec`` each rank takes its share of the
+machine's cores (``npgated.distributed``). ``use_threads(1)`` (for the command:
 ``NPGATED_THREADS=1``) is the plain path: every function below is then the plain NumPy
 expression and BLAS gets its own threads back. This is the library's one process-wide
 setting besides the backend switch, and like it, it is read where work is done, never
