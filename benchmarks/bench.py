@@ -30,6 +30,7 @@ idea each, are its neighbours in this folder (not a package: the script's folder
     profiling.py        --profile: cProfile and the costliest source lines
     report.py           the tables (text, Markdown) and the README's results block
     ranks.py            --ranks K: one process against K MPI ranks (data-parallel speed)
+    book_eval.py        --book-dir: whole-process evaluation against the book's ch06/eval.py
     torch_reference.py  the same models and training step in PyTorch
 
 Results: a JSON file (``--out``, default ``benchmarks/results/<date>.json``) with the machine
@@ -107,13 +108,21 @@ def parse_args(argv=None):
     p.add_argument("--ranks", type=int, default=0,
                    help="data-parallel mode (benchmarks/ranks.py): 1 process x --threads BLAS "
                         "threads against RANKS MPI ranks x 1 thread, tok/s and all-reduce share")
+    p.add_argument("--book-dir", default=os.environ.get("NPGATED_BOOK_DIR"),
+                   help="after the cases, time the book's ch06/eval.py against npgated eval as "
+                        "whole processes (benchmarks/book_eval.py); DIR is a checkout of the "
+                        "book's repository with its PTB files and ch06/Rnnlm.pkl "
+                        "(default $NPGATED_BOOK_DIR)")
+    p.add_argument("--book-repeats", type=int, default=3,
+                   help="timed rounds of the three --book-dir commands (1 with --smoke)")
     p.add_argument("--_child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.smoke:
         args.iters, args.warmup, args.repeats = 1, 1, 1
         args.wait_quiet, args.data = 0.0, "random"
         args.gemm_sizes = ",".join(map(str, SMOKE["gemm_sizes"]))
-    for name in ("iters", "repeats", "threads", "rounds"):
+        args.book_repeats = 1
+    for name in ("iters", "repeats", "threads", "rounds", "book_repeats"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be >= 1")
     if args.warmup < 0:
@@ -145,6 +154,14 @@ def main(argv=None) -> int:
         return ranks.run_ranks(args, preset_spec, make_batches, machine_info, wait_for_quiet,
                                _log)
 
+    if args.book_dir and not args.profile:  # a wrong path fails now, not after the cases
+        import book_eval  # noqa: PLC0415 (benchmarks/book_eval.py, next to this file)
+
+        try:
+            book_eval.resolve_data_dir(book_eval.check_book_dir(args.book_dir))
+        except FileNotFoundError as exc:
+            _log(f"bench.py: error: --book-dir: {exc}")
+            return 2
     date = _dt.datetime.now().astimezone()
     if args.out:
         out = Path(args.out)
@@ -239,6 +256,20 @@ def main(argv=None) -> int:
             if "error" not in result:
                 _log(f"  train {result['train']['tok_s']:,.0f} tok/s, eval "
                      f"{result['eval']['tok_s']:,.0f} tok/s, peak RSS {result['peak_rss_mib']} MiB")
+        if args.book_dir and not args.profile:
+            _log(f"evaluation against the book's eval.py ({args.book_dir}) ...")
+            report["book_eval"] = book_eval.run_book_eval(
+                args.book_dir, repeats=args.book_repeats, threads=args.threads,
+                unset_openblas_env=args.unset_openblas_env, wait_quiet=args.wait_quiet,
+                max_busy=args.max_busy, sample_s=0.1 if args.smoke else 1.0,
+                timeout=args.child_timeout, log=_log)
+            if "error" in report["book_eval"]:
+                failed += 1
+                _log(f"  FAILED: {report['book_eval']['error']}")
+            else:
+                r = report["book_eval"]["ratios"]
+                _log(f"  the book's eval.py over npgated eval: {r['book_protocol']:.2f}x (book "
+                     f"protocol), {r['default_protocol']:.2f}x (default protocol)")
     except KeyboardInterrupt:
         _log("interrupted: writing what was measured")
         report["interrupted"] = True

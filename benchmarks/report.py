@@ -1,12 +1,14 @@
 """The results as tables: text on stdout, Markdown beside the JSON, and the README's block.
 
 One row per (preset, cell, implementation) with the derived columns (ratios to PyTorch, GFLOP/s,
-fractions of the GEMM ceiling and of the GEMM-only step); ``--update-readme`` replaces what
-stands between the two markers in ``benchmarks/README.md``.
+fractions of the GEMM ceiling and of the GEMM-only step); with ``--book-dir``, the table of
+whole-process evaluation against the book's ``eval.py`` (``book_eval_markdown``) after it;
+``--update-readme`` replaces what stands between the two markers in ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 README = Path(__file__).resolve().parent / "README.md"
@@ -139,9 +141,70 @@ def markdown_report(report: dict) -> str:
               "evaluation (forward GEMMs only). `busy before`: cores busy (all processes) in "
               "the second before the child started; `others during`: most cores used by other "
               "processes during a timed repeat."]
+    if report.get("book_eval"):  # bench.py --book-dir: the whole-process table (book_eval.py)
+        lines += ["", book_eval_markdown(report["book_eval"]).rstrip("\n")]
     # npgated.info's check of the BLAS kernel against the CPU (e.g. OPENBLAS_CORETYPE=Haswell
     # on an AVX-512 machine): numbers measured so are not this machine's best
     lines += [f"\n**WARNING**: {w}" for w in m.get("blas_kernel_warnings") or []]
+    return "\n".join(lines) + "\n"
+
+
+BOOK_EVAL_TITLE = "Evaluation, whole process, against the book's eval.py"
+BOOK_EVAL_HEADER = ["command", "protocol", "median s", "min s", "max s", "test perplexity",
+                    "book ÷ this", "its cores", "others during"]
+_BOOK_EVAL_ROWS = (  # (key in result["commands"], command as typed, protocol, ratio key)
+    ("book", "`python eval.py` (the book's, in `ch06/`)", "book (10 × 35, whole windows)",
+     None),
+    ("npgated_book", "`npgated eval RUN --split test --protocol book`", "book",
+     "book_protocol"),
+    ("npgated", "`npgated eval RUN --split test`", "default (every target)",
+     "default_protocol"),
+)
+
+
+def book_eval_markdown(result: dict) -> str:
+    """The table of ``book_eval.run_book_eval``'s result: seconds per command, ratios, checks.
+
+    A refused or failed measurement renders as one line with the reason and no speed.
+    """
+    title = f"**{BOOK_EVAL_TITLE}** (PTB test split, the book's trained `Rnnlm.pkl`)"
+    if result.get("error"):
+        return f"{title}: no result. {result['error']}\n"
+    ratios, cmds = result["ratios"], result["commands"]
+    lines = [title, "", "| " + " | ".join(BOOK_EVAL_HEADER) + " |",
+             "|---|---|" + "---:|" * (len(BOOK_EVAL_HEADER) - 2)]
+    for key, typed, protocol, ratio in _BOOK_EVAL_ROWS:
+        c = cmds[key]
+        d = c.get("decimals")
+        ppl = _fmt(c["perplexity"], f".{4 if d is None else min(d, 4)}f")
+        others = [x for x in c["others_cores"] if x is not None]
+        lines.append("| " + " | ".join([
+            typed, protocol, _fmt(c["median_s"]), _fmt(c["min_s"]), _fmt(c["max_s"]), ppl,
+            _fmt(ratios[ratio], ".2f", "×") if ratio else "–",
+            _fmt(statistics.median(c["child_cores"]), ".2f"),
+            _fmt(max(others) if others else None, ".2f")]) + " |")
+    check, blas, env = result["perplexity_check"], result.get("blas") or {}, result["env"]
+    caches = ("existed before" if result["book_caches_before"] else
+              "were written by the warm-up" if result["warmup"] else
+              "were written by its first timed run (no warm-up: that run is slower)")
+    lines += ["", (
+        f"From the interpreter's start to the printed perplexity (wall clock around "
+        f"`subprocess.run`), median, min and max over {result['repeats']} round(s) after "
+        f"{result['warmup']} untimed warm-up(s) of each command; the three commands alternate "
+        f"(order reversed every other round), each after waiting up to "
+        f"{_fmt(result.get('wait_quiet_s'), '.0f')} s for at most "
+        f"{_fmt(result.get('max_busy_cores'), '.2f')} busy cores. The same interpreter "
+        f"(`{result['python']}`) and environment for all: OMP/OPENBLAS/MKL threads "
+        f"{env.get('OPENBLAS_NUM_THREADS')}, OPENBLAS_CORETYPE={env.get('OPENBLAS_CORETYPE')!s}, "
+        f"OPENBLAS_L2_SIZE={env.get('OPENBLAS_L2_SIZE')!s}"
+        f"{' (unset in the children)' if result.get('unset_openblas_env') else ''}; "
+        f"{blas.get('kernel') or 'BLAS kernel unknown'} on {blas.get('cpu') or '?'}. "
+        f"The book's corpus caches (`dataset/ptb.vocab.pkl`, `ptb.test.npy`) {caches}. "
+        f"npgated's book protocol printed "
+        f"{check['npgated_book']} and the book's script {check['book']} (agreeing within "
+        f"{check['tolerance']:g}; a mismatch refuses the speed). `book ÷ this`: the book's "
+        f"median seconds over this command's; `its cores`: CPU time of the process over its "
+        f"wall time; `others during`: most cores other processes used during one run.")]
     return "\n".join(lines) + "\n"
 
 

@@ -37,8 +37,8 @@ def benchmarks(monkeypatch):
             del sys.modules[name]
 
 
-@pytest.mark.parametrize("name", ["bench", "cases", "children", "gemm_only", "harness",
-                                  "profiling", "report", "system"])
+@pytest.mark.parametrize("name", ["bench", "book_eval", "cases", "children", "gemm_only",
+                                  "harness", "profiling", "report", "system"])
 def test_every_part_of_the_benchmark_imports(name, benchmarks):
     """Each module of the split benchmark imports on its own, with a docstring saying its idea."""
     module = benchmarks(name)
