@@ -44,7 +44,13 @@ def _data_parallel():
     """This rank's DataParallel when mpiexec started several ranks, else None.
 
     Ranks other than 0 print nothing on stdout and log only errors: rank 0 speaks for the run.
+    Without a launcher's variables, npgated.distributed (MPI, the training loop) is not
+    even imported: a plain eval or generate loads only what it uses.
     """
+    from npgated.launcher import launcher_env  # noqa: PLC0415
+
+    if not launcher_env():
+        return None
     from npgated.distributed import DataParallel  # noqa: PLC0415
 
     dp = DataParallel.from_launcher()

@@ -70,6 +70,7 @@ from pathlib import Path
 import numpy as np
 
 from npgated import backend
+from npgated.launcher import LAUNCHER_VARS, launcher_env  # light: the CLI asks it first
 from npgated.optim.clip import _TINY
 from npgated.training.loop import Run
 
@@ -78,16 +79,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["DataParallel", "DistributedError", "GradientBuffer", "abort_if_running",
            "blas_threads", "device_for", "launcher_env", "shard"]
 
-# (rank variable, world-size variable or None) set by common launchers: MPICH/Intel MPI
-# (Hydra), Open MPI, PMIx-based launchers, MVAPICH2; Intel MPI's local rank alone (its
-# MPI_LOCALNRANKS counts the ranks on this machine, not the run's).
-LAUNCHER_VARS = (
-    ("PMI_RANK", "PMI_SIZE"),
-    ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
-    ("PMIX_RANK", None),
-    ("MV2_COMM_WORLD_RANK", "MV2_COMM_WORLD_SIZE"),
-    ("MPI_LOCALRANKID", None),
-)
 INSTALL_HINT = "pip install npgated[mpi]"
 _TAIL = ("loss_sum", "count", "sigint", "sigterm")  # scalars after the gradients in the buffer
 # Where a run starts (compared across ranks at the start; timings are not compared)
@@ -117,12 +108,6 @@ def shard(n_global: int, rank: int, size: int) -> tuple[int, int]:
         )
     per = n_global // size
     return rank * per, (rank + 1) * per
-
-
-def launcher_env(environ=None) -> dict:
-    """``{variable: value}`` of the MPI launcher variables present (empty: not launched)."""
-    environ = os.environ if environ is None else environ
-    return {v: environ[v] for pair in LAUNCHER_VARS for v in pair if v and v in environ}
 
 
 def _launched_size(found: dict) -> int | None:

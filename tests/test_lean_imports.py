@@ -2,9 +2,11 @@
 
 The commands students run most after training must not pay for what they do not use: neither
 imports matplotlib (only training draws figures) nor torch (only tests and ``npgated.interop``),
-nor, outside ``mpiexec``, mpi4py (whose import starts MPI).
-Each command runs end to end in a fresh interpreter on a tiny checkpoint; a small runner calls
-``npgated.cli.main`` and then reports on stderr which of the heavy packages ``sys.modules`` holds.
+nor, outside ``mpiexec``, mpi4py (whose import starts MPI), nor then npgated.distributed and the
+training loop it imports (the CLI looks for an MPI launcher's variables first, in
+npgated.launcher). Each command runs end to end in a fresh interpreter on a tiny checkpoint, with
+the PTB id cache in a temporary folder; a small runner calls ``npgated.cli.main`` and then
+reports on stderr which of the heavy packages and unused npgated modules ``sys.modules`` holds.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from pathlib import Path
 import pytest
 
 from npgated import cli
-from npgated.distributed import launcher_env
+from npgated.data.ptb import CACHE_ENV_VAR
+from npgated.launcher import launcher_env
 
 HERE = Path(__file__).resolve().parent
 HEAVY = ("matplotlib", "torch", "mpi4py")
+UNUSED = ("npgated.distributed", "npgated.training.loop")  # imported only under mpiexec / train
 RUNNER = (
     "import sys\n"
     "from npgated import cli\n"
@@ -30,6 +34,8 @@ RUNNER = (
     "sys.stdout.flush()\n"
     f"heavy = sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))\n"
     "print('HEAVY=' + ','.join(heavy), file=sys.stderr)\n"
+    f"unused = sorted(set(sys.modules) & set({UNUSED!r}))\n"
+    "print('UNUSED=' + ','.join(unused), file=sys.stderr)\n"
     "sys.exit(code)\n"
 )
 SPEED = re.compile(r"^npgated: generated (\d+) tokens in ([0-9.]+) s \(([0-9,]+|inf) tokens/s\)$",
@@ -52,30 +58,40 @@ def trained(tmp_path_factory):
     return data, run
 
 
-def _run_cli(*argv):
+def _run_cli(*argv, ids_cache):
     # a plain process, not a rank: no MPI launcher variables from the environment
     env = {k: v for k, v in os.environ.items() if k not in launcher_env()}
+    env[CACHE_ENV_VAR] = str(ids_cache)
     proc = subprocess.run([sys.executable, "-c", RUNNER, *argv], capture_output=True, text=True,
                           timeout=120, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    heavy = re.search(r"^HEAVY=(.*)$", proc.stderr, re.MULTILINE)
-    assert heavy is not None, proc.stderr
-    return proc, [m for m in heavy.group(1).split(",") if m]
+    found = {}
+    for name in ("HEAVY", "UNUSED"):
+        line = re.search(rf"^{name}=(.*)$", proc.stderr, re.MULTILINE)
+        assert line is not None, proc.stderr
+        found[name] = [m for m in line.group(1).split(",") if m]
+    return proc, found["HEAVY"], found["UNUSED"]
 
 
-def test_eval_imports_no_heavy_package(trained):
+def test_eval_imports_no_heavy_package(trained, tmp_path):
     data, run = trained
-    proc, heavy = _run_cli("eval", str(run), "--data-dir", str(data), "--split", "valid")
-    assert "valid perplexity" in proc.stdout
-    assert heavy == [], f"npgated eval imported {heavy}"
+    for attempt in ("parses and saves the ids", "reads the saved ids"):
+        proc, heavy, unused = _run_cli("eval", str(run), "--data-dir", str(data), "--split",
+                                       "valid", ids_cache=tmp_path)
+        assert "valid perplexity" in proc.stdout, attempt
+        assert heavy == [], f"npgated eval ({attempt}) imported {heavy}"
+        assert unused == [], f"a single-process npgated eval ({attempt}) imported {unused}"
+        assert [p.name.split(".")[1] for p in tmp_path.glob("ptb.*.ids.npz")] == ["valid"]
 
 
-def test_generate_imports_no_heavy_package(trained):
+def test_generate_imports_no_heavy_package(trained, tmp_path):
     data, run = trained
-    proc, heavy = _run_cli("generate", str(run / "last.npz"), "--start", "the cat",
-                           "--length", "7", "--data-dir", str(data), "--seed", "0")
+    proc, heavy, unused = _run_cli("generate", str(run / "last.npz"), "--start", "the cat",
+                                   "--length", "7", "--data-dir", str(data), "--seed", "0",
+                                   ids_cache=tmp_path)
     assert proc.stdout.startswith("the cat")
     assert heavy == [], f"npgated generate imported {heavy}"
+    assert unused == [], f"a single-process npgated generate imported {unused}"
 
 
 def test_generate_reports_tokens_per_second_on_stderr_only(trained, capsys):
