@@ -3,7 +3,7 @@
 
 One command (from the repository root)::
 
-    python benchmarks/bench.py                      # all presets, LSTM and GRU, npgated and torch
+    python benchmarks/bench.py                      # all presets, LSTM and GRU, all impls
     python benchmarks/bench.py --presets book-small --cells lstm --iters 2 --repeats 1
     python benchmarks/bench.py --smoke              # seconds: tiny sizes, checks the plumbing
 
@@ -16,7 +16,10 @@ What is measured, for every (preset, cell, implementation):
   contiguous windows of the test split;
 
 each after ``--warmup`` untimed iterations, as the median over ``--repeats`` timed runs of
-``--iters`` iterations, each implementation in a child process of its own.
+``--iters`` iterations, each implementation in a child process of its own. The
+implementations: ``npgated`` as its command runs (its own ``--threads`` threads,
+:mod:`npgated.parallel`, BLAS one thread per call), ``npgated-1t`` with those threads off
+(BLAS with ``--threads`` threads, the plain path), and ``torch``.
 
 This file is the entry point: the command line and the schedule of children. The parts, one
 idea each, are its neighbours in this folder (not a package: the script's folder is on
@@ -59,6 +62,8 @@ from report import (README, README_END, README_START, markdown_report, table_row
                     text_table, update_readme)
 from system import machine_info, wait_for_quiet
 
+IMPLS = ("npgated", "npgated-1t", "torch")
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -69,7 +74,9 @@ def parse_args(argv=None):
     p.add_argument("--presets", default=",".join(ALL_PRESETS),
                    help="comma-separated presets of npgated.training.config.PRESETS")
     p.add_argument("--cells", default="lstm,gru", help="comma-separated cells (lstm, gru, rnn)")
-    p.add_argument("--impl", default="npgated,torch", help="comma-separated: npgated, torch")
+    p.add_argument("--impl", default=",".join(IMPLS),
+                   help="comma-separated: npgated (its own threads on, as the command runs), "
+                        "npgated-1t (its threads off: BLAS threads only), torch")
     p.add_argument("--iters", type=int, default=20, help="timed iterations per repeat")
     p.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats (the median is reported)")
@@ -134,8 +141,8 @@ def parse_args(argv=None):
         if c not in GATES:
             p.error(f"unknown cell {c!r}; choose from {', '.join(GATES)}")
     for i in args.impl:
-        if i not in ("npgated", "torch"):
-            p.error(f"unknown implementation {i!r}; choose from npgated, torch")
+        if i not in IMPLS:
+            p.error(f"unknown implementation {i!r}; choose from {', '.join(IMPLS)}")
     args.gemm_sizes = [int(x) for x in args.gemm_sizes.split(",") if x]
     return args
 

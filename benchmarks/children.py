@@ -33,7 +33,13 @@ HERE = Path(__file__).resolve().parent
 def _child_npgated(spec, result):
     import numpy as np  # noqa: PLC0415
 
+    from npgated import parallel  # noqa: PLC0415
     from npgated.models.rnnlm import BetterRnnlm, Rnnlm  # noqa: PLC0415
+
+    # "npgated" runs as the command does, its own threads on (--threads of them, BLAS one
+    # thread per call); "npgated-1t" with them off (BLAS with its --threads threads)
+    parallel.use_threads(1 if spec["kind"] == "npgated-1t" else spec["threads"])
+    result["npgated_threads"] = parallel.threads()
     from npgated.optim import SGD, clip_grads  # noqa: PLC0415
 
     b = load_batches(spec)
@@ -77,6 +83,7 @@ def _child_npgated(spec, result):
     result["dtypes"] = sorted(dtypes)
     # The model's peak memory, before the GEMM-only arrays below add their own.
     result["peak_rss_mib"] = rss_mib()
+    parallel.use_threads(1)  # the GEMM-only steps: plain NumPy calls, BLAS on --threads threads
     gemm_train, gemm_eval = gemm_only_steps(spec)
     result["gemm_only_train"] = time_runs(gemm_train, 0, spec["warmup"], spec["iters"],
                                            spec["repeats"], tokens)
@@ -135,7 +142,8 @@ TORCH_KINDS = ("gemm-torch", "torch")
 
 
 CHILDREN = {"gemm-numpy": child_gemm_numpy, "gemm-torch": child_gemm_torch,
-            "npgated": _child_npgated, "profile": _child_npgated, "torch": _child_torch}
+            "npgated": _child_npgated, "npgated-1t": _child_npgated, "profile": _child_npgated,
+            "torch": _child_torch}
 
 
 def child_main(spec_path: str) -> int:

@@ -130,7 +130,10 @@ def markdown_report(report: dict) -> str:
     ]
     for row in table_rows(report):
         lines.append("| " + " | ".join(_cells(row)) + " |")
-    lines += ["", "`train ×torch` and `eval ×torch`: npgated tokens/s over PyTorch's in the same "
+    lines += ["", "`npgated`: as its command runs, with its own threads (npgated.parallel, "
+              "BLAS one thread per call); `npgated-1t`: those threads off (`NPGATED_THREADS=1`), "
+              "BLAS with its threads: the plain path. "
+              "`train ×torch` and `eval ×torch`: npgated tokens/s over PyTorch's in the same "
               "run. `GFLOP/s`: training GEMM FLOPs per token × tokens/s; `of GEMM ceiling`: that "
               "over the best NumPy GEMM rate; `ceiling tok/s`: the GEMM-only limit at that "
               "best rate. `GEMM-only tok/s`: measured in the npgated process, a training step "
