@@ -61,10 +61,11 @@ import numpy as np
 
 __all__ = ["use_threads", "threads", "requested_threads", "parts", "run", "each",
            "matmul", "add_matmul", "available_cores", "MIN_FLOPS", "MIN_ELEMENTS",
-           "MIN_ROWS", "MIN_COLS"]
+           "MIN_ROWS", "MIN_COLS", "MIN_OPERAND"]
 
 ENV_VAR = "NPGATED_THREADS"
-MIN_FLOPS = 1 << 22  # a product below ~4 MFLOP (~40 us on one core) stays in one thread
+MIN_FLOPS = 1 << 22  # a product below ~4 MFLOP (~40 us on one core) stays in one thread ...
+MIN_OPERAND = 1 << 18  # ... unless b has this many elements: reading b bounds it (a matvec)
 MIN_ELEMENTS = 1 << 16  # an element-wise pass below 64 Ki elements stays in one thread
 MIN_ROWS = 16  # a product split by rows gives each thread at least this many rows
 MIN_COLS = 32  # a product split by columns gives each thread at least this many columns
@@ -221,7 +222,9 @@ def _split_product(a, b):
     """How to split ``a @ b`` (2-D host arrays): ("rows" | "cols", slices), or None."""
     M, K = a.shape
     N = b.shape[1]
-    if threads() == 1 or 2 * M * K * N < MIN_FLOPS or not _host(a, b):
+    if threads() == 1 or not _host(a, b):
+        return None
+    if 2 * M * K * N < MIN_FLOPS and K * N < MIN_OPERAND:
         return None
     if M >= 2 * MIN_ROWS:
         return "rows", parts(M, MIN_ROWS)
