@@ -20,7 +20,7 @@ import traceback
 import typing
 from pathlib import Path
 
-from npgated import __version__, allocator
+from npgated import __version__, allocator, parallel
 
 EXIT_USAGE = 2
 
@@ -370,7 +370,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     _configure_logging(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
     allocator.keep_freed_memory()  # a process of our own: reuse freed memory between steps
+    threads_before = parallel.threads()
     try:
+        parallel.use_threads()  # every core for large operations; NPGATED_THREADS=1: off
         return args.func(args)
     except (ValueError, FileNotFoundError, TypeError) as exc:
         return _usage_error(str(exc))
@@ -389,6 +391,8 @@ def main(argv=None) -> int:
             print(f"npgated: error: {rank_prefix()}{type(exc).__name__}: {exc}", file=sys.stderr)
             abort_if_running(1)
         raise
+    finally:
+        parallel.use_threads(threads_before)  # main() called in-process leaves it as it was
 
 
 if __name__ == "__main__":

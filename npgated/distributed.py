@@ -69,7 +69,7 @@ from pathlib import Path
 
 import numpy as np
 
-from npgated import backend
+from npgated import backend, parallel
 from npgated.launcher import LAUNCHER_VARS, launcher_env  # light: the CLI asks it first
 from npgated.optim.clip import _TINY
 from npgated.training.loop import Run
@@ -349,11 +349,19 @@ class DataParallel:
         return dp
 
     def limit_blas_threads(self, cores: int | None = None) -> int:
-        """Give this rank its share of the machine's cores for BLAS (threadpoolctl)."""
+        """Give this rank its share of the machine's cores; returns that share.
+
+        When npgated's own threads are on (:mod:`npgated.parallel`, as the command line
+        starts them) the rank's share goes to them (BLAS then runs one thread per call);
+        otherwise to BLAS (threadpoolctl).
+        """
         from threadpoolctl import threadpool_limits  # noqa: PLC0415
 
         n = blas_threads(_cores() if cores is None else cores, self.local_size)
-        self._blas_limit = threadpool_limits(limits=n, user_api="blas")  # kept for the run
+        if parallel.threads() > 1:
+            parallel.use_threads(n)  # n == 1 turns them off and gives BLAS its threads back
+        if parallel.threads() == 1:
+            self._blas_limit = threadpool_limits(limits=n, user_api="blas")  # kept for the run
         return n
 
     def use_local_device(self) -> int | None:
