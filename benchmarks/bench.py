@@ -39,7 +39,7 @@ idea each, are its neighbours in this folder (not a package: the script's folder
 Results: a JSON file (``--out``, default ``benchmarks/results/<date>.json``) with the machine
 (CPU model, cores, NumPy/torch versions, BLAS configuration and, with threadpoolctl installed,
 the OpenBLAS kernel that ran), and a Markdown table next to it (same name, ``.md``);
-``--update-readme`` also puts that table into ``benchmarks/README.md``.
+``--update-readme`` also puts that table into ``benchmarks/README.md`` and the project's README.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ from cases import ALL_PRESETS, SMOKE, VOCAB, make_batches, preset_spec
 from children import child_main
 from gemm_only import GATES, GEMM_SIZES, gemm_flops_per_token
 from harness import add_round, child_env, run_child
-from report import (README, README_END, README_START, markdown_report, table_rows,
+from report import (README_END, README_START, READMES, markdown_report, table_rows,
                     text_table, update_readme)
 from system import machine_info, wait_for_quiet
 
@@ -89,7 +89,7 @@ def parse_args(argv=None):
     p.add_argument("--out", default=None,
                    help="JSON output (default benchmarks/results/<date>.json; a .md beside it)")
     p.add_argument("--update-readme", action="store_true",
-                   help="also replace the results table in benchmarks/README.md")
+                   help="also replace the results table in benchmarks/README.md and README.md")
     p.add_argument("--unset-openblas-env", action="store_true",
                    help="remove OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE in the children")
     p.add_argument("--wait-quiet", type=float, default=60.0,
@@ -298,9 +298,10 @@ def main(argv=None) -> int:
     _log(f"wrote {out} and {out.with_suffix('.md')}")
     if args.update_readme:
         if update_readme(markdown):
-            _log(f"updated the results table in {README}")
+            _log(f"updated the results table in {', '.join(map(str, READMES))}")
         else:
-            _log(f"{README} has no {README_START} ... {README_END} block: not updated")
+            _log(f"not every one of {', '.join(map(str, READMES))} has a {README_START} ... "
+                 f"{README_END} block: those without it were not updated")
     return 1 if failed else 0
 
 

@@ -12,6 +12,7 @@ import statistics
 from pathlib import Path
 
 README = Path(__file__).resolve().parent / "README.md"
+READMES = (README, README.parent.parent / "README.md")  # benchmarks/ and the project's
 README_START = "<!-- bench:results:start -->"
 README_END = "<!-- bench:results:end -->"
 
@@ -212,10 +213,16 @@ def book_eval_markdown(result: dict) -> str:
 
 
 def update_readme(markdown: str) -> bool:
-    text = README.read_text()
-    if README_START not in text or README_END not in text:
-        return False
-    head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    README.write_text(f"{head}{README_START}\n{markdown}{README_END}{tail}")
-    return True
+    """Put ``markdown`` between the markers of ``benchmarks/README.md`` and of the project's
+    README (its speed section); True if both had them."""
+    done = []
+    for readme in READMES:
+        text = readme.read_text()
+        if README_START not in text or README_END not in text:
+            done.append(False)
+            continue
+        head, rest = text.split(README_START, 1)
+        _, tail = rest.split(README_END, 1)
+        readme.write_text(f"{head}{README_START}\n{markdown}{README_END}{tail}")
+        done.append(True)
+    return all(done)

@@ -129,3 +129,28 @@ def test_rounds_are_merged_as_the_median_of_the_rounds(benchmarks):
     assert merged["train"]["tok_s_rounds"] == [100.0, 300.0, 200.0]
     assert merged["train"]["others_cores"] == [0.1, 0.1, 0.1]
     assert merged["peak_rss_mib"] == 30.0 and len(merged["rounds"]) == 3
+
+
+def test_update_readme_fills_both_readmes(benchmarks, monkeypatch, tmp_path):
+    """--update-readme replaces the marked block of benchmarks/README.md and of README.md."""
+    report = benchmarks("report")
+    files = []
+    for name in ("bench.md", "project.md"):
+        path = tmp_path / name
+        path.write_text(f"before\n{report.README_START}\nold table\n{report.README_END}\nafter\n")
+        files.append(path)
+    monkeypatch.setattr(report, "READMES", tuple(files))
+    assert report.update_readme("new table\n") is True
+    for path in files:
+        assert path.read_text() == (f"before\n{report.README_START}\nnew table\n"
+                                    f"{report.README_END}\nafter\n")
+    files[1].write_text("no markers\n")
+    assert report.update_readme("x\n") is False
+    assert files[1].read_text() == "no markers\n"  # left alone
+
+
+def test_the_readmes_have_the_results_markers(benchmarks):
+    report = benchmarks("report")
+    for path in report.READMES:
+        text = path.read_text()
+        assert text.count(report.README_START) == 1 and text.count(report.README_END) == 1, path
