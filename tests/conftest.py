@@ -118,3 +118,15 @@ def _threads_off():
     parallel.use_threads(1)
     yield
     parallel.use_threads(1)
+
+
+@pytest.fixture(scope="session")
+def _session_ids_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("ptb-ids")
+
+
+@pytest.fixture(autouse=True)
+def _ids_cache_in_tmp(monkeypatch, _session_ids_cache):
+    """The PTB id cache (npgated.data.ptb) of every test, and of the commands they start, is
+    one temporary folder per session, never the user's home (a test may point it elsewhere)."""
+    monkeypatch.setenv("NPGATED_PTB_CACHE", str(_session_ids_cache))
