@@ -167,7 +167,7 @@ class _AffineMap(Layer):
         return y2
 
     def rows_into(self, x2, out):
-        """F1 for a block of input rows into ``out`` (no allocation): the evaluation path.
+        """F1 for a block of input rows into ``out`` (no (K, M) allocation): evaluation.
 
         Parameters
         ----------
@@ -175,7 +175,7 @@ class _AffineMap(Layer):
         out : (K, M) array, overwritten with ``x2 @ W + b``
 
         Returns ``out``. One BLAS call in this thread (the caller shares the blocks out over
-        threads); the bias is added as a second, in-cache pass.
+        threads); the bias is added as a second pass over the block.
         """
         W = self.params[0]
         xp = backend.get_array_module(x2)
@@ -395,6 +395,27 @@ class TimeAffine(_AffineMap):
         x1[:, D] = 1
         self.cache = x1  # for B2, B3
         return parallel.matmul(x1, self._Wb).reshape(N, T, self.out_features)  # F1 (bias included)
+
+    def rows_into(self, x2, out):
+        """F1 for a block of input rows into ``out``: the evaluation path.
+
+        Parameters
+        ----------
+        x2 : (K, D) array, input rows
+        out : (K, M) array, overwritten with ``x2 @ W + b``
+
+        Returns ``out``. On the fused path the bias rides inside the GEMM (``[x2 | 1] @ Wb``,
+        a small (K, D + 1) copy of the rows instead of a second pass over the (K, M) block);
+        otherwise as :meth:`_AffineMap.rows_into`.
+        """
+        if self._Wb is None:
+            return super().rows_into(x2, out)
+        xp = backend.get_array_module(x2)
+        K, D = x2.shape
+        x1 = xp.empty((K, D + 1), dtype=x2.dtype)  # [x2 | 1]
+        x1[:, :D] = x2
+        x1[:, D] = 1
+        return xp.matmul(x1, self._Wb, out=out)  # F1 (bias included)
 
     def backward(self, dys):
         """Gradients of the loss: accumulate into ``grads``, return dxs.

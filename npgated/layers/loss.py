@@ -29,9 +29,10 @@ _SAFE_EXP = 30.0  # |row max| up to which exp needs no shift (see F2 in the Note
 # in a core's cache between the passes over them (NumPy only; on a GPU one block).
 _BLOCK_ELEMENTS = 1 << 19
 # Blocks of the evaluation path that computes the logits itself (forward_affine): larger,
-# because the block's GEMM runs faster on more rows (measured at H = 100, V = 10,000: 104 to
-# 175 rows per block beat 52 by ~10 %).
-_FUSED_BLOCK_ELEMENTS = 1 << 20
+# because the block's GEMM runs faster on more rows (measured 2026-12-02 on the book's model,
+# H = 100, V = 10,000, PTB test, 2 threads: 1.54 s with blocks of 52 rows, 1.52 s with 104,
+# 1.49 s with 175, the size this gives at N * T = 350).
+_FUSED_BLOCK_ELEMENTS = 1 << 21
 
 
 class _LossCache(NamedTuple):
@@ -378,10 +379,15 @@ class TimeSoftmaxWithLoss(_SoftmaxCrossEntropy):
         x2 = hs.reshape(N * T, D)
         R = N * T
         if backend.get_array_module(hs) is np:
-            step = max(1, _FUSED_BLOCK_ELEMENTS // V)
+            # equal blocks of at most _FUSED_BLOCK_ELEMENTS, as many as a multiple of the
+            # threads, so that every thread gets the same work
+            k = parallel.threads()
+            count = -(-R * V // _FUSED_BLOCK_ELEMENTS)  # ceil
+            count = max(k, -(-count // k) * k)
         else:
-            step = max(R, 1)  # a device runs one block
-        blocks = [slice(r0, min(r0 + step, R)) for r0 in range(0, R, step)]
+            count = 1  # a device runs one block
+        bounds = [R * i // count for i in range(count + 1)]
+        blocks = [slice(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
         self.cache = None
         s, m, x_t = self._sums_only(
             lambda rows, buf: head.rows_into(x2[rows], buf), safe_t, blocks, V, hs)  # F1-F4
