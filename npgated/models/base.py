@@ -78,7 +78,10 @@ class Model:
     def zero_grads(self) -> None:
         """Zero every (unique) gradient buffer in place; call before each backward."""
         for g in self.grads:
-            parallel.each(_zero, g)  # in flat blocks, one per thread of npgated.parallel
+            # a large buffer in flat blocks over npgated.parallel's threads (measured: 40 MB
+            # of book-better's embedding gradient 5.8 -> 3.8 ms on 2 cores; 4 MB arrays gain
+            # nothing, so blocks are >= 1 Mi elements)
+            parallel.each(_zero, g, min_elements=1 << 20)
 
     @property
     def dtype(self):

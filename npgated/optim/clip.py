@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 
-from npgated import parallel
 from npgated.optim.base import check_range
 
 __all__ = ["clip_grads", "global_norm"]
@@ -42,11 +41,7 @@ def global_norm(grads) -> float:
     total = 0.0
     for g in grads:
         flat = g.reshape(-1)
-        # C1 (a device scalar on the GPU, no host sync yet); a large array as partial sums
-        # over flat blocks, one per thread of npgated.parallel
-        pieces = parallel.parts(flat.size, parallel.MIN_ELEMENTS, flat)
-        for part in parallel.run(lambda s: flat[s] @ flat[s], pieces):
-            total = total + part  # C1
+        total = total + flat @ flat  # C1 (a device scalar on the GPU, no host sync yet)
     return math.sqrt(float(total))  # C1
 
 
@@ -80,10 +75,6 @@ def clip_grads(grads, max_norm: float) -> float:
     norm = global_norm(grads)  # C1
     if math.isfinite(norm) and norm > max_norm:
         rate = max_norm / (norm + _TINY)  # C2
-
-        def scale(block):
-            block *= rate  # C2
-
         for g in grads:
-            parallel.each(scale, g)  # C2, in flat blocks over the threads
+            g *= rate  # C2
     return norm
