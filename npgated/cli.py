@@ -287,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="perplexity of a checkpoint on a PTB split")
+    p.set_defaults(threads=None)  # npgated.parallel: every available core
     p.add_argument("checkpoint", help="a .npz checkpoint or a run directory")
     p.add_argument("--split", default="test", choices=("train", "valid", "val", "test"))
     p.add_argument("--data-dir", default=None, help="PTB folder (default: $NPGATED_DATA_DIR)")
@@ -372,7 +373,8 @@ def main(argv=None) -> int:
     allocator.keep_freed_memory()  # a process of our own: reuse freed memory between steps
     threads_before = parallel.threads()
     try:
-        parallel.use_threads()  # every core for large operations; NPGATED_THREADS=1: off
+        # NPGATED_THREADS, else the command's measured default (npgated.parallel's docstring)
+        parallel.use_threads(parallel.requested_threads(getattr(args, "threads", 1)))
         return args.func(args)
     except (ValueError, FileNotFoundError, TypeError) as exc:
         return _usage_error(str(exc))

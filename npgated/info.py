@@ -296,8 +296,8 @@ def format_info(info: dict) -> str:
         lines.append(f"loaded {d.get('user_api') or '?':<8}{d.get('internal_api')} "
                      f"{d.get('version') or ''}, kernel {d.get('architecture') or '?'}, "
                      f"{d.get('num_threads')} threads ({d.get('filepath')})")
-    lines.append(f"npgated threads {info.get('threads', 1)} (npgated.parallel; the command uses "
-                 "NPGATED_THREADS or every available core, 1 = off)")
+    lines.append(f"npgated threads {info.get('threads', 1)} (npgated.parallel; NPGATED_THREADS, "
+                 "else eval: every core, train/generate: BLAS's threads; 1 = off)")
     for name, value in info["env"].items():
         lines.append(f"{name:<21}{'(unset)' if value is None else value}")
     lines += [f"WARNING: {w}" for w in info["warnings"]]

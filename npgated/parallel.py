@@ -38,10 +38,15 @@ The switch
 ----------
 Off (one thread, BLAS as configured) until :func:`use_threads` is called: importing npgated
 or calling ``npgated.training.fit`` starts no thread and changes no BLAS setting (a library
-user calls ``npgated.parallel.use_threads()`` once). The ``npgated`` command calls
-``use_threads()`` with the number the environment asks for (``NPGATED_THREADS``) or else the
-cores this process may run on; under ``mpiexec`` each rank takes its share of the
-machine's cores (``npgated.distributed``). ``use_threads(1)`` (for the command:
+user calls ``npgated.parallel.use_threads()`` once). The ``npgated`` command uses the number
+the environment asks for (``NPGATED_THREADS``), or else what was measured faster on a 2-core
+machine (2026-12-02, README "Speed"): ``eval`` every core this process may run on (its
+blocks of logits split well: 1.74 s instead of 2.06 s for the book's model on PTB test);
+``train`` and ``generate`` BLAS's own threads (their products with few rows, the recurrent
+step's ``h @ Wh`` of 20-32 rows and generation's (1, H) @ (H, V), split worse over these
+threads than over OpenBLAS's: 2 x 650 LSTM training 7 % slower, 2 x 300 12 %, generation
+2x slower; the book's 1 x 100 model trains 2 % faster). Under ``mpiexec`` each rank takes
+its share of the machine's cores (``npgated.distributed``). ``use_threads(1)`` (for the command:
 ``NPGATED_THREADS=1``) is the plain path: every function below is then the plain NumPy
 expression and BLAS gets its own threads back. This is the library's one process-wide
 setting besides the backend switch, and like it, it is read where work is done, never
@@ -61,11 +66,10 @@ import numpy as np
 
 __all__ = ["use_threads", "threads", "requested_threads", "parts", "run", "each",
            "matmul", "add_matmul", "available_cores", "MIN_FLOPS", "MIN_ELEMENTS",
-           "MIN_ROWS", "MIN_COLS", "MIN_OPERAND"]
+           "MIN_ROWS", "MIN_COLS"]
 
 ENV_VAR = "NPGATED_THREADS"
-MIN_FLOPS = 1 << 22  # a product below ~4 MFLOP (~40 us on one core) stays in one thread ...
-MIN_OPERAND = 1 << 18  # ... unless b has this many elements: reading b bounds it (a matvec)
+MIN_FLOPS = 1 << 22  # a product below ~4 MFLOP (~40 us on one core) stays in one thread
 MIN_ELEMENTS = 1 << 16  # an element-wise pass below 64 Ki elements stays in one thread
 MIN_ROWS = 16  # a product split by rows gives each thread at least this many rows
 MIN_COLS = 32  # a product split by columns gives each thread at least this many columns
@@ -99,11 +103,12 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def requested_threads() -> int:
-    """``$NPGATED_THREADS`` if set (an integer >= 1), else :func:`available_cores`."""
+def requested_threads(default: int | None = None) -> int:
+    """``$NPGATED_THREADS`` if set (an integer >= 1), else ``default``, else
+    :func:`available_cores`."""
     value = os.environ.get(ENV_VAR, "").strip()
     if not value:
-        return available_cores()
+        return available_cores() if default is None else default
     try:
         n = int(value)
     except ValueError:
@@ -222,9 +227,7 @@ def _split_product(a, b):
     """How to split ``a @ b`` (2-D host arrays): ("rows" | "cols", slices), or None."""
     M, K = a.shape
     N = b.shape[1]
-    if threads() == 1 or not _host(a, b):
-        return None
-    if 2 * M * K * N < MIN_FLOPS and K * N < MIN_OPERAND:
+    if threads() == 1 or not _host(a, b) or 2 * M * K * N < MIN_FLOPS:
         return None
     if M >= 2 * MIN_ROWS:
         return "rows", parts(M, MIN_ROWS)

@@ -225,3 +225,16 @@ def test_training_steps_equal_with_threads_on_and_off(monkeypatch, threads_off_a
     np.testing.assert_allclose(trace2, trace1, rtol=1e-12, atol=1e-14)
     for p1, p2 in zip(params1, params2):
         np.testing.assert_allclose(p2, p1, rtol=1e-11, atol=1e-13)
+
+
+def test_each_command_has_its_measured_default(monkeypatch):
+    """eval: every core; train and generate: BLAS's own threads; NPGATED_THREADS overrides."""
+    from npgated import cli
+
+    parser = cli.build_parser()
+    monkeypatch.delenv(parallel.ENV_VAR, raising=False)
+    wanted = {argv[0]: parallel.requested_threads(getattr(parser.parse_args(argv), "threads", 1))
+              for argv in (["eval", "run"], ["train", "--dry-run"], ["generate", "run"])}
+    assert wanted == {"eval": parallel.available_cores(), "train": 1, "generate": 1}
+    monkeypatch.setenv(parallel.ENV_VAR, "2")
+    assert parallel.requested_threads(1) == parallel.requested_threads(None) == 2

@@ -63,7 +63,7 @@ through ``model.predict``.
 
 from __future__ import annotations
 
-from npgated import backend, parallel
+from npgated import backend
 from npgated.layers.activation_reg import ActivationRegularizer, TemporalActivationRegularizer
 from npgated.layers.affine import TimeAffine
 from npgated.layers.dropout import TimeDropout
@@ -362,10 +362,7 @@ class Stepper:
         x = self.E[token]  # TimeEmbedding F1: a view of row k, no copy
         for cell in self.cells:
             x = cell.step(x)
-        # TimeAffine F1, a (1, D) @ (D, V) product: memory-bound (W is read once per token), so
-        # npgated.parallel splits it by columns when its threads are on (each core streams
-        # its half of W)
-        parallel.matmul(x[None, :], self.W, out=self.logits[None, :])  # TimeAffine F1
+        self.xp.matmul(x, self.W, out=self.logits)  # TimeAffine F1
         if self.b is not None:
             self.logits += self.b  # TimeAffine F1
         return self.logits
