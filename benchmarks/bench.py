@@ -17,9 +17,9 @@ What is measured, for every (preset, cell, implementation):
 
 each after ``--warmup`` untimed iterations, as the median over ``--repeats`` timed runs of
 ``--iters`` iterations, each implementation in a child process of its own. The
-implementations: ``npgated`` as its command runs (its own ``--threads`` threads,
-:mod:`npgated.parallel`, BLAS one thread per call), ``npgated-1t`` with those threads off
-(BLAS with ``--threads`` threads, the plain path), and ``torch``.
+implementations: ``npgated`` with its own threads off (BLAS with ``--threads`` threads: how
+``npgated train`` runs by default), ``npgated-threads`` with :mod:`npgated.parallel`'s
+``--threads`` threads on (BLAS one thread per call: how ``npgated eval`` runs), and ``torch``.
 
 This file is the entry point: the command line and the schedule of children. The parts, one
 idea each, are its neighbours in this folder (not a package: the script's folder is on
@@ -62,7 +62,7 @@ from report import (README_END, README_START, READMES, markdown_report, table_ro
                     text_table, update_readme)
 from system import machine_info, wait_for_quiet
 
-IMPLS = ("npgated", "npgated-1t", "torch")
+IMPLS = ("npgated", "npgated-threads", "torch")
 
 HERE = Path(__file__).resolve().parent
 
@@ -75,8 +75,8 @@ def parse_args(argv=None):
                    help="comma-separated presets of npgated.training.config.PRESETS")
     p.add_argument("--cells", default="lstm,gru", help="comma-separated cells (lstm, gru, rnn)")
     p.add_argument("--impl", default=",".join(IMPLS),
-                   help="comma-separated: npgated (its own threads on, as the command runs), "
-                        "npgated-1t (its threads off: BLAS threads only), torch")
+                   help="comma-separated: npgated (its own threads off, BLAS threads), "
+                        "npgated-threads (npgated.parallel's threads on), torch")
     p.add_argument("--iters", type=int, default=20, help="timed iterations per repeat")
     p.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats (the median is reported)")

@@ -36,9 +36,9 @@ def _child_npgated(spec, result):
     from npgated import parallel  # noqa: PLC0415
     from npgated.models.rnnlm import BetterRnnlm, Rnnlm  # noqa: PLC0415
 
-    # "npgated" runs as the command does, its own threads on (--threads of them, BLAS one
-    # thread per call); "npgated-1t" with them off (BLAS with its --threads threads)
-    parallel.use_threads(1 if spec["kind"] == "npgated-1t" else spec["threads"])
+    # "npgated": its own threads off, BLAS with its --threads threads (npgated train's
+    # default); "npgated-threads": npgated.parallel's --threads threads, BLAS one per call
+    parallel.use_threads(spec["threads"] if spec["kind"] == "npgated-threads" else 1)
     result["npgated_threads"] = parallel.threads()
     from npgated.optim import SGD, clip_grads  # noqa: PLC0415
 
@@ -142,7 +142,8 @@ TORCH_KINDS = ("gemm-torch", "torch")
 
 
 CHILDREN = {"gemm-numpy": child_gemm_numpy, "gemm-torch": child_gemm_torch,
-            "npgated": _child_npgated, "npgated-1t": _child_npgated, "profile": _child_npgated,
+            "npgated": _child_npgated, "npgated-threads": _child_npgated,
+            "profile": _child_npgated,
             "torch": _child_torch}
 
 

@@ -131,9 +131,10 @@ def markdown_report(report: dict) -> str:
     ]
     for row in table_rows(report):
         lines.append("| " + " | ".join(_cells(row)) + " |")
-    lines += ["", "`npgated`: as its command runs, with its own threads (npgated.parallel, "
-              "BLAS one thread per call); `npgated-1t`: those threads off (`NPGATED_THREADS=1`), "
-              "BLAS with its threads: the plain path. "
+    lines += ["", "`npgated`: npgated's own threads off, BLAS with its threads (how `npgated "
+              "train` runs by default); `npgated-threads`: npgated.parallel's threads on, BLAS "
+              "one thread per call (how `npgated eval` runs by default; `NPGATED_THREADS` "
+              "chooses). "
               "`train ×torch` and `eval ×torch`: npgated tokens/s over PyTorch's in the same "
               "run. `GFLOP/s`: training GEMM FLOPs per token × tokens/s; `of GEMM ceiling`: that "
               "over the best NumPy GEMM rate; `ceiling tok/s`: the GEMM-only limit at that "

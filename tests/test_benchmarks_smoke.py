@@ -49,7 +49,7 @@ def test_one_command_line(benchmarks):
     """bench.py is the one entry point: its flags parse as before the split."""
     args = benchmarks("bench").parse_args(["--smoke", "--presets", "book-small", "--ranks", "2"])
     assert args.presets == ["book-small"] and args.ranks == 2 and args.iters == 1
-    assert args.cells == ["lstm", "gru"] and args.impl == ["npgated", "npgated-1t", "torch"]
+    assert args.cells == ["lstm", "gru"] and args.impl == ["npgated", "npgated-threads", "torch"]
     assert args.gemm_sizes == [64, 128]
 
 
