@@ -38,7 +38,7 @@ def benchmarks(monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["bench", "book_eval", "cases", "children", "gemm_only",
-                                  "harness", "profiling", "report", "system"])
+                                  "harness", "profiling", "report", "step_parts", "system"])
 def test_every_part_of_the_benchmark_imports(name, benchmarks):
     """Each module of the split benchmark imports on its own, with a docstring saying its idea."""
     module = benchmarks(name)
@@ -154,3 +154,15 @@ def test_the_readmes_have_the_results_markers(benchmarks):
     for path in report.READMES:
         text = path.read_text()
         assert text.count(report.README_START) == 1 and text.count(report.README_END) == 1, path
+
+
+def test_step_parts_times_every_part(benchmarks, capsys):
+    """benchmarks/step_parts.py: one row per layer phase plus clip/update/zeroing, both modes."""
+    step_parts = benchmarks("step_parts")
+    assert step_parts.main(["--preset", "book-small", "--iters", "1", "--rounds", "1",
+                            "--threads", "2"]) == 0
+    out = capsys.readouterr().out
+    for part in ("zero grads", "F embed", "F lstm1", "F affine", "F loss", "B loss",
+                 "B affine", "B lstm1", "B embed", "clip", "update", "**sum**"):
+        assert f"| {part} |" in out, part
+    assert "| part | threads off | 2 threads |" in out
