@@ -1,11 +1,12 @@
-"""Every core for one training step: large operations split over a few threads.
+"""Every core for large operations: products and element-wise passes split over threads.
 
 Why this module exists
 ----------------------
 On a 2-core machine NumPy's OpenBLAS runs each large matrix product on both cores, but the
 work between the products runs on one core while the other idles: the softmax's ``exp``
 over the (N * T, V) logits, the gradient scale, the optimizer's update, the clipping norm,
-zeroing the gradients — a third of a step of the book's model (measured 2026-11-30).
+zeroing the gradients — a third of a step of the book's model (measured 2026-11-30) —
+and, in evaluation, the ``exp`` of every logit.
 Running those in threads of our own does not help as long as OpenBLAS keeps its own
 threads: they keep spinning on the cores for a while after each product, and our threads
 compete with them.
@@ -23,8 +24,9 @@ calling thread: ``MIN_FLOPS`` for products, ``MIN_ELEMENTS`` for element-wise pa
 
 The layers keep their equations: they call :func:`matmul` / :func:`add_matmul` where they
 would write ``a @ b`` / ``c += a @ b`` for a product that can be large, and the loss, the
-optimizer and the clipping hand their row or parameter blocks to :func:`run` / :func:`each`.
-No thread code lives in a layer.
+optimizer and ``zero_grads`` hand their row or parameter blocks to :func:`run` /
+:func:`each`. No thread code lives in a layer. (Clipping's norm and scale stayed plain:
+split, they were measured slower.)
 
 Same numbers
 ------------
@@ -41,11 +43,13 @@ or calling ``npgated.training.fit`` starts no thread and changes no BLAS setting
 user calls ``npgated.parallel.use_threads()`` once). The ``npgated`` command uses the number
 the environment asks for (``NPGATED_THREADS``), or else what was measured faster on a 2-core
 machine (2026-12-02, README "Speed"): ``eval`` every core this process may run on (its
-blocks of logits split well: 1.74 s instead of 2.06 s for the book's model on PTB test);
+blocks of logits split well: ~1.8 s instead of ~2.0 s for the book's model on PTB test);
 ``train`` and ``generate`` BLAS's own threads (their products with few rows, the recurrent
 step's ``h @ Wh`` of 20-32 rows and generation's (1, H) @ (H, V), split worse over these
-threads than over OpenBLAS's: 2 x 650 LSTM training 7 % slower, 2 x 300 12 %, generation
-2x slower; the book's 1 x 100 model trains 2 % faster). Under ``mpiexec`` each rank takes
+threads than over OpenBLAS's: training book-better GRU 10 % slower, zaremba-small 12-15 %,
+a 2 x 300 LSTM 12 %, generation 2x slower; book-small and book-better LSTM 4 % faster).
+Keeping BLAS's threads outside the split work was measured too and is far worse: OpenBLAS's
+idle threads keep spinning on the cores the pool needs (book-small 22,300 -> 14,300 tok/s). Under ``mpiexec`` each rank takes
 its share of the machine's cores (``npgated.distributed``). ``use_threads(1)`` (for the command:
 ``NPGATED_THREADS=1``) is the plain path: every function below is then the plain NumPy
 expression and BLAS gets its own threads back. This is the library's one process-wide
