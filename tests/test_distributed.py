@@ -356,3 +356,34 @@ def test_bench_ranks_smoke_and_scaling_model(tmp_path):
     png = tmp_path / "scaling.png"
     assert scaling.main(["--ranks-json", str(out), "--png", str(png)]) == 0
     assert png.stat().st_size > 0
+
+
+def test_each_rank_takes_its_share_of_the_cores():
+    """limit_blas_threads: with npgated's threads on, the rank's share goes to them (BLAS one
+    thread per call); with them off, to BLAS; two ranks on a 2-core machine get one each."""
+    from threadpoolctl import threadpool_info
+
+    from npgated import parallel
+
+    def blas():
+        return {d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"}
+
+    if not blas():
+        pytest.skip("threadpoolctl sees no BLAS library to limit")
+    alone = distributed.DataParallel(_StubComm(0, 1), local_rank=0, local_size=1)
+    pair = distributed.DataParallel(_StubComm(0, 2), local_rank=0, local_size=2)
+    try:
+        parallel.use_threads(2)
+        assert alone.limit_blas_threads(cores=2) == 2
+        assert parallel.threads() == 2 and blas() == {1}
+        assert pair.limit_blas_threads(cores=2) == 1
+        assert parallel.threads() == 1 and blas() == {1}  # off, and BLAS limited to the share
+        pair._blas_limit.restore_original_limits()
+        parallel.use_threads(1)
+        assert pair.limit_blas_threads(cores=4) == 2
+        assert parallel.threads() == 1 and blas() == {2}  # npgated's threads stay off
+    finally:
+        for dp in (alone, pair):
+            if getattr(dp, "_blas_limit", None) is not None:
+                dp._blas_limit.restore_original_limits()
+        parallel.use_threads(1)
