@@ -130,3 +130,24 @@ def _ids_cache_in_tmp(monkeypatch, _session_ids_cache):
     """The PTB id cache (npgated.data.ptb) of every test, and of the commands they start, is
     one temporary folder per session, never the user's home (a test may point it elsewhere)."""
     monkeypatch.setenv("NPGATED_PTB_CACHE", str(_session_ids_cache))
+
+
+@pytest.fixture
+def benchmarks(monkeypatch):
+    """``benchmarks(name)``: a module of benchmarks/ imported as bench.py imports it.
+
+    benchmarks/ is a folder of scripts, not a package: ``python benchmarks/bench.py`` puts it on
+    ``sys.path`` and its modules import each other by name. The test does the same for its own
+    duration and then forgets those modules, so their short names leave no trace.
+    """
+    import importlib  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    monkeypatch.syspath_prepend(str(folder))
+    before = set(sys.modules)
+    yield importlib.import_module
+    for name in set(sys.modules) - before:
+        if Path(getattr(sys.modules[name], "__file__", None) or "/").parent == folder:
+            del sys.modules[name]

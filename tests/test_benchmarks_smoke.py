@@ -21,22 +21,6 @@ BENCHMARKS = ROOT / "benchmarks"
 BENCH = BENCHMARKS / "bench.py"
 
 
-@pytest.fixture
-def benchmarks(monkeypatch):
-    """``benchmarks(name)``: a module of benchmarks/ imported as bench.py imports it.
-
-    benchmarks/ is a folder of scripts, not a package: ``python benchmarks/bench.py`` puts it on
-    ``sys.path`` and its modules import each other by name. The test does the same for its own
-    duration and then forgets those modules, so their short names leave no trace.
-    """
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    before = set(sys.modules)
-    yield importlib.import_module
-    for name in set(sys.modules) - before:
-        if Path(getattr(sys.modules[name], "__file__", None) or "/").parent == BENCHMARKS:
-            del sys.modules[name]
-
-
 @pytest.mark.parametrize("name", ["bench", "book_eval", "cases", "children", "gemm_only",
                                   "harness", "profiling", "report", "step_parts", "system"])
 def test_every_part_of_the_benchmark_imports(name, benchmarks):

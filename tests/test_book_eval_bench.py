@@ -38,17 +38,6 @@ FAKE_EVAL = (
 FAST = dict(wait_quiet=0.0, sample_s=0.05, timeout=120.0)
 
 
-@pytest.fixture
-def benchmarks(monkeypatch):
-    """``benchmarks(name)``: a module of benchmarks/ imported by name, as bench.py does."""
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    before = set(sys.modules)
-    yield importlib.import_module
-    for name in set(sys.modules) - before:
-        if Path(getattr(sys.modules[name], "__file__", None) or "/").parent == BENCHMARKS:
-            del sys.modules[name]
-
-
 @pytest.fixture(scope="module")
 def fake_book(tmp_path_factory):
     """(book dir, the book protocol's perplexity of its weights, a run dir holding them)."""
