@@ -90,3 +90,28 @@ def test_refuses_training_mode_and_bad_targets():
         loss.forward_affine(hs, head, np.zeros((4, 2), dtype=np.int64))
     with pytest.raises(ValueError, match="out of range"):
         loss.forward_affine(hs, head, np.full((2, 4), 7, dtype=np.int64))
+
+
+@pytest.mark.parametrize("model_kind", ["rnnlm", "better-tied"])
+def test_models_evaluate_through_it_on_every_backend(xp_name, model_kind):
+    """A model in eval mode takes the fused path; its loss equals the training-mode loss
+    (dropout 0, same state) on numpy, the stand-in and cupy."""
+    from npgated.models.rnnlm import BetterRnnlm, Rnnlm
+
+    if model_kind == "rnnlm":
+        model = Rnnlm(50, 6, 7, seed=0, dtype=np.float64)
+    else:
+        model = BetterRnnlm(50, 8, 8, seed=0, dtype=np.float64, dropout_ratio=0.0)
+    rng = np.random.default_rng(5)
+    xs, ts = rng.integers(0, 50, (3, 4)), rng.integers(0, 50, (3, 4))
+    ts[0, 1] = -1
+    model.train()
+    expected = float(model.forward(xs, ts))
+    model.reset_state()
+    model.eval()
+    calls = []
+    fused = model.layers["loss"].forward_affine
+    model.layers["loss"].forward_affine = lambda *a: calls.append(1) or fused(*a)
+    got = float(model.forward(xs, ts))
+    assert calls == [1]
+    assert got == pytest.approx(expected, rel=1e-12)
