@@ -52,9 +52,9 @@ Keeping BLAS's threads outside the split work was measured too and is far worse:
 idle threads keep spinning on the cores the pool needs (book-small 22,300 -> 14,300 tok/s).
 Under ``mpiexec`` each rank takes its share of the machine's cores (``npgated.distributed``).
 ``use_threads(1)`` (for the command: ``NPGATED_THREADS=1``) is the plain path: every function
-below is then the plain NumPy expression and BLAS gets its own threads back. This is the library's one process-wide
-setting besides the backend switch, and like it, it is read where work is done, never
-stored in a layer.
+below is then the plain NumPy expression and BLAS gets its own threads back. This is the
+library's one process-wide setting besides the backend switch, and like it, it is read where
+work is done, never stored in a layer.
 
 On a GPU (CuPy arrays, or the project's stand-in) nothing is split: the device runs the
 whole operation.
