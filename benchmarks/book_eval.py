@@ -57,6 +57,7 @@ import re
 import shutil
 import statistics
 import subprocess
+import platform
 import sys
 import tempfile
 import time
@@ -234,6 +235,7 @@ def run_book_eval(book_dir, *, run_dir=None, data_dir=None, repeats=3, warmup=1,
     env = child_env(threads, unset_openblas_env)
     result = {
         "book_dir": str(book_dir), "data_dir": str(data_dir), "python": sys.executable,
+        "python_version": platform.python_version(),
         "repeats": repeats, "warmup": warmup, "threads": threads,
         "unset_openblas_env": unset_openblas_env, "wait_quiet_s": wait_quiet,
         "max_busy_cores": max_busy,

@@ -199,7 +199,7 @@ def book_eval_markdown(result: dict) -> str:
         f"(order reversed every other round), each after waiting up to "
         f"{_fmt(result.get('wait_quiet_s'), '.0f')} s for at most "
         f"{_fmt(result.get('max_busy_cores'), '.2f')} busy cores. The same interpreter "
-        f"(`{result['python']}`) and environment for all: OMP/OPENBLAS/MKL threads "
+        f"(Python {result.get('python_version') or '?'}) and environment for all: OMP/OPENBLAS/MKL threads "
         f"{env.get('OPENBLAS_NUM_THREADS')}, OPENBLAS_CORETYPE={env.get('OPENBLAS_CORETYPE')!s}, "
         f"OPENBLAS_L2_SIZE={env.get('OPENBLAS_L2_SIZE')!s}"
         f"{' (unset in the children)' if result.get('unset_openblas_env') else ''}; "

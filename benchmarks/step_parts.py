@@ -28,7 +28,9 @@ from npgated import allocator, parallel
 from npgated.models.rnnlm import BetterRnnlm, Rnnlm
 from npgated.optim import SGD, clip_grads
 
-from cases import ALL_PRESETS, VOCAB, preset_spec
+from npgated.training.config import PRESETS
+
+from cases import VOCAB, preset_spec
 
 
 def build(preset: str, cell: str):
@@ -70,13 +72,17 @@ def time_parts(model, optimizer, max_norm, xs, ts, iters: int) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--preset", default="book-small", choices=ALL_PRESETS)
+    p.add_argument("--preset", default="book-small", choices=sorted(PRESETS),
+                   help="a preset of npgated.training.config (its model, N and T; the "
+                        "regularizers beyond dropout are not part of the benchmark's step)")
     p.add_argument("--cell", default="lstm", choices=("lstm", "gru", "rnn"))
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--threads", type=int, default=parallel.available_cores(),
+    p.add_argument("--threads", type=int, default=max(2, parallel.available_cores()),
                    help="npgated.parallel's threads in the 'on' column")
     args = p.parse_args(argv)
+    if args.threads < 2 or args.iters < 1 or args.rounds < 1:
+        p.error("--threads must be >= 2 (the 'on' column), --iters and --rounds >= 1")
     allocator.keep_freed_memory()
     model, N, T, lr, max_norm = build(args.preset, args.cell)
     rng = np.random.default_rng(0)

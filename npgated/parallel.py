@@ -45,9 +45,10 @@ the environment asks for (``NPGATED_THREADS``), or else what was measured faster
 machine (2026-12-02, README "Speed"): ``eval`` every core this process may run on (its
 blocks of logits split well: ~1.8 s instead of ~2.0 s for the book's model on PTB test);
 ``train`` and ``generate`` BLAS's own threads (their products with few rows, the recurrent
-step's ``h @ Wh`` of 20-32 rows and generation's (1, H) @ (H, V), split worse over these
-threads than over OpenBLAS's: training book-better GRU 10 % slower, zaremba-small 12-15 %,
-a 2 x 300 LSTM 12 %, generation 2x slower; book-small and book-better LSTM 4 % faster).
+step's ``h @ Wh`` of 20-32 rows, run worse split over these threads than over OpenBLAS's
+own, and generation's (1, H) @ (H, V), too small to split, runs on one pinned BLAS thread
+instead of two: training book-better GRU 10 % slower, zaremba-small 12-15 %, a 2 x 300 LSTM
+12 %, generation 2x slower; book-small and book-better LSTM 4 % faster).
 Keeping BLAS's threads outside the split work was measured too and is far worse: OpenBLAS's
 idle threads keep spinning on the cores the pool needs (book-small 22,300 -> 14,300 tok/s).
 Under ``mpiexec`` each rank takes its share of the machine's cores (``npgated.distributed``).
@@ -68,7 +69,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["use_threads", "threads", "requested_threads", "parts", "run", "each",
+from npgated import backend
+
+__all__ = ["use_threads", "threads", "requested_threads", "parts", "run", "each", "over_rows",
            "matmul", "add_matmul", "available_cores", "MIN_FLOPS", "MIN_ELEMENTS",
            "MIN_ROWS", "MIN_COLS"]
 
@@ -179,7 +182,8 @@ def run(fn, pieces) -> list:
     """``[fn(p) for p in pieces]``, the pieces on the pool's threads at the same time.
 
     The first piece runs in the calling thread; an exception in any piece is raised here
-    after every piece has finished.
+    after every piece has finished. Every piece runs under the caller's ``np.errstate``
+    (NumPy keeps it per thread: a worker would otherwise use the defaults).
     """
     pieces = list(pieces)
     pool = _pool
@@ -187,9 +191,10 @@ def run(fn, pieces) -> list:
         # off, nothing to share, or called from inside a piece: a nested hand-over could
         # wait for a worker that is busy running the caller (a deadlock), so run here
         return [fn(p) for p in pieces]
-    futures = [pool._executor.submit(_as_piece, fn, p) for p in pieces[1:]]
+    errstate = np.geterr()
+    futures = [pool._executor.submit(_as_piece, fn, p, errstate) for p in pieces[1:]]
     try:
-        first = _as_piece(fn, pieces[0])
+        first = _as_piece(fn, pieces[0], errstate)
     finally:
         rest = [f.exception() for f in futures]  # wait for all before anything is raised
     for err in rest:
@@ -198,13 +203,24 @@ def run(fn, pieces) -> list:
     return [first] + [f.result() for f in futures]
 
 
-def _as_piece(fn, piece):
-    """``fn(piece)`` with this thread marked as running a piece (see :func:`run`)."""
+def _as_piece(fn, piece, errstate):
+    """``fn(piece)`` under ``errstate``, this thread marked as running a piece (:func:`run`)."""
     _inside.active = True
     try:
-        return fn(piece)
+        with np.errstate(**errstate):
+            return fn(piece)
     finally:
         _inside.active = False
+
+
+def over_rows(fn, n_rows: int, row_size: int, *arrays) -> None:
+    """``fn(rows)`` for contiguous row slices of ``range(n_rows)`` shared over the threads.
+
+    For an element-wise pass over the rows of (n_rows, row_size) arrays (a bias added to
+    every row, a per-row scale): each thread gets at least :data:`MIN_ELEMENTS` elements;
+    one call with all rows when the threads are off or ``arrays`` are not host arrays.
+    """
+    run(fn, parts(n_rows, 1 + MIN_ELEMENTS // max(1, row_size), *arrays))
 
 
 def each(fn, *arrays, min_elements: int | None = None) -> None:
@@ -252,7 +268,7 @@ def matmul(a, b, out=None):
     """
     plan = _split_product(a, b)
     if plan is None:
-        return a @ b if out is None else np.matmul(a, b, out=out)
+        return a @ b if out is None else backend.get_array_module(a).matmul(a, b, out=out)
     if out is None:
         out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
     how, pieces = plan

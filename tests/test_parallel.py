@@ -41,6 +41,7 @@ def split_everything(monkeypatch, threads_off_after):
     monkeypatch.setattr(parallel, "MIN_COLS", 2)
     monkeypatch.setattr(loss_module, "_BLOCK_ELEMENTS", 64)  # several row blocks per loss
     monkeypatch.setattr(loss_module, "_FUSED_BLOCK_ELEMENTS", 64)
+    monkeypatch.setattr(loss_module, "_FUSED_MIN_ROWS", 1)
     parallel.use_threads(2)
 
 
@@ -214,6 +215,7 @@ def test_training_steps_equal_with_threads_on_and_off(monkeypatch, threads_off_a
                 monkeypatch.setattr(parallel, attr, value)
             monkeypatch.setattr(loss_module, "_BLOCK_ELEMENTS", 64)
             monkeypatch.setattr(loss_module, "_FUSED_BLOCK_ELEMENTS", 64)
+            monkeypatch.setattr(loss_module, "_FUSED_MIN_ROWS", 1)
         parallel.use_threads(n)
         model = _models()[name]()
         optimizer = opt(lr=0.1)
@@ -238,3 +240,21 @@ def test_each_command_has_its_measured_default(monkeypatch):
     assert wanted == {"eval": parallel.available_cores(), "train": 1, "generate": 1}
     monkeypatch.setenv(parallel.ENV_VAR, "2")
     assert parallel.requested_threads(1) == parallel.requested_threads(None) == 2
+
+
+def test_pieces_run_under_the_callers_errstate(threads_off_after):
+    """NumPy keeps errstate per thread: a worker's piece must see the caller's."""
+    import warnings
+
+    parallel.use_threads(2)
+    x = np.array([1.0, -1.0])  # the second piece (on a worker thread) takes log(-1)
+
+    def piece(i):
+        return np.log(x[i:i + 1])
+
+    with np.errstate(invalid="raise"), pytest.raises(FloatingPointError):
+        parallel.run(piece, [0, 1])
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = parallel.run(piece, [0, 1])
+    assert np.isnan(out[1][0])

@@ -382,6 +382,8 @@ def _read_entry(path: Path, name: str, train_sha: str, split_sha: str):
         meta = json.loads(meta.tobytes().decode("utf-8"))
         expected = {"format": _CACHE_FORMAT, "split": name, "train_sha256": train_sha,
                     "split_sha256": split_sha}
+        if not isinstance(meta, dict):
+            raise ValueError(f"metadata is a JSON {type(meta).__name__}, not an object")
         differ = [k for k, v in expected.items() if meta.get(k) != v]
         if differ:
             problem = f"its {', '.join(differ)} differ from this data"

@@ -162,8 +162,7 @@ class _AffineMap(Layer):
             def add_bias(rows):
                 y2[rows] += b  # F1 (bias broadcast over the rows, in place)
 
-            min_rows = 1 + parallel.MIN_ELEMENTS // b.size
-            parallel.run(add_bias, parallel.parts(len(y2), min_rows, y2))
+            parallel.over_rows(add_bias, len(y2), b.size, y2)
         return y2
 
     def rows_into(self, x2, out):
@@ -172,7 +171,8 @@ class _AffineMap(Layer):
         Parameters
         ----------
         x2 : (K, D) array, input rows
-        out : (K, M) array, overwritten with ``x2 @ W + b``
+        out : (K, M) array, overwritten with ``x2 @ W + b`` (``x2 @ W.T + b`` for a
+            transposed, tied layer)
 
         Returns ``out``. One BLAS call in this thread (the caller shares the blocks out over
         threads); the bias is added as a second pass over the block.

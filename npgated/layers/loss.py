@@ -33,6 +33,9 @@ _BLOCK_ELEMENTS = 1 << 19
 # H = 100, V = 10,000, PTB test, 2 threads: 1.54 s with blocks of 52 rows, 1.52 s with 104,
 # 1.49 s with 175, the size this gives at N * T = 350).
 _FUSED_BLOCK_ELEMENTS = 1 << 21
+_FUSED_MIN_ROWS = 32
+# What forward_affine leaves as the cache: backward explains that nothing was kept.
+_EVALUATED = "evaluated by forward_affine"
 
 
 class _LossCache(NamedTuple):
@@ -192,6 +195,7 @@ class _SoftmaxCrossEntropy(Layer):
 
     @staticmethod
     def _mean_loss(x_t, m, s, keep, K):
+        """F3, F5: the mean of -(x_t - m - log s) over the K kept rows (0 when K = 0)."""
         xp = backend.get_array_module(s)
         return -((x_t - m - xp.log(s)) * keep).sum() / max(K, 1)  # F3, F5
 
@@ -227,6 +231,12 @@ class _SoftmaxCrossEntropy(Layer):
             others. In training mode this is the layer's forward buffer, overwritten in place.
         """
         cache = self._require_forward()
+        if cache is _EVALUATED:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward after an evaluation forward (eval mode, "
+                "forward_affine), which keeps nothing for backward: call model.train() "
+                "before the forward you want to backpropagate"
+            )
         self.cache = None
         e, s = cache.exp, cache.sums
         if e is None:  # eval-mode forward kept no buffer
@@ -239,8 +249,7 @@ class _SoftmaxCrossEntropy(Layer):
         def scale_rows(rows):
             e[rows] *= c[rows, None]  # B2 (in place: e becomes dout / K * softmax on kept rows)
 
-        min_rows = parallel.MIN_ELEMENTS // e.shape[1] + 1
-        parallel.run(scale_rows, parallel.parts(e.shape[0], min_rows, e))
+        parallel.over_rows(scale_rows, e.shape[0], e.shape[1], e)
         e[xp.arange(e.shape[0]), cache.targets] -= cache.keep * scale  # B3
         return e.reshape(cache.shape)
 
@@ -354,8 +363,8 @@ class TimeSoftmaxWithLoss(_SoftmaxCrossEntropy):
         Notes
         -----
         F1-F5 of :class:`SoftmaxWithLoss` with the logits made block by block of rows
-        (``head.rows_into``: x2 @ W + b into a scratch block of ~4 MiB), each block's exp and
-        row sums done while it is in the cache, the blocks shared out over the threads of
+        (``head.rows_into``: x2 @ W + b into a scratch block of up to 2 Mi elements, 8 MiB in
+        float32), each block's exp and row sums done while the block is fresh, the blocks shared out over the threads of
         :mod:`npgated.parallel`, each thread with its own scratch. The logits array of a
         PTB window (N * T * V floats, 14 MB at N = 10, T = 35) is never written to memory.
         Nothing is cached: ``backward`` afterwards raises.
@@ -368,6 +377,11 @@ class TimeSoftmaxWithLoss(_SoftmaxCrossEntropy):
         checks.check_float(hs, "hs", ndim=3, symbolic="(N, T, D)")
         N, T, D = hs.shape
         V = head.out_features
+        if D != head.in_features:
+            raise ValueError(
+                f"hs must have last dimension D = {head.in_features} (the input size of the "
+                f"output layer), got shape {checks.shape_str(hs.shape)}"
+            )
         if not hasattr(ts, "shape") or tuple(ts.shape) != (N, T):
             raise ValueError(
                 f"ts must have shape (N, T) = ({N}, {T}) to match hs of shape "
@@ -380,15 +394,16 @@ class TimeSoftmaxWithLoss(_SoftmaxCrossEntropy):
         R = N * T
         if backend.get_array_module(hs) is np:
             # equal blocks of at most _FUSED_BLOCK_ELEMENTS, as many as a multiple of the
-            # threads, so that every thread gets the same work
-            k = parallel.threads()
+            # threads (each thread the same work), but no block under _FUSED_MIN_ROWS rows
+            # (each block reads all of W: many threads on few rows would read it for nothing)
+            k = max(1, min(parallel.threads(), R // _FUSED_MIN_ROWS))
             count = -(-R * V // _FUSED_BLOCK_ELEMENTS)  # ceil
             count = max(k, -(-count // k) * k)
         else:
             count = 1  # a device runs one block
         bounds = [R * i // count for i in range(count + 1)]
         blocks = [slice(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
-        self.cache = None
+        self.cache = _EVALUATED  # nothing for backward (which says so)
         s, m, x_t = self._sums_only(
             lambda rows, buf: head.rows_into(x2[rows], buf), safe_t, blocks, V, hs)  # F1-F4
         return self._mean_loss(x_t, m, s, keep, K)  # F3, F5

@@ -198,6 +198,7 @@ CORRUPTIONS = {
     "other format": lambda p: _rewrite(p, meta=_meta(format=999)),
     "other split": lambda p: _rewrite(p, meta=_meta(split="train")),
     "meta not json": lambda p: _rewrite(p, meta=lambda a: np.frombuffer(b"{", np.uint8)),
+    "meta not an object": lambda p: _rewrite(p, meta=lambda a: np.frombuffer(b"[]", np.uint8)),
 }
 
 

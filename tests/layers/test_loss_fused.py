@@ -32,6 +32,7 @@ def _heads(rng, D, V, dtype):
 @pytest.fixture(params=[1, 2], ids=["one-thread", "two-threads"])
 def threads(request, monkeypatch):
     monkeypatch.setattr(loss_module, "_FUSED_BLOCK_ELEMENTS", 3 * 17)  # several blocks
+    monkeypatch.setattr(loss_module, "_FUSED_MIN_ROWS", 1)
     if request.param == 2:
         monkeypatch.setattr(parallel, "MIN_ELEMENTS", 4)
     parallel.use_threads(request.param)
@@ -53,9 +54,8 @@ def test_equals_the_loss_of_the_logits(threads, kind, dtype, tol):
     expected = float(loss.forward(head.forward(hs), ts))
     got = float(loss.forward_affine(hs, head, ts))
     assert got == pytest.approx(expected, rel=tol, abs=tol)
-    assert loss.cache is None  # nothing kept: backward afterwards raises
-    with pytest.raises(RuntimeError, match="before forward"):
-        loss.backward()
+    with pytest.raises(RuntimeError, match="keeps nothing for backward: call model.train"):
+        loss.backward()  # nothing kept, and it says why
 
 
 def test_large_logits_take_the_shifted_path(threads):
@@ -90,6 +90,8 @@ def test_refuses_training_mode_and_bad_targets():
         loss.forward_affine(hs, head, np.zeros((4, 2), dtype=np.int64))
     with pytest.raises(ValueError, match="out of range"):
         loss.forward_affine(hs, head, np.full((2, 4), 7, dtype=np.int64))
+    with pytest.raises(ValueError, match=r"last dimension D = 3 \(the input size"):
+        loss.forward_affine(hs[:, :, :2], head, np.zeros((2, 4), dtype=np.int64))
 
 
 @pytest.mark.parametrize("model_kind", ["rnnlm", "better-tied"])
