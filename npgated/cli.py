@@ -101,11 +101,28 @@ def _config_from_args(args):
 # ---------------------------------------------------------------------------------------
 # commands
 # ---------------------------------------------------------------------------------------
+_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+
+
+def _training_threads(config):
+    """npgated's threads for training when ``NPGATED_THREADS`` is unset: None (every core)
+    when the recurrent step's product ``h @ Wh`` is too small to be split anyway (below
+    ``parallel.MIN_FLOPS``; then only the loss, the output layer and the update are split:
+    book-small trains 9-15 % faster so), else 1 (BLAS's own threads, which split those
+    products better: zaremba-small 17-22 % and a 2 x 300 LSTM 11 % slower with ours).
+    Measured 2026-12-02, benchmarks/results/2026-12-02*.md."""
+    H = config.hidden_size
+    step_flops = 2 * config.batch_size * H * _GATES[config.cell] * H
+    return None if step_flops < parallel.MIN_FLOPS else 1
+
+
 def cmd_train(args) -> int:
     from npgated.training.loop import TrainingDiverged, load_corpora, train  # noqa: PLC0415
 
     dp = _data_parallel()  # None unless mpiexec started several ranks
     config = _config_from_args(args)
+    if dp is None:  # NPGATED_THREADS, else what was measured faster for this model
+        parallel.use_threads(parallel.requested_threads(_training_threads(config)))
     corpora = load_corpora(config)
     train_c, valid, test, word_to_id, _ = corpora
     if args.dry_run:  # a quick end-to-end run: evaluate on a few windows only

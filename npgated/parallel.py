@@ -44,11 +44,12 @@ user calls ``npgated.parallel.use_threads()`` once). The ``npgated`` command use
 the environment asks for (``NPGATED_THREADS``), or else what was measured faster on a 2-core
 machine (2026-12-02, README "Speed"): ``eval`` every core this process may run on (its
 blocks of logits split well: ~1.8 s instead of ~2.0 s for the book's model on PTB test);
-``train`` and ``generate`` BLAS's own threads (their products with few rows, the recurrent
-step's ``h @ Wh`` of 20-32 rows, run worse split over these threads than over OpenBLAS's
-own, and generation's (1, H) @ (H, V), too small to split, runs on one pinned BLAS thread
-instead of two: training book-better GRU 10 % slower, zaremba-small 12-15 %, a 2 x 300 LSTM
-12 %, generation 2x slower; book-small and book-better LSTM 4 % faster).
+``train`` every core when the recurrent step's ``h @ Wh`` is too small to be split anyway
+(below :data:`MIN_FLOPS`: the book's 1 x 100 model trains 9-15 % faster), else BLAS's own
+threads (a product of 20-32 rows split over these threads runs slower than over OpenBLAS's:
+zaremba-small 17-22 % slower, a 2 x 300 LSTM 11 %, book-better about even); ``generate``
+BLAS's own threads (its (1, H) @ (H, V) product, too small to split, would run on one
+pinned BLAS thread instead of two: 2x slower).
 Keeping BLAS's threads outside the split work was measured too and is far worse: OpenBLAS's
 idle threads keep spinning on the cores the pool needs (book-small 22,300 -> 14,300 tok/s).
 Under ``mpiexec`` each rank takes its share of the machine's cores (``npgated.distributed``).

@@ -230,7 +230,8 @@ def test_training_steps_equal_with_threads_on_and_off(monkeypatch, threads_off_a
 
 
 def test_each_command_has_its_measured_default(monkeypatch):
-    """eval: every core; train and generate: BLAS's own threads; NPGATED_THREADS overrides."""
+    """eval: every core; generate (and train, before its model is known): BLAS's threads;
+    NPGATED_THREADS overrides."""
     from npgated import cli
 
     parser = cli.build_parser()
@@ -258,3 +259,15 @@ def test_pieces_run_under_the_callers_errstate(threads_off_after):
         warnings.simplefilter("error")
         out = parallel.run(piece, [0, 1])
     assert np.isnan(out[1][0])
+
+
+def test_training_threads_follow_the_recurrent_product(monkeypatch):
+    """npgated train: its threads when h @ Wh is too small to split (book-small), else BLAS's."""
+    from npgated import cli
+    from npgated.training.config import PRESETS, TrainConfig
+
+    monkeypatch.delenv(parallel.ENV_VAR, raising=False)
+    chosen = {name: cli._training_threads(TrainConfig(**PRESETS[name]))
+              for name in ("book-small", "book-better", "zaremba-small", "cpu-hour")}
+    assert chosen == {"book-small": None, "book-better": 1, "zaremba-small": 1, "cpu-hour": 1}
+    assert parallel.requested_threads(chosen["book-small"]) == parallel.available_cores()
