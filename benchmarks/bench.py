@@ -17,9 +17,9 @@ What is measured, for every (preset, cell, implementation):
 
 each after ``--warmup`` untimed iterations, as the median over ``--repeats`` timed runs of
 ``--iters`` iterations, each implementation in a child process of its own. The
-implementations: ``npgated`` with its own threads off (BLAS with ``--threads`` threads: how
-``npgated train`` runs by default), ``npgated-threads`` with :mod:`npgated.parallel`'s
-``--threads`` threads on (BLAS one thread per call: how ``npgated eval`` runs), and ``torch``.
+implementations: ``npgated`` with its own threads off (BLAS with ``--threads`` threads),
+``npgated-threads`` with :mod:`npgated.parallel`'s ``--threads`` threads on (BLAS one thread
+per call: how ``npgated eval`` runs, and ``npgated train`` for book-small), and ``torch``.
 
 This file is the entry point: the command line and the schedule of children. The parts, one
 idea each, are its neighbours in this folder (not a package: the script's folder is on

@@ -36,8 +36,8 @@ def _child_npgated(spec, result):
     from npgated import parallel  # noqa: PLC0415
     from npgated.models.rnnlm import BetterRnnlm, Rnnlm  # noqa: PLC0415
 
-    # "npgated": its own threads off, BLAS with its --threads threads (npgated train's
-    # default); "npgated-threads": npgated.parallel's --threads threads, BLAS one per call
+    # "npgated": its own threads off, BLAS with its --threads threads; "npgated-threads":
+    # npgated.parallel's --threads threads, BLAS one per call
     parallel.use_threads(spec["threads"] if spec["kind"] == "npgated-threads" else 1)
     result["npgated_threads"] = parallel.threads()
     from npgated.optim import SGD, clip_grads  # noqa: PLC0415

@@ -131,9 +131,10 @@ def markdown_report(report: dict) -> str:
     ]
     for row in table_rows(report):
         lines.append("| " + " | ".join(_cells(row)) + " |")
-    lines += ["", "`npgated`: npgated's own threads off, BLAS with its threads (how `npgated "
-              "train` runs by default); `npgated-threads`: npgated.parallel's threads on, BLAS "
-              "one thread per call (how `npgated eval` runs by default; `NPGATED_THREADS` "
+    lines += ["", "`npgated`: npgated's own threads off, BLAS with its threads; "
+              "`npgated-threads`: npgated.parallel's threads on, BLAS one thread per call "
+              "(`npgated eval` runs so, and `npgated train` for models whose recurrent step "
+              "product is too small to split, such as book-small; `NPGATED_THREADS` "
               "chooses). "
               "`train ×torch` and `eval ×torch`: npgated tokens/s over PyTorch's in the same "
               "run. `GFLOP/s`: training GEMM FLOPs per token × tokens/s; `of GEMM ceiling`: that "
