@@ -73,7 +73,7 @@ import numpy as np
 from npgated import backend
 
 __all__ = ["use_threads", "threads", "requested_threads", "parts", "run", "each", "over_rows",
-           "matmul", "add_matmul", "available_cores", "MIN_FLOPS", "MIN_ELEMENTS",
+           "matmul", "matmul_for", "add_matmul", "available_cores", "MIN_FLOPS", "MIN_ELEMENTS",
            "MIN_ROWS", "MIN_COLS"]
 
 ENV_VAR = "NPGATED_THREADS"
@@ -259,6 +259,19 @@ def _split_product(a, b):
     if M >= 2 * MIN_ROWS:
         return "rows", parts(M, MIN_ROWS)
     return None
+
+
+def matmul_for(M: int, K: int, N: int, like):
+    """The matmul for the repeated (M, K) @ (K, N) products of a loop, decided once.
+
+    A Time layer's per-step products all have one shape: this returns the array module's
+    plain ``matmul`` when a product of that size is never split (threads off, too small, or
+    a device), else :func:`matmul`; call the result as ``mm(a, b, out=...)`` inside the loop,
+    so no step repeats the decision.
+    """
+    if threads() == 1 or 2 * M * K * N < MIN_FLOPS or not _host(like):
+        return backend.get_array_module(like).matmul
+    return matmul
 
 
 def matmul(a, b, out=None):

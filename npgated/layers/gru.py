@@ -518,6 +518,7 @@ class TimeGRU(RecurrentLayer):
             hn_all = xp.empty((N, T if store else 1, H), dtype=dtype)
             b_hn = b[1, 2 * H :]
             ah = xp.empty((N, 3 * H), dtype=dtype)
+            step_mm = parallel.matmul_for(N, H, 3 * H, xs)  # F1's product, split or not
             for t in range(T):
                 s = t if store else 0
                 h_prev, g, hn = hs[:, t], gates[:, s], hn_all[:, s]
@@ -526,7 +527,7 @@ class TimeGRU(RecurrentLayer):
                 if m is not None:
                     xp.multiply(h_prev, m, out=hm)  # F0
                     h_in = hm
-                parallel.matmul(h_in, Wh, out=ah)  # F1, F3 (hm @ Wh_eff, all three blocks)
+                step_mm(h_in, Wh, out=ah)  # F1, F3 (hm @ Wh_eff, all three blocks)
                 xp.add(ax[:, t, : 2 * H], ah[:, : 2 * H], out=rz)  # F1
                 sigmoid(rz, out=rz)  # F2
                 xp.add(ah[:, 2 * H :], b_hn, out=hn)  # F3
@@ -544,6 +545,8 @@ class TimeGRU(RecurrentLayer):
             a_rz = xp.empty((N, 2 * H), dtype=dtype)
             rh = xp.empty((N, H), dtype=dtype)
             a_n = xp.empty((N, H), dtype=dtype)
+            rz_mm = parallel.matmul_for(N, H, 2 * H, xs)  # the step's products, split or not
+            n_mm = parallel.matmul_for(N, H, H, xs)
             for t in range(T):
                 s = t if store else 0
                 h_prev, g = hs[:, t], gates[:, s]
@@ -552,11 +555,11 @@ class TimeGRU(RecurrentLayer):
                 if m is not None:
                     xp.multiply(h_prev, m, out=hm)  # F0
                     h_in = hm
-                parallel.matmul(h_in, Wh_rz, out=a_rz)  # F1
+                rz_mm(h_in, Wh_rz, out=a_rz)  # F1
                 xp.add(ax[:, t, : 2 * H], a_rz, out=rz)  # F1
                 sigmoid(rz, out=rz)  # F2
                 xp.multiply(r, h_in, out=rh)  # F3
-                parallel.matmul(rh, Wh_n, out=a_n)  # F3
+                n_mm(rh, Wh_n, out=a_n)  # F3
                 xp.add(ax[:, t, 2 * H :], a_n, out=n)  # F3
                 xp.tanh(n, out=n)  # F4
                 h_next = hs[:, t + 1]
@@ -616,12 +619,13 @@ class TimeGRU(RecurrentLayer):
             da[:, :, 0] = da[:, :, 2] * hn * (1 - r)  # K3
             da[:, :, 1] = (h_prev - n) * z * (1 - z)  # K1
             dah = da.reshape(N, T, 4 * H)[:, :, : 3 * H]  # [da_r, da_z, dhn] per step
+            step_mm = parallel.matmul_for(H, 3 * H, N, xs)  # B3's product, split or not
             for t in reversed(range(T)):
                 xp.add(dhs[:, t], dh_next, out=dh)  # B0  (out=: no temporary in the hot loop)
                 if norms is not None:
                     norms[t] = (dh * dh).sum()
                 da[:, t] *= dh[:, None, :]  # B1  all four blocks at once
-                parallel.matmul(Wh, dah[:, t].T, out=dhT)  # B3  (dh_next = dah_t @ Wh_eff.T)
+                step_mm(Wh, dah[:, t].T, out=dhT)  # B3  (dh_next = dah_t @ Wh_eff.T)
                 if m is not None:
                     dh_next *= m  # B3
                 dh_next += dh * z[:, t]  # B3
@@ -647,15 +651,17 @@ class TimeGRU(RecurrentLayer):
             da3 = da.reshape(N, T, 3 * H)
             drhT = xp.empty((H, N), dtype=dtype)  # as dhT: drh = drhT.T
             drh = drhT.T
+            n_mm = parallel.matmul_for(H, H, N, xs)  # the step's products, split or not
+            rz_mm = parallel.matmul_for(H, 2 * H, N, xs)
             for t in reversed(range(T)):
                 xp.add(dhs[:, t], dh_next, out=dh)  # B0  (out=: no temporary in the hot loop)
                 if norms is not None:
                     norms[t] = (dh * dh).sum()
                 da_t = da[:, t]
                 da_t[:, 1:] *= dh[:, None, :]  # B1  da_z, da_n
-                parallel.matmul(Wh[:, 2 * H :], da_t[:, 2].T, out=drhT)  # B2  (drh = da_n @ Wh_n.T)
+                n_mm(Wh[:, 2 * H :], da_t[:, 2].T, out=drhT)  # B2  (drh = da_n @ Wh_n.T)
                 xp.multiply(drh, kr[:, t], out=da_t[:, 0])  # B2  da_r
-                parallel.matmul(Wh[:, : 2 * H], da3[:, t, : 2 * H].T, out=dhT)  # B3 (da_rz @ Wh_rz.T)
+                rz_mm(Wh[:, : 2 * H], da3[:, t, : 2 * H].T, out=dhT)  # B3 (da_rz @ Wh_rz.T)
                 drh *= r[:, t]  # B3
                 dh_next += drh  # B3
                 if m is not None:

@@ -444,6 +444,7 @@ class TimeLSTM(RecurrentLayer):
         ah = xp.empty((N, 4 * H), dtype=dtype)
         ig = xp.empty((N, H), dtype=dtype)
         hm = None if m is None else xp.empty((N, H), dtype=dtype)  # m * h_{t-1}
+        step_mm = parallel.matmul_for(N, H, 4 * H, xs)  # F1's product, split or not
         for t in range(T):
             s = t if store else 0
             a, c_prev, c, tanh_c = gates[:, t], cs[:, t], cs[:, t + 1], tanh_cs[:, s]
@@ -452,7 +453,7 @@ class TimeLSTM(RecurrentLayer):
             if m is not None:
                 xp.multiply(h_prev, m, out=hm)  # F1  m * h_{t-1}
                 h_prev = hm
-            parallel.matmul(h_prev, Wh, out=ah)  # F1
+            step_mm(h_prev, Wh, out=ah)  # F1
             a += ah  # F1
             a *= scale  # F2
             xp.tanh(a, out=a)  # F2
@@ -528,6 +529,7 @@ class TimeLSTM(RecurrentLayer):
         dc = xp.empty((N, H), dtype=dtype)
         dc_next = xp.zeros((N, H), dtype=dtype)
         norms = self._grad_norm_buffer(T, like=xs)
+        step_mm = parallel.matmul_for(H, 4 * H, N, xs)  # B7's product, split or not
         for t in reversed(range(T)):
             xp.add(dhs[:, t], dh_next, out=dh)  # B0  (out=: no temporaries in the hot loop)
             if norms is not None:
@@ -537,7 +539,7 @@ class TimeLSTM(RecurrentLayer):
             blocks[:, t, :3] *= dc[:, None, :]  # B2-B4  blocks i, f, g at once
             blocks[:, t, 3] *= dh  # B5
             xp.multiply(dc, f[:, t], out=dc_next)  # B6
-            parallel.matmul(Wh, da[:, t].T, out=dhT)  # B7  (dh_next = dhT.T = da_t @ Wh_eff.T)
+            step_mm(Wh, da[:, t].T, out=dhT)  # B7  (dh_next = dhT.T = da_t @ Wh_eff.T)
             if m is not None:
                 dh_next *= m  # B7
 

@@ -342,13 +342,14 @@ class TimeRNN(RecurrentLayer):
         # Preallocated per-step scratch: the hot loop writes with out= (no temporaries).
         ah = xp.empty((N, H), dtype=dtype)
         hm = None if m is None else xp.empty((N, H), dtype=dtype)  # m * h_{t-1}
+        step_mm = parallel.matmul_for(N, H, H, xs)  # F1's product, split or not
         for t in range(T):
             a = ax[:, t]  # (N, H) view: a_t is built in place
             h_prev = hs[:, t]
             if m is not None:
                 xp.multiply(h_prev, m, out=hm)  # F1  m * h_{t-1}
                 h_prev = hm
-            parallel.matmul(h_prev, Wh, out=ah)  # F1
+            step_mm(h_prev, Wh, out=ah)  # F1
             a += ah  # F1
             xp.tanh(a, out=hs[:, t + 1])  # F2
 
@@ -391,12 +392,13 @@ class TimeRNN(RecurrentLayer):
         dh_next = dhT.T
         dh = xp.empty((N, H), dtype=dtype)
         norms = self._grad_norm_buffer(T, like=xs)
+        step_mm = parallel.matmul_for(H, H, N, xs)  # B2's product, split or not
         for t in reversed(range(T)):
             xp.add(dhs[:, t], dh_next, out=dh)  # B0  (out=: no temporaries in the hot loop)
             if norms is not None:
                 norms[t] = (dh * dh).sum()
             da[:, t] *= dh  # B1
-            parallel.matmul(Wh, da[:, t].T, out=dhT)  # B2  (dh_next = dhT.T = da_t @ Wh_eff.T)
+            step_mm(Wh, da[:, t].T, out=dhT)  # B2  (dh_next = dhT.T = da_t @ Wh_eff.T)
             if m is not None:
                 dh_next *= m  # B2
 
