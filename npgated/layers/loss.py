@@ -87,13 +87,18 @@ class _SoftmaxCrossEntropy(Layer):
         return [slice(r0, min(r0 + step, R)) for r0 in range(0, R, step)]
 
     @staticmethod
-    def _in_parallel(blocks, fn, x2) -> None:
-        """``fn(rows)`` for every row block, the blocks shared out over the threads of
-        :mod:`npgated.parallel` in contiguous groups (all in this thread when it is off)."""
+    def _in_parallel(blocks, fn, like, scratch=None) -> None:
+        """``fn(rows, buf)`` for every row block, the blocks shared out over the threads of
+        :mod:`npgated.parallel` in contiguous groups (all in this thread when it is off);
+        ``buf`` is the thread's own scratch array of shape ``scratch`` (None without)."""
+        xp = backend.get_array_module(like)
+
         def group(g):
+            buf = None if scratch is None else xp.empty(scratch, dtype=like.dtype)
             for rows in blocks[g]:
-                fn(rows)
-        parallel.run(group, parallel.parts(len(blocks), 1, x2))
+                fn(rows, buf)
+
+        parallel.run(group, parallel.parts(len(blocks), 1, like))
 
     @staticmethod
     def _exp_shifted(x2, out=None):
@@ -110,7 +115,7 @@ class _SoftmaxCrossEntropy(Layer):
         m = xp.empty(R, dtype=x2.dtype)
         ones = xp.ones(V, dtype=x2.dtype)
 
-        def block(rows):
+        def block(rows, _):
             x, eb, mb = x2[rows], e[rows], m[rows]
             xp.max(x, axis=1, out=mb)  # F2
             # F2: shifting by the row max costs a pass over the block; it is needed only
@@ -166,21 +171,19 @@ class _SoftmaxCrossEntropy(Layer):
         rows_max = max((b.stop - b.start for b in blocks), default=0)
         tiny = float(np.finfo(dtype).tiny)
 
-        def group(g):
-            scratch = xp.empty((rows_max, V), dtype=dtype)  # this thread's block buffer
-            for rows in blocks[g]:
-                eb = scratch[: rows.stop - rows.start]
-                x, sb = logits_of(rows, eb), s[rows]
-                x_t[rows] = x[xp.arange(x.shape[0]), targets[rows]]  # F3
-                with np.errstate(over="ignore"):  # an overflow is caught just below
-                    xp.exp(x, out=eb)  # F4 with m = 0
-                xp.matmul(eb, ones, out=sb)  # F4
-                bad = ~(xp.isfinite(sb) & (sb >= tiny))
-                if bool(bad.any()):  # F2 for this block: rare (|logits| beyond ~80)
-                    x = logits_of(rows, eb)
-                    _, s[rows], m[rows] = _SoftmaxCrossEntropy._exp_shifted(x, out=eb)
+        def block(rows, scratch):  # scratch: this thread's (rows_max, V) block buffer
+            eb = scratch[: rows.stop - rows.start]
+            x, sb = logits_of(rows, eb), s[rows]
+            x_t[rows] = x[xp.arange(x.shape[0]), targets[rows]]  # F3
+            with np.errstate(over="ignore"):  # an overflow is caught just below
+                xp.exp(x, out=eb)  # F4 with m = 0
+            xp.matmul(eb, ones, out=sb)  # F4
+            bad = ~(xp.isfinite(sb) & (sb >= tiny))
+            if bool(bad.any()):  # F2 for this block: rare (|logits| beyond ~80)
+                x = logits_of(rows, eb)
+                _, s[rows], m[rows] = _SoftmaxCrossEntropy._exp_shifted(x, out=eb)
 
-        parallel.run(group, parallel.parts(len(blocks), 1, like))
+        _SoftmaxCrossEntropy._in_parallel(blocks, block, like, scratch=(rows_max, V))
         return s, m, x_t
 
     def _targets(self, t):
@@ -364,8 +367,9 @@ class TimeSoftmaxWithLoss(_SoftmaxCrossEntropy):
         -----
         F1-F5 of :class:`SoftmaxWithLoss` with the logits made block by block of rows
         (``head.rows_into``: x2 @ W + b into a scratch block of up to 2 Mi elements, 8 MiB in
-        float32), each block's exp and row sums done while the block is fresh, the blocks shared out over the threads of
-        :mod:`npgated.parallel`, each thread with its own scratch. The logits array of a
+        float32), each block's exp and row sums done while the block is fresh, the blocks
+        shared out over the threads of :mod:`npgated.parallel`, each thread with its own
+        scratch. The logits array of a
         PTB window (N * T * V floats, 14 MB at N = 10, T = 35) is never written to memory.
         Nothing is cached: ``backward`` afterwards raises.
         """
