@@ -113,13 +113,17 @@ class LanguageModel(Model):
     def _body(self):
         return [layer for name, layer in self.layers.items() if name != "loss"]
 
-    def predict(self, xs):
-        """Logits (N, T, V) for token ids ``xs`` (N, T); state carries as in ``forward``."""
+    def _through(self, layers, xs):
+        """Token ids ``xs`` (N, T) through ``layers`` (the first ones of the body)."""
         checks.check_ids(xs, self.vocab_size, "xs", ndim=2)
         out = xs
-        for layer in self._body():
+        for layer in layers:
             out = layer.forward(out)
         return out
+
+    def predict(self, xs):
+        """Logits (N, T, V) for token ids ``xs`` (N, T); state carries as in ``forward``."""
+        return self._through(self._body(), xs)
 
     def forward(self, xs, ts):
         """Mean cross-entropy per target token of the predictions for ``xs`` against ``ts``.
@@ -145,11 +149,7 @@ class LanguageModel(Model):
                 body[-1], TimeAffine):
             # evaluation: the loss straight from the output layer's input, block by block,
             # without the (N, T, V) logits (TimeSoftmaxWithLoss.forward_affine)
-            checks.check_ids(xs, self.vocab_size, "xs", ndim=2)
-            hs = xs
-            for layer in body[:-1]:
-                hs = layer.forward(hs)
-            return loss.forward_affine(hs, body[-1], ts)
+            return loss.forward_affine(self._through(body[:-1], xs), body[-1], ts)
         return loss.forward(self.predict(xs), ts)
 
     def backward(self, dout=1.0):

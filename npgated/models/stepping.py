@@ -106,6 +106,15 @@ class _Cell:
         a *= self.half
         a += self.half
 
+    def _preactivation(self, x):
+        """``a <- x @ Wx + h_prev @ Wh + b`` (F1 of the LSTM and the RNN step); returns a."""
+        a = self.a
+        self.xp.matmul(x, self.Wx, out=a)  # F1  x @ Wx
+        self.xp.matmul(self.h, self.Wh, out=self.ah)  # F1  h_prev @ Wh
+        a += self.ah  # F1
+        a += self.b  # F1
+        return a
+
     def load(self) -> None:
         """Copy the layer's carried state into h (and c); zeros where it carries none."""
         layer = self.layer
@@ -150,11 +159,7 @@ class _LSTMCell(_Cell):
         self.tanh_c = xp.empty(H, dtype=a.dtype)
 
     def step(self, x):
-        xp, a = self.xp, self.a
-        xp.matmul(x, self.Wx, out=a)  # F1  x @ Wx
-        xp.matmul(self.h, self.Wh, out=self.ah)  # F1  h_prev @ Wh
-        a += self.ah  # F1
-        a += self.b  # F1
+        xp, a = self.xp, self._preactivation(x)  # F1
         a *= self.scale  # F2  sigma on i, f, o; tanh on g
         xp.tanh(a, out=a)  # F2
         a *= self.scale  # F2
@@ -221,11 +226,7 @@ class _RNNCell(_Cell):
         super().__init__(layer, gates=1)
 
     def step(self, x):
-        xp, a = self.xp, self.a
-        xp.matmul(x, self.Wx, out=a)  # F1  x @ Wx
-        xp.matmul(self.h, self.Wh, out=self.ah)  # F1  h_prev @ Wh
-        a += self.ah  # F1
-        a += self.b  # F1
+        xp, a = self.xp, self._preactivation(x)  # F1
         xp.tanh(a, out=self.h)  # F2
         return self.h
 
