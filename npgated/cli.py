@@ -101,9 +101,6 @@ def _config_from_args(args):
 # ---------------------------------------------------------------------------------------
 # commands
 # ---------------------------------------------------------------------------------------
-_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
-
-
 def _training_threads(config):
     """npgated's threads for training when ``NPGATED_THREADS`` is unset: None (every core)
     when the recurrent step's product ``h @ Wh`` is too small to be split anyway (below
@@ -111,8 +108,10 @@ def _training_threads(config):
     book-small trains 9-15 % faster so), else 1 (BLAS's own threads, which split those
     products better: zaremba-small 17-22 % and a 2 x 300 LSTM 11 % slower with ours).
     Measured 2026-12-02, benchmarks/results/2026-12-02*.md."""
+    from npgated.models.rnnlm import GATES  # noqa: PLC0415
+
     H = config.hidden_size
-    step_flops = 2 * config.batch_size * H * _GATES[config.cell] * H
+    step_flops = 2 * config.batch_size * H * GATES[config.cell] * H
     return None if step_flops < parallel.MIN_FLOPS else 1
 
 

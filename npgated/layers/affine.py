@@ -23,6 +23,15 @@ from npgated import backend, checks, parallel
 from npgated.layers.base import Layer
 
 
+def _with_ones(x2):
+    """``[x2 | 1]``: the (K, D) rows with a constant 1 appended, (K, D + 1), for ``[W ; b]``."""
+    K, D = x2.shape
+    x1 = backend.get_array_module(x2).empty((K, D + 1), dtype=x2.dtype)
+    x1[:, :D] = x2
+    x1[:, D] = 1
+    return x1
+
+
 def fuse_weight_and_bias(W, b):
     """Copy W and b into one (D + 1, M) array ``[W ; b]`` and return its two parts.
 
@@ -389,10 +398,7 @@ class TimeAffine(_AffineMap):
         if self._Wb is None:
             self.cache = x2  # the input rows, for B2 (a view, not a copy)
             return self._forward_rows(x2).reshape(N, T, self.out_features)  # F1
-        xp = backend.get_array_module(xs)
-        x1 = xp.empty((N * T, D + 1), dtype=xs.dtype)  # [x2 | 1]
-        x1[:, :D] = x2
-        x1[:, D] = 1
+        x1 = _with_ones(x2)  # [x2 | 1]
         self.cache = x1  # for B2, B3
         return parallel.matmul(x1, self._Wb).reshape(N, T, self.out_features)  # F1 (bias included)
 
@@ -411,11 +417,7 @@ class TimeAffine(_AffineMap):
         if self._Wb is None:
             return super().rows_into(x2, out)
         xp = backend.get_array_module(x2)
-        K, D = x2.shape
-        x1 = xp.empty((K, D + 1), dtype=x2.dtype)  # [x2 | 1]
-        x1[:, :D] = x2
-        x1[:, D] = 1
-        return xp.matmul(x1, self._Wb, out=out)  # F1 (bias included)
+        return xp.matmul(_with_ones(x2), self._Wb, out=out)  # F1 (bias included)
 
     def backward(self, dys):
         """Gradients of the loss: accumulate into ``grads``, return dxs.

@@ -42,7 +42,7 @@ from npgated.models.base import Model
 from npgated.optim.base import check_range
 
 CELLS = ("lstm", "gru", "rnn")
-_GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}  # gate blocks per cell: Wx is (D, GATES[cell] * H)
 
 
 def _check_cell(cell: str) -> str:
@@ -84,7 +84,7 @@ class _Init:
 
 def _make_cell(cell, init: _Init, D, H, reset_after, **drop):
     """A stateful Time layer of ``cell``; ``drop``: recurrent_dropout, weight_drop, seed."""
-    k = _GATES[cell]
+    k = GATES[cell]
     Wx = init.weight((D, k * H), 1 / np.sqrt(D))
     Wh = init.weight((H, k * H), 1 / np.sqrt(H))
     if cell == "lstm":
