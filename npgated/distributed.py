@@ -65,6 +65,7 @@ import math
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +137,9 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+_ABORT_GRACE_S = 0.5  # seconds for the launcher to forward the error before an abort
+
+
 def abort_if_running(code: int = 1) -> None:
     """Under MPI with several ranks, abort all of them with ``code`` (no rank left waiting).
 
@@ -148,6 +152,10 @@ def abort_if_running(code: int = 1) -> None:
     if MPI.COMM_WORLD.Get_size() > 1:
         sys.stdout.flush()
         sys.stderr.flush()
+        # The launcher forwards each rank's output through its own pipes; MPI_Abort tears
+        # them down at once, and what this rank just wrote (the error) was lost now and then
+        # (seen with MPICH's Hydra). A moment lets it through before every rank is stopped.
+        time.sleep(_ABORT_GRACE_S)
         MPI.COMM_WORLD.Abort(int(code))
 
 
