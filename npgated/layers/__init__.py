@@ -13,10 +13,13 @@ equations (B1..) in the docstrings next to the code that computes them:
     lstm        lstm_step_forward/backward, LSTM, TimeLSTM (gates i, f, g, o)
     gru         gru_step_forward/backward, GRU, TimeGRU (gates r, z, n; reset_after)
     activation_reg  ActivationRegularizer (AR), TemporalActivationRegularizer (TAR)
+    attention   AttentionWeight, WeightSum, Attention, TimeAttention (dot-product attention,
+                batched over decoder steps; mask / valid_lens for padded encoder positions)
 """
 
 from npgated.layers.activation_reg import ActivationRegularizer, TemporalActivationRegularizer
 from npgated.layers.affine import Affine, TimeAffine
+from npgated.layers.attention import Attention, AttentionWeight, TimeAttention, WeightSum
 from npgated.layers.base import Layer
 from npgated.layers.dropout import Dropout, TimeDropout
 from npgated.layers.embedding import Embedding, TimeEmbedding
@@ -27,7 +30,8 @@ from npgated.layers.rnn import RNN, TimeRNN
 
 __all__ = [
     "ActivationRegularizer", "TemporalActivationRegularizer",
-    "Affine", "Dropout", "Embedding", "GRU", "LSTM", "Layer", "RNN", "SoftmaxWithLoss",
+    "Affine", "Attention", "AttentionWeight", "Dropout", "Embedding", "GRU", "LSTM", "Layer",
+    "RNN", "SoftmaxWithLoss",
     "TimeAffine", "TimeDropout", "TimeEmbedding", "TimeGRU", "TimeLSTM", "TimeRNN",
-    "TimeSoftmaxWithLoss",
+    "TimeAttention", "TimeSoftmaxWithLoss", "WeightSum",
 ]
