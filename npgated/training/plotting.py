@@ -33,3 +33,30 @@ def plot_perplexity(history: list[dict], path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_accuracy(history: list[dict], path) -> Path:
+    """Test accuracy per epoch of an encoder-decoder run (the book's ch. 7-8 figures).
+
+    ``history`` holds the records of ``metrics.jsonl``; those with ``{"kind": "test",
+    "epoch": ..., "accuracy": fraction}`` are drawn, in percent, on a 0-100 axis.
+    """
+    import matplotlib  # noqa: PLC0415 (import only when a figure is wanted)
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    points = [(r["epoch"], 100.0 * r["accuracy"]) for r in history if r.get("kind") == "test"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if points:
+        ax.plot(*zip(*points), "o-", lw=2, label="test accuracy")
+        ax.legend(loc="lower right")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
