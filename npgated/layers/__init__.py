@@ -15,12 +15,15 @@ equations (B1..) in the docstrings next to the code that computes them:
     activation_reg  ActivationRegularizer (AR), TemporalActivationRegularizer (TAR)
     attention   AttentionWeight, WeightSum, Attention, TimeAttention (dot-product attention,
                 batched over decoder steps; mask / valid_lens for padded encoder positions)
+    bidirectional   TimeBidirectional, TimeBiLSTM, TimeBiGRU (two Time layers, one over the
+                reversed sequence, outputs concatenated)
 """
 
 from npgated.layers.activation_reg import ActivationRegularizer, TemporalActivationRegularizer
 from npgated.layers.affine import Affine, TimeAffine
 from npgated.layers.attention import Attention, AttentionWeight, TimeAttention, WeightSum
 from npgated.layers.base import Layer
+from npgated.layers.bidirectional import TimeBidirectional, TimeBiGRU, TimeBiLSTM
 from npgated.layers.dropout import Dropout, TimeDropout
 from npgated.layers.embedding import Embedding, TimeEmbedding
 from npgated.layers.gru import GRU, TimeGRU
@@ -32,6 +35,7 @@ __all__ = [
     "ActivationRegularizer", "TemporalActivationRegularizer",
     "Affine", "Attention", "AttentionWeight", "Dropout", "Embedding", "GRU", "LSTM", "Layer",
     "RNN", "SoftmaxWithLoss",
-    "TimeAffine", "TimeDropout", "TimeEmbedding", "TimeGRU", "TimeLSTM", "TimeRNN",
+    "TimeAffine", "TimeBiGRU", "TimeBiLSTM", "TimeBidirectional", "TimeDropout",
+    "TimeEmbedding", "TimeGRU", "TimeLSTM", "TimeRNN",
     "TimeAttention", "TimeSoftmaxWithLoss", "WeightSum",
 ]
