@@ -28,21 +28,22 @@ at the start). Dropout draws the *global* batch's mask from the shared seed and 
 rank's rows (``layer.batch_shard``, see :func:`npgated.layers.dropout.keep_mask`), so the
 whole computation is the single-process one up to the order of floating-point sums.
 
-The gradient buffer. Every unique gradient (a tied matrix once) is *packed* into one
-preallocated contiguous buffer, reduced, and unpacked back, scaled by D5 in the same pass.
-Views (each layer's gradient living inside the flat buffer) would save the packing pass
-(about 1 ms per book-small step), but the layers own their gradient memory: the fused
-affine layer accumulates into its own ``[dW ; db]`` array, and tied layers share one buffer
-by identity; re-pointing them would make every layer's private layout part of this module's
-contract. Packing is correct for any layer by construction. Four scalars ride at the end of
-the buffer (the loss sum, the target count, and whether a rank received SIGINT or SIGTERM),
-so one Allreduce per step carries everything the ranks must agree on. The embedding's
+The gradient buffer. A model with flat buffers (:mod:`npgated.flat`, the default) keeps
+every unique gradient (a tied matrix once) as a view of one contiguous buffer that has four
+spare elements at its end: the Allreduce runs **in place on that buffer**, and D5 scales it
+in place, with no packing and no unpacking. Four scalars ride in the spare elements (the
+loss sum, the target count, and whether a rank received SIGINT or SIGTERM), so one Allreduce
+per step carries everything the ranks must agree on. A model with separate gradient arrays
+(``NPGATED_FLAT=0``, or a layout the model could not flatten) gets the same buffer
+preallocated here, and its gradients are *packed* into it and unpacked back, scaled by D5 in
+the same pass (about 1 ms per book-small step). The embedding's
 gradient is exchanged dense: exchanging only the rows of the batch's words was measured
 (``benchmarks/bench.py --ranks 2``) and did not pay, as the output layer's (H, V) gradient is
 as large and dense, and a tied embedding has every row touched.
 
 Backends. NumPy: the buffer is reduced in place, nothing is allocated per step. CuPy: the
-buffer is packed on the device and staged through host memory for MPI (one device-to-host and
+buffer lives on the device (packed there when the gradients are separate arrays) and is
+staged through host memory for MPI (one device-to-host and
 one host-to-device copy per step); each rank uses GPU ``local_rank % device_count``.
 
 One writer. Rank 0 alone shows progress, logs, and writes ``metrics.jsonl``, the plot and the
@@ -70,7 +71,7 @@ from pathlib import Path
 
 import numpy as np
 
-from npgated import backend, parallel
+from npgated import backend, flat, parallel
 from npgated.launcher import LAUNCHER_VARS, launcher_env  # light: the CLI asks it first
 from npgated.optim.clip import _TINY
 from npgated.training.loop import Run
@@ -186,17 +187,24 @@ class GradientBuffer:
     grads : list of arrays
         The model's unique gradients (``model.grads``: a tied matrix once), one dtype and one
         backend.
+    storage : (P + 4,) array, optional
+        The model's own gradient buffer (``model.flat_buffers[0].storage``), of which
+        ``grads`` are the consecutive pieces followed by four spare elements: then it *is*
+        the buffer, reduced in place (``in_place``), and nothing is packed. Without it a
+        buffer is allocated and the gradients are copied in and out.
 
     Attributes
     ----------
     flat : (P + 4,) array on the gradients' backend
-        ``flat[:P]`` the packed gradients (P scalars in all), ``flat[P:]`` the loss sum,
+        ``flat[:P]`` the gradients (P scalars in all), ``flat[P:]`` the loss sum,
         the target count and the two stop flags.
     size : int
         P.
+    in_place : bool
+        ``flat`` is the model's gradient buffer (no packing, no unpacking).
     """
 
-    def __init__(self, grads):
+    def __init__(self, grads, storage=None):
         grads = list(grads)
         if not grads:
             raise ValueError("a model without parameters has no gradients to exchange")
@@ -206,20 +214,30 @@ class GradientBuffer:
                 raise TypeError(f"all gradients must share one dtype, got {dtype} and {g.dtype}")
         xp = backend.get_array_module(grads[0])
         self.grads = grads
-        offsets = np.cumsum([0] + [int(g.size) for g in grads])
-        self.size = int(offsets[-1])
-        self.flat = xp.zeros(self.size + len(_TAIL), dtype=dtype)
-        # Views of the buffer shaped like each gradient, made once (no per-step objects).
-        self.views = [self.flat[a:b].reshape(g.shape)
-                      for a, b, g in zip(offsets[:-1], offsets[1:], grads)]
+        self.size = sum(int(g.size) for g in grads)
+        self.in_place = storage is not None
+        if self.in_place:
+            if storage.size != self.size + len(_TAIL) or not flat.tiles(
+                    grads, storage[:self.size]):
+                raise ValueError(
+                    f"storage must be the ({self.size} + {len(_TAIL)},) buffer of which the "
+                    "gradients are the consecutive pieces (model.flat_buffers[0].storage)")
+            self.flat = storage
+            self.views = grads  # the gradients live in the buffer already
+        else:
+            self.flat = xp.zeros(self.size + len(_TAIL), dtype=dtype)
+            # Views of the buffer shaped like each gradient, made once (no per-step objects).
+            self.views = flat.views_like(self.flat[:self.size], grads)
         self.on_device = xp is not np
         self.host = self.flat if not self.on_device else None
 
     def pack(self, loss_sum: float, count: float, sigint: bool = False,
              sigterm: bool = False) -> np.ndarray:
-        """Copy the gradients and the scalars in; returns the host array to reduce in place."""
-        for g, v in zip(self.grads, self.views):
-            v[...] = g  # D2 (packing)
+        """The scalars in (and the gradients, unless in place); returns the host array to
+        reduce in place."""
+        if not self.in_place:
+            for g, v in zip(self.grads, self.views):
+                v[...] = g  # D2 (packing)
         if self.on_device:  # stage through host memory for MPI
             self.host = backend.to_cpu(self.flat)
         self.host[self.size:] = (loss_sum, count, float(sigint), float(sigterm))
@@ -251,8 +269,12 @@ class GradientBuffer:
         if self.on_device:
             self.flat[...] = backend.to_device(self.host, like=self.flat)
         xp = backend.get_array_module(self.flat)
-        for g, v in zip(self.grads, self.views):
-            xp.multiply(v, rate, out=g)  # D5: unpacking and scaling in one pass
+        if self.in_place:
+            S = self.flat[: self.size]
+            xp.multiply(S, rate, out=S)  # D5: the model's gradients, scaled where they are
+        else:
+            for g, v in zip(self.grads, self.views):
+                xp.multiply(v, rate, out=g)  # D5: unpacking and scaling in one pass
         return tail["loss_sum"] / K, norm  # D3
 
 
@@ -394,7 +416,12 @@ class DataParallel:
         for layer in model.layers.values():
             if hasattr(layer, "batch_shard"):
                 layer.batch_shard = (self.start, self.stop, self.n_global)
-        self.buffer = GradientBuffer(model.grads) if gradients else None
+        self.buffer = None
+        if gradients:  # the model's own gradient buffer when it has one: reduced in place
+            fb = getattr(model, "flat_buffers", [])
+            storage = fb[0].storage if len(fb) == 1 and fb[0].spare.size == len(_TAIL) \
+                and flat.tiles(model.grads, fb[0].grads) else None
+            self.buffer = GradientBuffer(model.grads, storage)
         model.data_parallel = self
 
     @property

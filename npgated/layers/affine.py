@@ -348,6 +348,18 @@ class TimeAffine(_AffineMap):
         """True when forward and backward use the fused ``[W ; b]`` view (one GEMM each)."""
         return self._Wb is not None
 
+    def rebind(self, params, grads) -> None:
+        """As :meth:`Layer.rebind`; a fused layer stays fused when the new W, b and dW, db
+        are again the two parts of one (D + 1, M) array each (a model's flat buffers lay
+        them out so), else it takes the plain path on the new arrays."""
+        fused = self._Wb is not None
+        super().rebind(params, grads)
+        self._Wb = self._dWb = None
+        if fused:
+            Wb, dWb = _fused_view(*self.params), _fused_view(*self.grads)
+            if Wb is not None and dWb is not None:
+                self._Wb, self._dWb = Wb, dWb
+
     @classmethod
     def tied_to(cls, embedding, bias: bool = True) -> "TimeAffine":
         """An output layer sharing ``embedding``'s (V, D) weight matrix and gradient buffer.

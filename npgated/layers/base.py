@@ -46,6 +46,18 @@ class Layer:
         for g in self.grads:
             g[...] = 0
 
+    def rebind(self, params, grads) -> None:
+        """Compute with ``params`` and ``grads`` from now on instead of the arrays held now.
+
+        For a model that moves every parameter into one flat buffer (:mod:`npgated.flat`):
+        the new arrays have the old ones' shapes, dtypes and values. A layer that keeps a
+        reference of its own to a parameter or gradient (a fused layout, a transposed copy)
+        overrides this to re-point it; the model checks afterwards that no old memory is
+        still held.
+        """
+        self.params[:] = params  # in place: whatever shares these lists sees the new arrays
+        self.grads[:] = grads
+
     def named_params(self):
         """``[(name, param, grad), ...]`` in the order of ``params``."""
         return list(zip(self.param_names, self.params, self.grads))

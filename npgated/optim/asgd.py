@@ -74,12 +74,14 @@ class ASGD(Optimizer):
 
     def update(self, params, grads) -> None:
         """An SGD step on every parameter (S1), then the average of the new iterate (A1)."""
-        params = list(params)
+        params, grads = list(params), list(grads)
         super().update(params, grads)  # S1 for every parameter
         if self.averaging:
             self.k += 1  # A1
-            for p, ax in zip(params, self.slots["ax"]):
-                ax += (p - ax) / self.k  # A1
+            self._apply(self._average, params, grads)  # A1
+
+    def _average(self, p, g, ax) -> None:
+        ax += (p - ax) / self.k  # A1
 
     def _step(self, p, g, ax) -> None:
         p -= self.lr * g  # S1

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 
-from npgated import backend, parallel
+from npgated import backend, flat, parallel
 
 
 def check_lr(lr) -> float:
@@ -63,6 +63,7 @@ class Optimizer:
         self.slots: dict[str, list] = {s: [] for s in self.slot_names}
         self._signature = None  # [(shape, dtype), ...] of the params, fixed on first update
         self._pending = None  # slots loaded before the params were known
+        self._whole_key = self._whole_value = None  # see _whole
 
     # -- hyperparameters --------------------------------------------------------------
     @property
@@ -88,11 +89,43 @@ class Optimizer:
         params, grads = list(params), list(grads)
         self._bind(params, grads)
         self.t += 1
+        self._apply(self._step, params, grads)
+
+    def _apply(self, fn, params, grads) -> None:
+        """``fn(p, g, *slots)`` over every parameter: element-wise work.
+
+        When the parameters, the gradients and each slot are consecutive pieces of one flat
+        buffer each (a model's flat buffers, :mod:`npgated.flat`; the slots are then made
+        so), ``fn`` runs once on the whole buffers; else once per parameter. Either way in
+        flat blocks, one per thread of npgated.parallel (one call when it is off), so the
+        numbers are the same.
+        """
+        whole = self._whole(params, grads)
+        if whole is not None:
+            parallel.each(fn, *whole)
+            return
         slots = [self.slots[s] for s in self.slot_names]
         for i, (p, g) in enumerate(zip(params, grads)):
-            # _step is element-wise: large parameters are updated in flat blocks, one per
-            # thread of npgated.parallel (one call on the whole array when it is off)
-            parallel.each(self._step, p, g, *(slot[i] for slot in slots))
+            parallel.each(fn, p, g, *(slot[i] for slot in slots))
+
+    def _whole(self, params, grads):
+        """``(params, grads, *slots)`` as one flat array each, or None (see :meth:`_apply`).
+
+        Found from the arrays' memory (:func:`npgated.flat.covering`), and remembered for
+        as long as the same array objects come in.
+        """
+        arrays = [*params, *grads, *(a for s in self.slot_names for a in self.slots[s])]
+        key = self._whole_key
+        if key is not None and len(key) == len(arrays) and all(
+                a is b for a, b in zip(key, arrays)):
+            return self._whole_value
+        P = len(params)
+        lists = [params, grads] + [self.slots[s] for s in self.slot_names]
+        whole = [flat.covering(lst) for lst in lists]
+        if any(w is None for w in whole) or any(len(x) != P for x in lists):
+            whole = None
+        self._whole_key, self._whole_value = arrays, whole
+        return whole
 
     def _step(self, p, g, *slots) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -117,8 +150,8 @@ class Optimizer:
                 self._adopt(self._pending, params)
                 self._pending = None
             else:
-                for s in self.slot_names:
-                    self.slots[s] = [backend.get_array_module(p).zeros_like(p) for p in params]
+                for s in self.slot_names:  # one flat buffer each when params tile one
+                    self.slots[s] = flat.zeros_like_all(params)
             self._signature = signature
         elif signature != self._signature:
             raise ValueError(
@@ -142,10 +175,12 @@ class Optimizer:
                         f"optimizer state slot {s!r}[{k}] has shape {tuple(a.shape)}, but "
                         f"parameter {k} has shape {tuple(p.shape)}"
                     )
-        self.slots = {
-            s: [backend.to_device(a, like=p, dtype=p.dtype) for a, p in zip(slots[s], params)]
-            for s in self.slot_names
-        }
+        adopted = {}
+        for s in self.slot_names:  # one flat buffer each when params tile one
+            adopted[s] = flat.zeros_like_all(params)
+            for v, a, p in zip(adopted[s], slots[s], params):
+                v[...] = backend.to_device(a, like=p, dtype=p.dtype)
+        self.slots = adopted
 
     # -- checkpoints --------------------------------------------------------------------
     def state_dict(self) -> dict:

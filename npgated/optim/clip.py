@@ -8,13 +8,15 @@ Tied weights: pass each gradient array **once**. A matrix shared by the embeddin
 output layer has one gradient buffer (backward accumulates both uses into it); listing it
 twice would count its squares twice in the norm and scale it twice. Models expose their
 unique parameters and gradients (deduplicated by identity), which is what the training loop
-passes here.
+passes here. When the gradients are the consecutive pieces of one flat buffer (a model's,
+:mod:`npgated.flat`), the norm is one dot product over the buffer and the scale one pass.
 """
 
 from __future__ import annotations
 
 import math
 
+from npgated import flat
 from npgated.optim.base import check_range
 
 __all__ = ["clip_grads", "global_norm"]
@@ -38,10 +40,11 @@ def global_norm(grads) -> float:
 
     The squares are summed on the arrays' device; one value is brought to the host.
     """
+    whole = flat.covering(grads)  # the gradients as one flat buffer (npgated.flat), or None
     total = 0.0
-    for g in grads:
-        flat = g.reshape(-1)
-        total = total + flat @ flat  # C1 (a device scalar on the GPU, no host sync yet)
+    for g in [whole] if whole is not None else grads:
+        g = g.reshape(-1)
+        total = total + g @ g  # C1 (a device scalar on the GPU, no host sync yet)
     return math.sqrt(float(total))  # C1
 
 
@@ -72,6 +75,8 @@ def clip_grads(grads, max_norm: float) -> float:
     """
     if max_norm != math.inf:
         max_norm = check_range(max_norm, "max_norm", 0.0, low_open=True)
+    whole = flat.covering(grads)  # the gradients as one flat buffer (npgated.flat), or None
+    grads = [whole] if whole is not None else grads
     norm = global_norm(grads)  # C1
     if math.isfinite(norm) and norm > max_norm:
         rate = max_norm / (norm + _TINY)  # C2
