@@ -313,16 +313,24 @@ class RecurrentLayer(Layer):
         ``Wh``'s shape with ratio ``weight_drop``; a ratio of 0 draws nothing (the
         generator does not advance). ``m`` is None when not drawn; ``Wh_eff`` is ``Wh * M``,
         or ``Wh`` itself (no copy) when M is not drawn. Both masks go to ``drop_masks``.
+
+        Notes
+        -----
+        With p = ``recurrent_dropout``, q = ``weight_drop``, and u (N, H), U (H, kH) uniform in
+        [0, 1) from ``rng`` (the cells' M1, M2)::
+
+            M1  m = (u >= p) / (1 - p)                       only if p > 0
+            M2  M = (U >= q) / (1 - q);  Wh_eff = Wh * M     only if q > 0
         """
         Wh = self.params[1]
         m = M = None
         if self.training and self.recurrent_dropout > 0.0:
             shape = (N, self.hidden_size)
-            m = keep_mask(self.rng, shape, self.recurrent_dropout, like, self.batch_shard)
+            m = keep_mask(self.rng, shape, self.recurrent_dropout, like, self.batch_shard)  # M1
         if self.training and self.weight_drop > 0.0:
-            M = keep_mask(self.rng, Wh.shape, self.weight_drop, Wh, None)
+            M = keep_mask(self.rng, Wh.shape, self.weight_drop, Wh, None)  # M2
         self.drop_masks = RecurrentDropMasks(recurrent=m, weight=M)
-        return m, (Wh if M is None else Wh * M)
+        return m, (Wh if M is None else Wh * M)  # M2
 
     def __repr__(self) -> str:
         base = super().__repr__()[:-1]
