@@ -111,3 +111,29 @@ def test_generate_reports_tokens_per_second_on_stderr_only(trained, capsys):
     assert rate == "inf" or float(rate.replace(",", "")) >= 0
     if float(seconds) >= 0.01:  # the line rounds seconds to 1 ms: compare where that is < 5 %
         assert float(rate.replace(",", "")) == pytest.approx(9 / float(seconds), rel=0.1, abs=1)
+
+
+def test_the_data_package_imports_nothing_from_training():
+    """Imports run down the layers: npgated.data (and what it imports) never loads
+    npgated.training; the one helper both need, atomic_write, lives in npgated.io below both."""
+    data_dir = HERE.parent / "npgated" / "data"
+    modules = ["npgated.data"] + [f"npgated.data.{p.stem}" for p in sorted(data_dir.glob("*.py"))
+                                  if p.stem != "__init__"]
+    code = (f"import importlib, sys\nfor m in {modules!r}:\n    importlib.import_module(m)\n"
+            "print(','.join(sorted(m for m in sys.modules if m.startswith('npgated.training'))))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "", f"importing npgated.data loaded {proc.stdout.strip()}"
+    # also imports inside functions, which run only on some paths (a cache miss, a download)
+    for path in sorted(data_dir.glob("*.py")):
+        text = path.read_text()
+        assert not re.search(r"^\s*(from|import)\s+npgated\.training", text, re.MULTILINE), (
+            f"{path.name} imports from npgated.training")
+
+
+def test_atomic_write_is_one_function():
+    from npgated import io  # noqa: PLC0415
+    from npgated.training import checkpoint  # noqa: PLC0415
+
+    assert checkpoint.atomic_write is io.atomic_write

@@ -59,6 +59,7 @@ from pathlib import Path
 import numpy as np
 
 from npgated import backend
+from npgated.io import atomic_write
 
 __all__ = [
     "CACHE_ENV_VAR",
@@ -408,9 +409,6 @@ def _read_entry(path: Path, name: str, train_sha: str, split_sha: str):
 
 def _write_entry(path: Path, name: str, train_sha: str, split_sha: str, ids, word_to_id):
     """Save ``(ids, word_to_id)`` atomically; an unwritable folder is logged once, not raised."""
-    # imported here: only a cache miss writes, and data loading should not load training
-    from npgated.training.checkpoint import atomic_write  # noqa: PLC0415
-
     words = sorted(word_to_id, key=word_to_id.__getitem__)
     vocab = np.frombuffer("\n".join(words).encode("utf-8"), dtype=np.uint8)
     meta = {"format": _CACHE_FORMAT, "split": name, "train_sha256": train_sha,

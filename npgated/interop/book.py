@@ -73,7 +73,7 @@ from pathlib import Path
 import numpy as np
 
 from npgated import backend
-from npgated.training.checkpoint import atomic_write
+from npgated.io import atomic_write
 
 __all__ = [
     "BookFormatError",

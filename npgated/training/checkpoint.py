@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from npgated import __version__, backend
+from npgated.io import atomic_write  # re-exported: it lived here before npgated.io
 
 FORMAT = "npgated-checkpoint-1"
 _META = "__meta__"
@@ -116,29 +115,6 @@ def save_checkpoint(path, model, optimizer=None, meta: dict | None = None,
     arrays[_META] = np.frombuffer(blob, dtype=np.uint8)
 
     return atomic_write(path, lambda f: np.savez(f, **arrays))
-
-
-def atomic_write(path, write) -> Path:
-    """Write a file all or nothing: ``write(f)`` fills a temporary file beside ``path``, which
-    is synced and then renamed over ``path`` (``os.replace``); on any error it is removed and
-    ``path`` keeps its previous content. Returns ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def load_checkpoint(path) -> Checkpoint:
