@@ -372,8 +372,10 @@ class TimeLSTM(RecurrentLayer):
         K1  k = [g * i*(1-i) | c_{t-1} * f*(1-f) | i * (1-g**2) | tanh_c * o*(1-o)]
         K2  kc = o * (1 - tanh_c**2)
 
-    and the loop runs t = T-1, ..., 0 with dh_next = dc_next = 0 at the start (nothing
-    arrives from beyond the window: truncated BPTT)::
+    and the loop runs t = T-1, ..., 0 with dh_next = 0 and dc_next = 0 at the start (nothing
+    arrives from beyond the window: truncated BPTT; ``backward(dhs, dc_last)`` starts
+    dc_next at the gradient of the last cell c_T instead, for an encoder whose final (h, c)
+    starts a decoder)::
 
         B0  dh = dhs[:, t] + dh_next              total gradient of h_t
         B1  dc = dc_next + dh * kc[:, t]          total gradient of c_t
@@ -473,12 +475,17 @@ class TimeLSTM(RecurrentLayer):
         )
         return hs[:, 1:].copy()
 
-    def backward(self, dhs):
+    def backward(self, dhs, dc_last=None):
         """
         Parameters
         ----------
         dhs : (N, T, H) array
             Gradient of the loss w.r.t. the forward's output.
+        dc_last : (N, H) array, optional
+            Gradient of the loss w.r.t. the last memory cell c_T (``self.c`` after forward),
+            when something else used it: an encoder whose final (h, c) a decoder started
+            from with ``set_state(h, c)`` passes the decoder's ``dc`` here (the gradient of
+            h_T arrives in ``dhs[:, -1]``). Default: no such use (zeros).
 
         Returns
         -------
@@ -491,6 +498,9 @@ class TimeLSTM(RecurrentLayer):
         N, T, D = xs.shape
         H = self.hidden_size
         self._check_dhs(dhs, (N, T, H))
+        if dc_last is not None:
+            checks.check_float(dc_last, "dc_last", dtype=self.dtype)
+            checks.check_shape(dc_last, (N, H), "dc_last")
         self.cache = None  # consumed: a second backward for this forward raises
         Wx = self.params[0]
         dWx, dWh, db = self.grads
@@ -528,6 +538,8 @@ class TimeLSTM(RecurrentLayer):
         dh = xp.empty((N, H), dtype=dtype)
         dc = xp.empty((N, H), dtype=dtype)
         dc_next = xp.zeros((N, H), dtype=dtype)
+        if dc_last is not None:
+            dc_next[...] = dc_last  # the gradient of c_T from a user of the final state
         norms = self._grad_norm_buffer(T, like=xs)
         step_mm = parallel.matmul_for(H, 4 * H, N, xs)  # B7's product, split or not
         for t in reversed(range(T)):
