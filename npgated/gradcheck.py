@@ -132,30 +132,59 @@ def check_gradients(
         if name in directional:
             u = rng.standard_normal(x.shape)
             u /= np.linalg.norm(u)
-            u_dev = backend.to_device(u, like=x, dtype=x.dtype)
-            x += h * u_dev
-            plus = loss()
-            x -= 2 * h * u_dev
-            minus = loss()
-            x += h * u_dev
-            num = (plus - minus) / (2 * h)
+            num = directional_derivative(loss, x, u, h)
             ana = float((a * u).sum())
             err = abs(ana - num) / max(1e-12, abs(ana) + abs(num))
             results.append(GradCheckResult(name, err, None, ana, num, directional=True))
             continue
-        n = numerical_gradient(loss, x, h)
-        worst = np.unravel_index(int(np.argmax(np.abs(a - n))), a.shape) if a.size else ()
-        worst = tuple(int(i) for i in worst)
-        results.append(
-            GradCheckResult(
-                name,
-                rel_error(a, n),
-                worst,
-                float(a[worst]) if a.size else 0.0,
-                float(n[worst]) if n.size else 0.0,
-            )
-        )
+        results.append(compare(name, a, numerical_gradient(loss, x, h)))
     return results
+
+
+def compare(name: str, analytic, numeric) -> GradCheckResult:
+    """The :class:`GradCheckResult` of two gradients of one shape: the norm-wise relative
+    error and the element with the largest absolute difference (host float64 copies)."""
+    a = backend.to_cpu(analytic).astype(np.float64)
+    n = backend.to_cpu(numeric).astype(np.float64)
+    worst = np.unravel_index(int(np.argmax(np.abs(a - n))), a.shape) if a.size else ()
+    worst = tuple(int(i) for i in worst)
+    return GradCheckResult(
+        name,
+        rel_error(a, n),
+        worst,
+        float(a[worst]) if a.size else 0.0,
+        float(n[worst]) if n.size else 0.0,
+    )
+
+
+def directional_derivative(loss: Callable[[], float], x, u, h: float = 1e-5) -> float:
+    """Central difference of ``loss()`` along the host array ``u`` (x's shape):
+    ``(loss(x + h u) - loss(x - h u)) / (2h)``; ``x`` is moved in place and restored."""
+    u_dev = backend.to_device(np.asarray(u, dtype=np.float64), like=x, dtype=x.dtype)
+    x += h * u_dev
+    plus = loss()
+    x -= 2 * h * u_dev
+    minus = loss()
+    x += h * u_dev
+    return (plus - minus) / (2 * h)
+
+
+def upstream(outs: tuple, seed: int) -> tuple:
+    """One fixed random upstream gradient per output in ``outs`` (see :func:`_upstream`);
+    None for an output that is not a float array or a number (token ids, a cache)."""
+    douts = []
+    for k, out in enumerate(outs):
+        floating = isinstance(out, float) or (
+            hasattr(out, "dtype") and np.dtype(out.dtype).kind == "f"
+        )
+        douts.append(_upstream(out, seed + 7919 * k) if floating else None)
+    return tuple(douts)
+
+
+def vjp_loss(outs: tuple, douts: tuple) -> float:
+    """``sum_k <outs[k], douts[k]>`` as a host float (the scalar the checks differentiate);
+    outputs whose upstream gradient is None do not count."""
+    return sum(_host_float(out * d) for out, d in zip(outs, douts) if d is not None)
 
 
 def _upstream(out, seed: int):
