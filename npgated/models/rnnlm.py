@@ -106,8 +106,8 @@ def _owned_logits_loss():
 class LanguageModel(Model):
     """A sequential stack ending in a softmax loss: forward, backward, predict, generate."""
 
-    def __init__(self, vocab_size):
-        super().__init__()
+    def __init__(self, vocab_size, flat=None):
+        super().__init__(flat=flat)
         self.vocab_size = checks.check_positive_int(vocab_size, "vocab_size")
 
     def _body(self):
@@ -182,11 +182,14 @@ class Rnnlm(LanguageModel):
         See :class:`_Init`.
     reset_after : bool
         GRU variant (True: PyTorch/cuDNN, exportable to torch).
+    flat : bool or None
+        One flat buffer for the parameters and one for the gradients (None: on unless
+        ``NPGATED_FLAT=0``; see :mod:`npgated.flat`). Not part of ``config``.
     """
 
     def __init__(self, vocab_size=10000, wordvec_size=100, hidden_size=100, cell="lstm",
-                 seed=None, dtype=np.float32, init="book", reset_after=True):
-        super().__init__(vocab_size)
+                 seed=None, dtype=np.float32, init="book", reset_after=True, flat=None):
+        super().__init__(vocab_size, flat=flat)
         V = self.vocab_size
         D = checks.check_positive_int(wordvec_size, "wordvec_size")
         H = checks.check_positive_int(hidden_size, "hidden_size")
@@ -220,7 +223,7 @@ class BetterRnnlm(LanguageModel):
         One mask per sequence and feature reused over time (Gal & Ghahramani 2016).
     tie_weights : bool
         Output projection uses the embedding matrix (requires hidden_size == wordvec_size).
-    cell, seed, dtype, init, reset_after : as in :class:`Rnnlm`. The seed also seeds every
+    cell, seed, dtype, init, reset_after, flat : as in :class:`Rnnlm`. The seed also seeds every
         stochastic layer (each its own generator, spawned from the seed: the initialisation,
         drop0..dropL, then the recurrent layers 1..L, then the embedding, so models without
         the options below draw exactly what they drew before these existed).
@@ -244,8 +247,8 @@ class BetterRnnlm(LanguageModel):
                  dropout_ratio=0.5, variational=True, tie_weights=True, cell="lstm",
                  seed=None, dtype=np.float32, init="book", reset_after=True,
                  recurrent_dropout=0.0, weight_drop=0.0, embedding_dropout=0.0, ar=0.0,
-                 tar=0.0):
-        super().__init__(vocab_size)
+                 tar=0.0, flat=None):
+        super().__init__(vocab_size, flat=flat)
         V = self.vocab_size
         D = checks.check_positive_int(wordvec_size, "wordvec_size")
         H = checks.check_positive_int(hidden_size, "hidden_size")
