@@ -28,3 +28,10 @@ def test_training_examples_parse_their_arguments():
         out = subprocess.run([sys.executable, str(EXAMPLES / script), "--help"],
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0 and "--epochs" in out.stdout
+
+
+def test_attention_layer_example():
+    out = subprocess.run([sys.executable, str(EXAMPLES / "attention_layer.py")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.rstrip().endswith("OK"), out.stdout

@@ -83,6 +83,12 @@ class TimeBidirectional(Layer):
 
     B2 flips twice because flip is its own inverse and its own transpose: the gradient of
     ``y = flip(x)`` is ``dx = flip(dy)``.
+
+    Padding: the backward direction starts at position T-1. In a batch of sequences padded
+    at the end it reads the padding first, so the padding reaches the backward states of the
+    valid positions (``torch.nn.utils.rnn.pack_padded_sequence`` exists to avoid this; there
+    is no equivalent here). A mask on the attention over these states keeps the padded
+    *states* out, not what the recurrence carried from them.
     """
 
     def __init__(self, forward_layer, backward_layer):
