@@ -116,6 +116,10 @@ def _training_threads(config):
 
 
 def cmd_train(args) -> int:
+    from npgated import seq2seq_cli  # noqa: PLC0415
+
+    if seq2seq_cli.wants_seq2seq(args):  # --task, --reverse, a seq2seq --model or --preset
+        return seq2seq_cli.cmd_train(args)
     from npgated.training.loop import TrainingDiverged, load_corpora, train  # noqa: PLC0415
 
     dp = _data_parallel()  # None unless mpiexec started several ranks
@@ -162,6 +166,12 @@ def _load_model(path):
 
 
 def cmd_eval(args) -> int:
+    from npgated import seq2seq_cli  # noqa: PLC0415
+
+    if seq2seq_cli.is_seq2seq_run(args.checkpoint):  # the book's ch. 7-8 accuracy
+        return seq2seq_cli.cmd_eval(args)
+    if args.beam_size is not None:
+        return _usage_error("--beam-size is for encoder-decoder runs; this is a language model")
     from npgated.data import ptb  # noqa: PLC0415
     from npgated.training.evaluate import eval_perplexity, eval_perplexity_book  # noqa: PLC0415
 
@@ -192,6 +202,14 @@ def cmd_eval(args) -> int:
 
 
 def cmd_import_book(args) -> int:
+    from npgated import seq2seq_cli  # noqa: PLC0415
+
+    kind = seq2seq_cli.book_pickle_kind(args.file)  # None: unreadable (said below)
+    if kind == "seq2seq":  # the book's ch. 7-8 models
+        return seq2seq_cli.cmd_import_book(args)
+    if kind == "lm" and (args.task is not None or args.reverse):
+        return _usage_error(f"{args.file} holds a language model (the book's Rnnlm), not an "
+                            "encoder-decoder: drop --task/--reverse")
     from npgated.data import ptb  # noqa: PLC0415
     from npgated.interop.book import book_ptb_vocabulary, model_from_book  # noqa: PLC0415
     from npgated.training.checkpoint import save_checkpoint  # noqa: PLC0415
@@ -225,6 +243,10 @@ def cmd_import_book(args) -> int:
 
 
 def cmd_export_book(args) -> int:
+    from npgated import seq2seq_cli  # noqa: PLC0415
+
+    if seq2seq_cli.is_seq2seq_run(args.checkpoint):
+        return seq2seq_cli.cmd_export_book(args)
     from npgated.interop.book import model_to_book  # noqa: PLC0415
 
     model, _ = _load_model(args.checkpoint)
@@ -234,6 +256,14 @@ def cmd_export_book(args) -> int:
 
 
 def cmd_generate(args) -> int:
+    from npgated import seq2seq_cli  # noqa: PLC0415
+
+    if seq2seq_cli.is_seq2seq_run(args.checkpoint):  # answers to --question
+        return seq2seq_cli.cmd_generate(args)
+    if args.question or args.beam_size is not None:
+        return _usage_error("--question/--beam-size are for encoder-decoder runs; this is a "
+                            "language model (use --start)")
+    args.length = 100 if args.length is None else args.length
     from npgated.data import ptb  # noqa: PLC0415
 
     model, meta = _load_model(args.checkpoint)
@@ -294,19 +324,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a language model on PTB",
                        description="Train a language model; flags override the preset.")
-    p.add_argument("--preset", help="book-small, book-better or zaremba-small")
+    p.add_argument("--preset", help="book-small, book-better, zaremba-small, cpu-hour; "
+                                    "encoder-decoders: book-addition, book-addition-peeky, "
+                                    "book-date-attention")
     p.add_argument("--resume", action="store_true", help="continue from <run-dir>/last.npz")
     p.add_argument("--dry-run", action="store_true",
                    help="one epoch of 3 iterations and a short evaluation (end-to-end check)")
     p.add_argument("-q", "--quiet", action="store_true", help="no log lines")
     _add_config_flags(p)
+    from npgated import seq2seq_cli  # noqa: PLC0415 (light: argparse and dataclasses)
+
+    seq2seq_cli.add_train_flags(p)  # --task, --reverse; --model Seq2seq ... (chapters 7-8)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="perplexity of a checkpoint on a PTB split")
     p.set_defaults(threads=None)  # npgated.parallel: every available core
     p.add_argument("checkpoint", help="a .npz checkpoint or a run directory")
     p.add_argument("--split", default="test", choices=("train", "valid", "val", "test"))
-    p.add_argument("--data-dir", default=None, help="PTB folder (default: $NPGATED_DATA_DIR)")
+    p.add_argument("--data-dir", default=None,
+                   help="PTB folder (default: $NPGATED_DATA_DIR); for an encoder-decoder run "
+                        "the folder with the book's addition.txt/date.txt (default: "
+                        "$NPGATED_BOOK_DATA_DIR, else book/ beside $NPGATED_DATA_DIR)")
+    p.add_argument("--beam-size", type=int, default=None,
+                   help="encoder-decoder: beam search with this many beams instead of the "
+                        "book's greedy decoding")
     p.add_argument("--batch-size", type=int, default=None, help="parallel streams (default 10)")
     p.add_argument("--time-size", type=int, default=None, help="window length (default 35)")
     p.add_argument("--protocol", default="default", choices=("default", "book"),
@@ -314,7 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "eval_perplexity (N=10, T=35, whole windows only)")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("import-book", help="checkpoint from the book's weight pickle (Rnnlm.pkl)",
+    p = sub.add_parser("import-book", help="checkpoint from the book's weight pickle (Rnnlm.pkl, "
+                                           "AttentionSeq2seq.pkl, ...)",
                        description="Read one of the book's (DLfS2) weight pickles safely and "
                                    "write it as an npgated checkpoint RUN_DIR/best.npz.")
     p.add_argument("file", help="the book's pickle, e.g. ch06/Rnnlm.pkl")
@@ -323,6 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PTB folder, to record the vocabulary checksum "
                         "(default: $NPGATED_DATA_DIR)")
     p.add_argument("--force", action="store_true", help="replace an existing best.npz")
+    p.add_argument("--task", default=None, choices=("addition", "date"),
+                   help="an encoder-decoder pickle (ch. 7-8): the task whose characters its "
+                        "ids are; --data-dir is then the folder with the task's file")
+    p.add_argument("--reverse", action="store_true",
+                   help="the encoder-decoder was trained on reversed questions")
     p.set_defaults(func=cmd_import_book)
 
     p = sub.add_parser("export-book", help="write a checkpoint as the book's weight pickle",
@@ -335,13 +382,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="sample text from a checkpoint")
     p.add_argument("checkpoint", help="a .npz checkpoint or a run directory")
     p.add_argument("--start", default="you", help="prompt words, space separated")
-    p.add_argument("--length", type=int, default=100, help="number of words to sample")
+    p.add_argument("--length", type=int, default=None,
+                   help="number of words to sample (default 100; an encoder-decoder: the "
+                        "answer's width)")
+    p.add_argument("--question", action="append", default=[],
+                   help="encoder-decoder: a question to answer (repeat for several, answered "
+                        "together), e.g. --question '16+75'")
+    p.add_argument("--beam-size", type=int, default=None,
+                   help="encoder-decoder: beam search with this many beams (default greedy)")
     p.add_argument("--temperature", type=float, default=1.0, help="> 1 flatter, < 1 sharper")
     p.add_argument("--top-k", type=int, default=None, help="sample among the k most likely")
     p.add_argument("--skip", nargs="*", default=["<unk>", "N"], help="words never sampled")
     p.add_argument("--seed", type=int, default=0, help="same seed, same text")
     p.add_argument("--data-dir", default=None, help="PTB folder (default: $NPGATED_DATA_DIR)")
     p.set_defaults(func=cmd_generate)
+
+    seq2seq_cli.add_attention_parser(sub)  # npgated attention RUN QUESTION --out FILE
 
     p = sub.add_parser("gradcheck", help="finite-difference report for every layer or a model")
     p.add_argument("target", nargs="?", default="layers",
