@@ -328,9 +328,17 @@ class BetterRnnlm(LanguageModel):
 
 
 def build_model(config: dict, dtype=np.float32, seed=None):
-    """Build a model from its ``config`` dict (as stored in checkpoints)."""
+    """Build a model from its ``config`` dict (as stored in checkpoints).
+
+    The encoder-decoders (``Seq2seq``, ``PeekySeq2seq``, ``AttentionSeq2seq``) are built by
+    :func:`npgated.models.seq2seq.build_seq2seq`, so one call rebuilds any checkpoint's model.
+    """
     config = dict(config)
     kind = config.pop("model", "Rnnlm")
+    from npgated.models import seq2seq  # noqa: PLC0415 (seq2seq imports this module)
+
+    if kind in seq2seq.MODELS:
+        return seq2seq.build_seq2seq({"model": kind, **config}, dtype=dtype, seed=seed)
     classes = {"Rnnlm": Rnnlm, "BetterRnnlm": BetterRnnlm}
     if kind not in classes:
         raise ValueError(f"unknown model {kind!r}; expected one of {sorted(classes)}")
