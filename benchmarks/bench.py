@@ -31,7 +31,7 @@ idea each, are its neighbours in this folder (not a package: the script's folder
     gemm_only.py        what GEMMs alone allow: FLOPs per token, the ceiling, the GEMM-only step
     system.py           the machine: load, CPU time of others, memory, facts from npgated.info
     profiling.py        --profile: cProfile and the costliest source lines
-    report.py           the tables (text, Markdown) and the README's results block
+    report.py           the tables (text, Markdown) and the results block of the docs
     ranks.py            --ranks K: one process against K MPI ranks (data-parallel speed)
     book_eval.py        --book-dir: whole-process evaluation against the book's ch06/eval.py
     torch_reference.py  the same models and training step in PyTorch
@@ -39,7 +39,7 @@ idea each, are its neighbours in this folder (not a package: the script's folder
 Results: a JSON file (``--out``, default ``benchmarks/results/<date>.json``) with the machine
 (CPU model, cores, NumPy/torch versions, BLAS configuration and, with threadpoolctl installed,
 the OpenBLAS kernel that ran), and a Markdown table next to it (same name, ``.md``);
-``--update-readme`` also puts that table into ``benchmarks/README.md`` and the project's README.
+``--update-readme`` also puts that table into ``benchmarks/README.md`` and ``docs/speed.md``.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def parse_args(argv=None):
     p.add_argument("--out", default=None,
                    help="JSON output (default benchmarks/results/<date>.json; a .md beside it)")
     p.add_argument("--update-readme", action="store_true",
-                   help="also replace the results table in benchmarks/README.md and README.md")
+                   help="also replace the results table in benchmarks/README.md and docs/speed.md")
     p.add_argument("--unset-openblas-env", action="store_true",
                    help="remove OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE in the children")
     p.add_argument("--wait-quiet", type=float, default=60.0,

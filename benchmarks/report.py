@@ -1,9 +1,10 @@
-"""The results as tables: text on stdout, Markdown beside the JSON, and the README's block.
+"""The results as tables: text on stdout, Markdown beside the JSON, and the docs' results block.
 
 One row per (preset, cell, implementation) with the derived columns (ratios to PyTorch, GFLOP/s,
 fractions of the GEMM ceiling and of the GEMM-only step); with ``--book-dir``, the table of
 whole-process evaluation against the book's ``eval.py`` (``book_eval_markdown``) after it;
-``--update-readme`` replaces what stands between the two markers in ``benchmarks/README.md``.
+``--update-readme`` replaces what stands between the two markers in ``benchmarks/README.md``
+and in ``docs/speed.md`` (the project README links that page).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import statistics
 from pathlib import Path
 
 README = Path(__file__).resolve().parent / "README.md"
-READMES = (README, README.parent.parent / "README.md")  # benchmarks/ and the project's
+SPEED_PAGE = README.parent.parent / "docs" / "speed.md"  # the project's speed page
+READMES = (README, SPEED_PAGE)  # the pages --update-readme fills
 README_START = "<!-- bench:results:start -->"
 README_END = "<!-- bench:results:end -->"
 
@@ -215,8 +217,8 @@ def book_eval_markdown(result: dict) -> str:
 
 
 def update_readme(markdown: str) -> bool:
-    """Put ``markdown`` between the markers of ``benchmarks/README.md`` and of the project's
-    README (its speed section); True if both had them."""
+    """Put ``markdown`` between the markers of ``benchmarks/README.md`` and of
+    ``docs/speed.md``; True if both had them."""
     done = []
     for readme in READMES:
         text = readme.read_text()

@@ -116,7 +116,7 @@ def test_rounds_are_merged_as_the_median_of_the_rounds(benchmarks):
 
 
 def test_update_readme_fills_both_readmes(benchmarks, monkeypatch, tmp_path):
-    """--update-readme replaces the marked block of benchmarks/README.md and of README.md."""
+    """--update-readme replaces the marked block of benchmarks/README.md and docs/speed.md."""
     report = benchmarks("report")
     files = []
     for name in ("bench.md", "project.md"):
@@ -135,6 +135,7 @@ def test_update_readme_fills_both_readmes(benchmarks, monkeypatch, tmp_path):
 
 def test_the_readmes_have_the_results_markers(benchmarks):
     report = benchmarks("report")
+    assert report.SPEED_PAGE in report.READMES and report.SPEED_PAGE.name == "speed.md"
     for path in report.READMES:
         text = path.read_text()
         assert text.count(report.README_START) == 1 and text.count(report.README_END) == 1, path
