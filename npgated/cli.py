@@ -283,10 +283,36 @@ def cmd_generate(args) -> int:
     return 0
 
 
+GRADCHECK_SUITES = ("layers", "rnnlm", "better", "all")
+
+
+def _gradcheck_user_code(args) -> int:
+    """``npgated gradcheck FILE.py:NAME``: the localized report of npgated.testing."""
+    from npgated import usercode  # noqa: PLC0415
+
+    try:
+        report, built = usercode.check_target(args.target, gates=args.gates, seed=args.seed)
+    except usercode.UserCodeRaised as exc:
+        print(exc.text, file=sys.stderr, end="")
+        print(f"npgated: {exc}", file=sys.stderr)
+        return 1
+    print(built)
+    print(report)
+    return 0 if report.ok else 1
+
+
 def cmd_gradcheck(args) -> int:
     from npgated.gradcheck import report  # noqa: PLC0415
     from npgated.gradcheck import run_suite  # noqa: PLC0415
 
+    if args.target not in GRADCHECK_SUITES:
+        if ":" not in args.target:
+            return _usage_error(f"gradcheck: unknown target {args.target!r}; choose one of "
+                                f"{', '.join(GRADCHECK_SUITES)} or FILE.py:NAME (your own layer "
+                                "class, a factory, or forward_fn,backward_fn)")
+        return _gradcheck_user_code(args)
+    if args.gates is not None:
+        return _usage_error("--gates is for FILE.py:NAME targets (npgated's layers know theirs)")
     failed = 0
     for title, results, tol in run_suite(args.target, seed=args.seed):
         worst = max(r.error for r in results)
@@ -363,7 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory for best.npz")
     p.add_argument("--data-dir", default=None,
                    help="PTB folder, to record the vocabulary checksum "
-                        "(default: $NPGATED_DATA_DIR)")
+                        "(default: $NPGATED_DATA_DIR); with --task the folder with the "
+                        "book's addition.txt/date.txt (default: $NPGATED_BOOK_DATA_DIR, "
+                        "else book/ beside $NPGATED_DATA_DIR)")
     p.add_argument("--force", action="store_true", help="replace an existing best.npz")
     p.add_argument("--task", default=None, choices=("addition", "date"),
                    help="an encoder-decoder pickle (ch. 7-8): the task whose characters its "
@@ -399,10 +427,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     seq2seq_cli.add_attention_parser(sub)  # npgated attention RUN QUESTION --out FILE
 
-    p = sub.add_parser("gradcheck", help="finite-difference report for every layer or a model")
+    p = sub.add_parser("gradcheck", help="finite-difference report for every layer or a model, "
+                                         "or for your own code (FILE.py:NAME)")
     p.add_argument("target", nargs="?", default="layers",
-                   choices=("layers", "rnnlm", "better", "all"),
-                   help="what to check (default: every layer)")
+                   help="layers (default: every layer), rnnlm, better, all; or FILE.py:NAME -- "
+                        "your layer class (built with small random shapes from its "
+                        "constructor's signature), a factory returning (layer, inputs), or "
+                        "forward_fn,backward_fn (step functions); see docs/check-your-backward.md")
+    p.add_argument("--gates", default=None,
+                   help="FILE.py:NAME only: gate packing of the parameters' last axis, e.g. "
+                        "ifgo (npgated, PyTorch), fgio (the book's LSTM), rzn (GRU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-v", "--verbose", action="store_true", help="one line per array")
     p.set_defaults(func=cmd_gradcheck)

@@ -274,8 +274,10 @@ def cmd_generate(args) -> int:
                             else "--question 'september 27, 1994'"))
     xs = vocab.encode_questions(args.question)
     length = vocab.answer_length if args.length is None else args.length
-    if length < 1:
-        raise ValueError(f"--length must be >= 1, got {length}")
+    if not 1 <= length <= vocab.answer_length:
+        raise ValueError(f"--length {length}: the {vocab.task} decoder writes answers of "
+                         f"{vocab.answer_length} characters; give 1 to {vocab.answer_length} "
+                         "or leave --length out")
     ids = model.generate(xs, vocab.start_id, length, beam_size=args.beam_size)
     from npgated import backend  # noqa: PLC0415
 
@@ -326,7 +328,7 @@ def add_attention_parser(sub) -> None:
 def cmd_import_book(args) -> int:
     """One of the book's ch. 7-8 pickles -> RUN/best.npz, with the task's vocabulary."""
     from npgated.data import sequence  # noqa: PLC0415
-    from npgated.interop.book_seq2seq import seq2seq_from_book  # noqa: PLC0415
+    from npgated.interop.book_seq2seq import model_from_book  # noqa: PLC0415
     from npgated.training.checkpoint import save_checkpoint  # noqa: PLC0415
 
     if args.task is None:
@@ -337,12 +339,9 @@ def cmd_import_book(args) -> int:
     if target.exists() and not args.force:
         raise ValueError(f"{target} exists; choose another --out or pass --force to replace it")
     data = sequence.load_task(args.task, args.data_dir, reverse=bool(args.reverse))
-    model = seq2seq_from_book(args.file)
     V = len(data.char_to_id)
+    model = model_from_book(args.file, vocab_size=V)  # refuses a file of another task's V
     c = model.config
-    if c["vocab_size"] != V:
-        raise ValueError(f"{args.file} holds a {c['model']} over {c['vocab_size']} characters, "
-                         f"but the {args.task} task has {V}: it was trained on another task")
     from npgated.training.seq2seq import task_meta  # noqa: PLC0415
 
     meta = dict(task_meta(args.task, bool(args.reverse), data),
@@ -355,10 +354,10 @@ def cmd_import_book(args) -> int:
 
 
 def cmd_export_book(args) -> int:
-    from npgated.interop.book_seq2seq import seq2seq_to_book  # noqa: PLC0415
+    from npgated.interop.book_seq2seq import model_to_book  # noqa: PLC0415
 
     model, meta = load_run(args.checkpoint)
-    path = seq2seq_to_book(model, args.out)
+    path = model_to_book(model, args.out)
     print(f"wrote {meta['config']['model']} ({meta['task']} task"
           f"{', reversed questions' if meta.get('reverse') else ''}) in the book's format "
           f"(float16, gates f,g,i,o) to {path}")

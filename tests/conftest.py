@@ -80,6 +80,25 @@ def book_dir():
                 "folder of NPGATED_DATA_DIR (../shared/data/book)")
 
 
+@pytest.fixture(scope="session")
+def book_file():
+    """``book_file(name)``: the path of one of the book's chapter 7-8 files (``addition.txt``,
+    ``date.txt``, ``AttentionSeq2seq.pkl``) in ``$NPGATED_BOOK_DATA_DIR``, ``book/`` next to
+    the PTB folder of ``$NPGATED_DATA_DIR``, or ``../shared/data/book``; skips if absent."""
+    candidates = [Path(os.environ[v]) for v in ("NPGATED_BOOK_DATA_DIR",) if os.environ.get(v)]
+    if os.environ.get("NPGATED_DATA_DIR"):
+        candidates.append(Path(os.environ["NPGATED_DATA_DIR"]).parent / "book")
+    candidates.append(Path(__file__).resolve().parents[1].parent / "shared" / "data" / "book")
+
+    def find(name: str) -> Path:
+        for folder in candidates:
+            if (folder / name).is_file():
+                return folder / name
+        pytest.skip(f"the book's {name} not found in {', '.join(map(str, candidates))}")
+
+    return find
+
+
 def write_synthetic_ptb(folder, n_train=3000, n_eval=600, seed=0) -> Path:
     """Write ptb.{train,valid,test}.txt with a learnable grammar of 20 words."""
     rng = np.random.default_rng(seed)
@@ -108,6 +127,37 @@ def write_synthetic_ptb(folder, n_train=3000, n_eval=600, seed=0) -> Path:
 def synthetic_ptb(tmp_path):
     """A folder with small synthetic ptb.{train,valid,test}.txt files (20-word grammar)."""
     return write_synthetic_ptb(tmp_path / "synthetic_ptb")
+
+
+_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august",
+           "september", "october", "november", "december")
+
+
+def write_synthetic_book_tasks(folder, n_lines=1000, seed=0) -> Path:
+    """Write addition.txt and date.txt in the book's format (question, ``_``, answer; fixed
+    widths 7 + 1 + 4 and 29 + 1 + 10, spaces padding both), ``n_lines`` lines each."""
+    rng = np.random.default_rng(seed)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for _ in range(n_lines):
+        a, b = (int(v) for v in rng.integers(0, 1000, size=2))
+        lines.append(f"{a}+{b}".ljust(7) + "_" + str(a + b).ljust(4))
+    (folder / "addition.txt").write_text("\n".join(lines) + "\n")
+    lines = []
+    for _ in range(n_lines):
+        y, m, d = int(rng.integers(1970, 2030)), int(rng.integers(1, 13)), int(rng.integers(1, 29))
+        question = (f"{_MONTHS[m - 1]} {d}, {y}", f"{m}/{d}/{y % 100:02d}",
+                    f"{d} {_MONTHS[m - 1][:3].upper()} {y}")[int(rng.integers(3))]
+        lines.append(question.ljust(29) + "_" + f"{y}-{m:02d}-{d:02d}")
+    (folder / "date.txt").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def synthetic_book_data(tmp_path_factory):
+    """A folder with small synthetic addition.txt and date.txt in the book's format."""
+    return write_synthetic_book_tasks(tmp_path_factory.mktemp("book_tasks"))
 
 
 @pytest.fixture(autouse=True)
