@@ -296,6 +296,9 @@ def train_seq2seq(config: Seq2seqConfig, data=None, resume: bool = False,
         data = sequence.load_task(config.task, config.data_dir, reverse=config.reverse)
     if test_limit is not None:
         data = data._replace(x_test=data.x_test[:test_limit], t_test=data.t_test[:test_limit])
+    if len(data.x_train) < config.batch_size:  # before anything is written
+        raise ValueError(f"{len(data.x_train)} training questions are fewer than one minibatch "
+                         f"of --batch-size {config.batch_size}; use a smaller --batch-size")
     model = build_seq2seq(dict(model=config.model, vocab_size=len(data.char_to_id),
                                wordvec_size=config.wordvec_size, hidden_size=config.hidden_size,
                                cell=config.cell),
