@@ -323,6 +323,8 @@ def zeros_like_all(arrays) -> list:
 
 def tiles(arrays, buffer) -> bool:
     """True when ``arrays`` are the consecutive pieces of all of the 1-D ``buffer``."""
+    arrays = list(arrays)
     whole = covering(arrays)
     return whole is not None and whole.size == buffer.size and whole.dtype == buffer.dtype \
-        and _address(whole) == _address(buffer) and _allocation(whole) is _allocation(buffer)
+        and _address(whole) == _address(buffer) \
+        and _allocation(arrays[0]) is _allocation(buffer)

@@ -104,11 +104,11 @@ class _StubComm:
         return self._size
 
 
-def _tiny_model(seed=3):
+def _tiny_model(seed=3, flat=None):
     return BetterRnnlm(vocab_size=11, wordvec_size=6, hidden_size=6, num_layers=2,
                        dropout_ratio=0.3, variational=True, tie_weights=True, seed=seed,
                        dtype=np.float64, recurrent_dropout=0.2, weight_drop=0.2,
-                       embedding_dropout=0.1)
+                       embedding_dropout=0.1, flat=flat)
 
 
 def _batch(rng, N=4, T=5, V=11, ignored=()):
@@ -137,10 +137,15 @@ def test_buffer_packs_unique_gradients_once(xp_name):
     assert buf.pack(0.0, 1) is host or xp_name != "numpy"  # NumPy: one buffer, reused
 
 
+@pytest.mark.parametrize("flat_on", [True, False], ids=["in-place", "packed"])
 @pytest.mark.parametrize("max_grad_norm", [0.0, 0.05])
 def test_reduced_buffer_gives_the_clipped_gradient_of_the_global_batch(xp_name, rng,
-                                                                        max_grad_norm):
+                                                                        max_grad_norm, flat_on):
     """Two ranks' buffers summed and finished == one process on the whole batch.
+
+    In place (the model's flat gradient buffer itself is reduced, the four scalars in its
+    spare tail) and packed (separate gradient arrays copied into a buffer and back): the
+    same numbers.
 
     Tied weights, variational, recurrent and embedding dropout and weight drop (masks of the
     global batch, each rank its rows), and
@@ -159,11 +164,14 @@ def test_reduced_buffer_gives_the_clipped_gradient_of_the_global_batch(xp_name, 
     assert max_grad_norm == 0 or norm_single > max_grad_norm  # the clipping case clips
 
     ranks = [distributed.DataParallel(_StubComm(r, 2)) for r in range(2)]
-    models = [_tiny_model() for _ in ranks]
+    models = [_tiny_model(flat=flat_on) for _ in ranks]
     hosts = []
     for dp, model in zip(ranks, models):
         dp.attach(model, batch_size=4)
         assert model.layers["drop0"].batch_shard == (dp.start, dp.stop, 4)
+        assert dp.buffer.in_place == flat_on
+        if flat_on:  # the model's own gradient buffer, nothing packed
+            assert dp.buffer.flat is model.flat_buffers[0].storage
         hosts.append(dp.local_gradients(model, xs, ts))
     total = hosts[0] + hosts[1]  # what the Allreduce leaves in every rank's buffer
     assert total[-3] == 18  # the global count of targets
@@ -214,10 +222,12 @@ def test_start_check_names_what_differs(what):
 
     dp = distributed.DataParallel(_DisagreeingComm({what}))
     model = _tiny_model()
-    with pytest.raises(distributed.DistributedError, match=f"ranks disagree on the {what} at the start"):
+    with pytest.raises(distributed.DistributedError,
+                       match=f"ranks disagree on the {what} at the start"):
         dp.check_start(TrainConfig(), model, np.arange(50), "abc", Progress())
     dp = distributed.DataParallel(_DisagreeingComm({"parameters"}))
-    with pytest.raises(distributed.DistributedError, match="ranks disagree on the parameters after epoch 3"):
+    with pytest.raises(distributed.DistributedError,
+                       match="ranks disagree on the parameters after epoch 3"):
         dp.check_params(model, 3)
     distributed.DataParallel(_DisagreeingComm(set())).check_params(model, 3)  # agreement
 
@@ -251,10 +261,10 @@ TINY = ["--model", "BetterRnnlm", "--num-layers", "2", "--wordvec-size", "8",
         "--ar", "2", "--tar", "1"]
 
 
-def _mpi(args, timeout=MPI_TIMEOUT):
+def _mpi(args, timeout=MPI_TIMEOUT, env=None):
     cmd = [_mpiexec(), "-n", "2", sys.executable, *args]
-    return subprocess.run(cmd, env=_clean_env(), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(cmd, env={**_clean_env(), **(env or {})}, capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def _train_args(data, run_dir):
@@ -308,6 +318,17 @@ def test_mpi_run_equals_the_single_process_run(mpi_runs):
     assert cli.main(["eval", str(root / "single"), "--data-dir", str(data), "--split", "valid",
                      "--batch-size", "4"]) == 0
     assert evals.stdout.strip().splitlines()[-1].startswith("valid perplexity")
+
+
+def test_mpi_in_place_allreduce_equals_the_packed_one(mpi_runs, tmp_path):
+    """The same mpiexec -n 2 run with separate gradient arrays (NPGATED_FLAT=0: packed into
+    a buffer, reduced, unpacked) ends where the in-place run on the flat buffer ends."""
+    data, root, _ = mpi_runs
+    proc = _mpi(["-m", "npgated.cli", *_train_args(data, tmp_path / "packed")],
+                env={"NPGATED_FLAT": "0"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert _max_rel_diff(_params(tmp_path / "packed"), _params(root / "mpi")) <= 1e-12
+    np.testing.assert_allclose(_ppls(tmp_path / "packed"), _ppls(root / "mpi"), rtol=1e-12)
 
 
 def test_mpi_resume_after_a_signal_on_one_rank(mpi_runs):
