@@ -58,8 +58,15 @@ from cases import ALL_PRESETS, SMOKE, VOCAB, make_batches, preset_spec
 from children import child_main
 from gemm_only import GATES, GEMM_SIZES, gemm_flops_per_token
 from harness import add_round, child_env, run_child
-from report import (README_END, README_START, READMES, markdown_report, table_rows,
-                    text_table, update_readme)
+from report import (
+    README_END,
+    README_START,
+    READMES,
+    markdown_report,
+    table_rows,
+    text_table,
+    update_readme,
+)
 from system import machine_info, wait_for_quiet
 
 IMPLS = ("npgated", "npgated-threads", "torch")
@@ -69,7 +76,8 @@ HERE = Path(__file__).resolve().parent
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
-        description="Training/evaluation tokens/s of npgated vs PyTorch (see the module docstring).",
+        description="Training/evaluation tokens/s of npgated vs PyTorch "
+                    "(see the module docstring).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--presets", default=",".join(ALL_PRESETS),
                    help="comma-separated presets of npgated.training.config.PRESETS")

@@ -53,11 +53,11 @@ import argparse
 import json
 import math
 import os
+import platform
 import re
 import shutil
 import statistics
 import subprocess
-import platform
 import sys
 import tempfile
 import time

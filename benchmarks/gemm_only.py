@@ -51,7 +51,8 @@ def child_gemm_numpy(spec, result):
         a = rng.standard_normal((n, n), dtype=np.float32)
         b = rng.standard_normal((n, n), dtype=np.float32)
         c = np.empty((n, n), dtype=np.float32)
-        rates[str(n)] = _best_gemm_rate(lambda: np.matmul(a, b, out=c), n, spec["gemm_min_s"])
+        rates[str(n)] = _best_gemm_rate(lambda a=a, b=b, c=c: np.matmul(a, b, out=c), n,
+                                        spec["gemm_min_s"])
     result["gflops_by_size"] = rates
     result["best_gflops"] = max(rates.values())
 
@@ -67,7 +68,8 @@ def child_gemm_torch(spec, result):
             a = torch.randn(n, n, generator=g)
             b = torch.randn(n, n, generator=g)
             c = torch.empty(n, n)
-            rates[str(n)] = _best_gemm_rate(lambda: torch.mm(a, b, out=c), n, spec["gemm_min_s"])
+            rates[str(n)] = _best_gemm_rate(lambda a=a, b=b, c=c: torch.mm(a, b, out=c), n,
+                                            spec["gemm_min_s"])
     result["gflops_by_size"] = rates
     result["best_gflops"] = max(rates.values())
     result["torch_version"] = torch.__version__

@@ -143,7 +143,6 @@ def _time_alone(dp, host, iters):
 def _touched_rows(dp, model, txs, iters):
     """The dense exchange of the embedding gradient against exchanging its touched rows."""
     import numpy as np  # noqa: PLC0415
-
     from mpi4py import MPI  # noqa: PLC0415
 
     emb = model.layers["embed"].grads[0]
@@ -274,7 +273,8 @@ def markdown(report: dict) -> str:
         lines += ["", "Touched embedding rows instead of the dense (V, D) gradient (untied "
                   "models):", "",
                   "| preset | rows per rank | dense all-reduce ms | rows exchange ms | "
-                  "gather + scatter-add ms | saving per step ms |", "|---|---:|---:|---:|---:|---:|"]
+                  "gather + scatter-add ms | saving per step ms |",
+                  "|---|---:|---:|---:|---:|---:|"]
         for c in rows:
             t = c["ranks"]["touched_rows"]
             lines.append(f"| {c['preset']} | {t['touched_rows_per_rank']:.0f} of {t['vocab']:,} | "

@@ -23,14 +23,12 @@ import time
 from collections import defaultdict
 
 import numpy as np
+from cases import VOCAB, preset_spec
 
 from npgated import allocator, parallel
 from npgated.models.rnnlm import BetterRnnlm, Rnnlm
 from npgated.optim import SGD, clip_grads
-
 from npgated.training.config import PRESETS
-
-from cases import VOCAB, preset_spec
 
 
 def build(preset: str, cell: str):

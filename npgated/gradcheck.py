@@ -21,8 +21,8 @@ truncation error. Arrays are perturbed in place and restored afterwards.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 import numpy as np
 
@@ -400,7 +400,8 @@ def _model_cases(target):
 
     if target in ("rnnlm", "all"):
         for cell in ("rnn", "lstm", "gru"):
-            yield f"Rnnlm ({cell})", Rnnlm(11, 5, 6, cell=cell, seed=0, dtype=np.float64, init=0.5), ()
+            model = Rnnlm(11, 5, 6, cell=cell, seed=0, dtype=np.float64, init=0.5)
+            yield f"Rnnlm ({cell})", model, ()
     if target in ("better", "all"):
         yield ("BetterRnnlm (2 layers, tied, variational dropout)",
                BetterRnnlm(11, 6, 6, num_layers=2, dropout_ratio=0.3, seed=0, dtype=np.float64,

@@ -1,8 +1,6 @@
-import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -16,8 +14,8 @@ SMALL = ["--wordvec-size", "12", "--hidden-size", "12", "--batch-size", "4", "--
 
 def test_train_dry_run_eval_generate(tmp_path, synthetic_ptb, capsys):
     run = tmp_path / "run"
-    code = cli.main(["train", "--preset", "book-small", "--dry-run", "--data-dir", str(synthetic_ptb),
-                     "--run-dir", str(run), *SMALL])
+    code = cli.main(["train", "--preset", "book-small", "--dry-run",
+                     "--data-dir", str(synthetic_ptb), "--run-dir", str(run), *SMALL])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "test perplexity" in out and "| epoch   1 |" in out
@@ -48,7 +46,8 @@ def test_gradcheck_command(capsys):
 ])
 def test_usage_errors_exit_2_with_one_line(argv, message, capsys, synthetic_ptb):
     with pytest.raises(SystemExit) if "invalid choice" in message else _nothing():
-        code = cli.main([*argv, *(["--data-dir", str(synthetic_ptb)] if argv[0] == "train" else [])])
+        data = ["--data-dir", str(synthetic_ptb)] if argv[0] == "train" else []
+        code = cli.main([*argv, *data])
         assert code == 2
     err = capsys.readouterr().err
     assert message in err

@@ -30,7 +30,8 @@ def lstm(**kw):
 # -- token ids ---------------------------------------------------------------------------
 @pytest.mark.parametrize("ids, message", [
     (np.array([[1.0, 2.0]]), "must hold integer token ids, got dtype float64"),
-    (np.array([[1, -2]]), r"token id -2 at position \(0, 1\) is out of range; valid ids are \[0, 10\)"),
+    (np.array([[1, -2]]),
+     r"token id -2 at position \(0, 1\) is out of range; valid ids are \[0, 10\)"),
     (np.array([[3, 4], [10, 0]]), r"token id 10 at position \(1, 0\) is out of range"),
 ])
 def test_bad_token_ids(ids, message):
@@ -77,7 +78,8 @@ def test_set_state_wrong_shape():
 
 
 def test_inconsistent_parameter_sizes():
-    with pytest.raises(ValueError, match=r"Wx must have shape \(D, 4H\) = \(5, 24\), got \(5, 20\)"):
+    with pytest.raises(ValueError,
+                       match=r"Wx must have shape \(D, 4H\) = \(5, 24\), got \(5, 20\)"):
         TimeLSTM(rng.standard_normal((D, 20)), rng.standard_normal((H, 4 * H)), np.zeros(4 * H))
     with pytest.raises(ValueError, match=r"b must have shape \(2, 3H\)"):
         TimeGRU(rng.standard_normal((D, 3 * H)), rng.standard_normal((H, 3 * H)),

@@ -3,7 +3,8 @@ import math
 import numpy as np
 import pytest
 
-from npgated import backend, functional as F
+from npgated import backend
+from npgated import functional as F
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -100,10 +100,10 @@ def test_directional_check(xp_name, dev, rng):
         w_before = backend.to_cpu(w).copy()
         dy = dev(rng.standard_normal((4, 5)))
 
-        def loss():
+        def loss(layer=layer, dy=dy):
             return float(backend.to_cpu((layer.forward(x) * dy).sum()))
 
-        def analytic():
+        def analytic(layer=layer, dy=dy):
             layer.zero_grads()
             layer.forward(x)
             layer.backward(dy)

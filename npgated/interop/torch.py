@@ -430,7 +430,7 @@ def parity_report(layers, module, xs, seed: int = 0) -> dict:
     errors["dxs"] = rel_error(d, grads[0])
     g = iter(grads[1:])
     dWx, dWh, db = [], [], []
-    for layer in layers:
+    for _ in layers:
         dWx.append(next(g).T)  # dL/dWx = (dL/dweight_ih).T
         dWh.append(next(g).T)
         if module.bias:

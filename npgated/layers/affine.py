@@ -361,7 +361,7 @@ class TimeAffine(_AffineMap):
                 self._Wb, self._dWb = Wb, dWb
 
     @classmethod
-    def tied_to(cls, embedding, bias: bool = True) -> "TimeAffine":
+    def tied_to(cls, embedding, bias: bool = True) -> TimeAffine:
         """An output layer sharing ``embedding``'s (V, D) weight matrix and gradient buffer.
 
         Parameters

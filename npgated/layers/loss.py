@@ -7,11 +7,12 @@ log-softmax with the row maximum subtracted first, so logits of +-1e4 give finit
 
 With the output projection before it, this is the hot end of a small PTB model (of a ~45 ms
 step of the book's model, ~30 ms are the three 10,000-wide GEMMs of the output layer and ~8 ms
-this softmax over V = 10,000 words, measured 2026-11-30), so it is frugal with memory: in training it allocates ONE
-(rows, V) buffer, which forward fills with exp(shifted logits) in place and backward turns
-into the gradient in place; the caller's logits are never modified (unless the caller says it
-may, ``overwrite_input``: then they are the buffer). In eval mode there is no (rows, V) buffer:
-the row sums are computed block by block through a small scratch array.
+this softmax over V = 10,000 words, measured 2026-11-30), so it is frugal with memory: in
+training it allocates ONE (rows, V) buffer, which forward fills with exp(shifted logits) in
+place and backward turns into the gradient in place; the caller's logits are never modified
+(unless the caller says it may, ``overwrite_input``: then they are the buffer). In eval mode
+there is no (rows, V) buffer: the row sums are computed block by block through a small scratch
+array.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import numpy as np
 
 from npgated import backend, checks, parallel
 from npgated.layers.base import Layer
-
 
 _SAFE_EXP = 30.0  # |row max| up to which exp needs no shift (see F2 in the Notes)
 # Rows are processed in blocks of at most this many elements (2 MiB of float32), which stay

@@ -73,7 +73,7 @@ class Seq2seqConfig:
     def __post_init__(self):
         _validate(self)
 
-    def replace(self, **changes) -> "Seq2seqConfig":
+    def replace(self, **changes) -> Seq2seqConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
@@ -83,7 +83,7 @@ class Seq2seqConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Seq2seqConfig":
+    def from_dict(cls, d: dict) -> Seq2seqConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

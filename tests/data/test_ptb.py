@@ -97,7 +97,8 @@ def test_synthetic_ids_and_eos(tmp_path):
 @pytest.mark.parametrize("newline", ["\r\n", "\r"])
 def test_windows_and_old_mac_newlines_end_lines(tmp_path, newline):
     lf = load_data("valid", write_corpus(tmp_path / "lf"), cache=False)
-    other = write_corpus(tmp_path / "other", *(t.replace("\n", newline) for t in (TRAIN, VALID, TEST)))
+    other = write_corpus(tmp_path / "other",
+                         *(t.replace("\n", newline) for t in (TRAIN, VALID, TEST)))
     assert b"\r" in (other / "ptb.valid.txt").read_bytes()
     for cache in (False, True):  # the text as parsed, and as cached
         corpus, word_to_id, _ = load_data("valid", other, cache=cache)
@@ -263,7 +264,7 @@ def test_download_real_files(ptb_dir, tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------
 def test_vocab_checksum():
     word_to_id = {"b": 1, "a": 0, "<eos>": 2}
-    expected = hashlib.sha256("a\nb\n<eos>".encode()).hexdigest()
+    expected = hashlib.sha256(b"a\nb\n<eos>").hexdigest()
     assert vocab_checksum(word_to_id) == expected
     assert vocab_checksum({"a": 1, "b": 0, "<eos>": 2}) != expected
     with pytest.raises(ValueError, match="0 .. V-1"):

@@ -4,7 +4,6 @@ import builtins
 import os
 import pickle
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -19,14 +19,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import npgated.interop.torch as nt
-from npgated.layers.attention import (
+import npgated.interop.torch as nt  # noqa: E402  (after the importorskip)
+from npgated.layers.attention import (  # noqa: E402
     Attention,
     AttentionWeight,
     TimeAttention,
     WeightSum,
 )
-from npgated.layers.bidirectional import TimeBiGRU, TimeBiLSTM
+from npgated.layers.bidirectional import TimeBiGRU, TimeBiLSTM  # noqa: E402
 
 N, T_ENC, T_DEC, D, H = 3, 5, 4, 5, 6
 TOL = 1e-9
@@ -146,7 +146,7 @@ def test_single_query_layers_match_torch_autograd(rng, masked):
     assert max(errors.values()) <= TOL, errors
 
 
-# -- bidirectional ----------------------------------------------------------------------------------
+# -- bidirectional ------------------------------------------------------------------------------
 def make_bidirectional_torch(kind, seed=0):
     cls = torch.nn.LSTM if kind == "lstm" else torch.nn.GRU
     module = cls(D, H, batch_first=True, bidirectional=True, dtype=torch.float64)

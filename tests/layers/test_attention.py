@@ -261,8 +261,8 @@ def test_full_row_equals_unmasked(xp_name, dev, rng):
         np.testing.assert_allclose(got[1], want[1], rtol=1e-14, atol=1e-15)
     # ... and a mask of all True gives the unmasked numbers everywhere.
     full = TimeAttention()
-    np.testing.assert_allclose(host(full.forward(hs_enc, hs_dec, mask=dev(np.ones((N, T_ENC), bool)))),
-                               cs_p, rtol=1e-14, atol=1e-15)
+    cs_full = full.forward(hs_enc, hs_dec, mask=dev(np.ones((N, T_ENC), bool)))
+    np.testing.assert_allclose(host(cs_full), cs_p, rtol=1e-14, atol=1e-15)
 
 
 def test_masked_softmax_is_stable():

@@ -15,7 +15,8 @@ def _batch(rng, N=2, T=3, V=V):
 def _freeze(model, seed=100):
     def before():
         model.reset_state()
-        for i, layer in enumerate(model.dropout_layers() if hasattr(model, "dropout_layers") else []):
+        droppers = model.dropout_layers() if hasattr(model, "dropout_layers") else []
+        for i, layer in enumerate(droppers):
             layer.rng = np.random.default_rng(seed + i)
 
     return before

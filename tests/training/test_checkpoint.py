@@ -29,7 +29,8 @@ def _trained(seed=0, **kw):
 
 def test_roundtrip_params_optimizer_meta(tmp_path, xp_name):
     model, opt = _trained()
-    path = save_checkpoint(tmp_path / "c.npz", model, opt, meta={"epoch": 3, "vocab_checksum": "abc"})
+    path = save_checkpoint(tmp_path / "c.npz", model, opt,
+                           meta={"epoch": 3, "vocab_checksum": "abc"})
     ckpt = load_checkpoint(path)
     assert ckpt.meta["epoch"] == 3 and ckpt.meta["config"]["model"] == "BetterRnnlm"
     assert ckpt.meta["npgated_version"]
@@ -91,7 +92,8 @@ def test_shape_mismatch_names_the_parameter(tmp_path):
     ckpt = load_checkpoint(save_checkpoint(tmp_path / "c.npz", model))
     ckpt.meta["config"] = None  # skip the config check: reach the shape check
     ckpt.params["lstm1.Wh"] = np.zeros((8, 16), dtype=np.float32)
-    with pytest.raises(CheckpointError, match=r"lstm1.Wh: shape \(8, 16\) does not match the model's \(8, 32\)"):
+    with pytest.raises(CheckpointError,
+                       match=r"lstm1.Wh: shape \(8, 16\) does not match the model's \(8, 32\)"):
         restore(model, ckpt)
     del ckpt.params["lstm1.Wh"]
     with pytest.raises(CheckpointError, match=r"missing \['lstm1.Wh'\]"):
@@ -117,7 +119,8 @@ def test_kill_during_save_leaves_previous_checkpoint(tmp_path):
         assert proc.stdout.readline().strip() == "ready"
         # wait until a temporary file is being written, then kill the writer mid-way
         deadline = time.time() + 60
-        while time.time() < deadline and not any(p.name.endswith(".tmp") for p in tmp_path.iterdir()):
+        while time.time() < deadline and not any(
+                p.name.endswith(".tmp") for p in tmp_path.iterdir()):
             time.sleep(0.005)
         os.kill(proc.pid, signal.SIGKILL)
     finally:

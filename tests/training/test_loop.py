@@ -11,7 +11,6 @@ from npgated.training.config import TrainConfig
 from npgated.training.loop import TrainingDiverged, train
 
 
-
 @pytest.fixture
 def corpora(synthetic_ptb):
     folder = synthetic_ptb
@@ -48,9 +47,9 @@ def test_same_seed_bit_identical(tmp_path, corpora):
     b = train(_config(tmp_path, run_dir=str(tmp_path / "b")), corpora)
     la = (a.run_dir / "metrics.jsonl").read_text()
     lb = (b.run_dir / "metrics.jsonl").read_text()
-    strip = lambda text: [{k: v for k, v in json.loads(l).items()  # noqa: E731
+    strip = lambda text: [{k: v for k, v in json.loads(line).items()  # noqa: E731
                            if k not in ("ms_per_batch", "elapsed")}
-                          for l in text.splitlines()]
+                          for line in text.splitlines()]
     assert strip(la) == strip(lb)
 
 
@@ -139,7 +138,8 @@ def test_asgd_trigger_and_averaged_evaluation(tmp_path, corpora, monkeypatch):
     monkeypatch.setattr(loop, "eval_perplexity", fake_eval)
     cfg = _asgd_config(tmp_path, epochs=4)
     result = train(cfg, corpora)
-    records = [json.loads(l) for l in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line)
+               for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records if r["kind"] == "asgd"] == [3]
     valid = [r for r in records if r["kind"] == "valid"]
     assert [r["averaged"] for r in valid] == [False, False, False, True]
