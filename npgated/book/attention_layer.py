@@ -1,4 +1,4 @@
-"""The book's ``ch08/attention_layer.py``: npgated's attention layers, which are already its drop-in.
+"""The book's ``ch08/attention_layer.py``: npgated's attention layers, already its drop-in.
 
 Replace, in the book's ``ch08/attention_seq2seq.py``, the line::
 

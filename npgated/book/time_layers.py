@@ -219,12 +219,19 @@ class _BookState:
             self.c = None
 
     def _hand_state(self):
-        """Give npgated's layer this forward's initial state (the book's rule)."""
+        """Give npgated's layer this forward's initial state (the book's rule).
+
+        npgated's layer is stateful itself: when the book's ``h`` (and ``c``) are still the
+        arrays it left after its last forward, it carries them on without being told (no
+        ``set_state`` and its checks at every step of the book's one-token generation).
+        """
         layer = self.layer
         h = self.h if self.stateful else None
         c = self.c if self.stateful and self.has_cell else None
         if h is None and c is None:
             layer.reset_state()  # zeros
+        elif h is layer.h and (not self.has_cell or c is layer.c):
+            return  # its own last state: carried by npgated's stateful layer
         elif self.has_cell:
             layer.set_state(backend.get_array_module(c).zeros_like(c) if h is None else h, c)
         else:
@@ -249,6 +256,11 @@ class _BookState:
         return dxs
 
 
+def _stateful(cls):
+    """A builder of npgated's Time layer ``cls`` that carries its state (see _hand_state)."""
+    return lambda Wx, Wh, b: cls(Wx, Wh, b, stateful=True)
+
+
 class TimeRNN(_BookState, Shared):
     """The book's ``TimeRNN(Wx, Wh, b, stateful=False)`` over (N, T, D) inputs.
 
@@ -257,7 +269,7 @@ class TimeRNN(_BookState, Shared):
     """
 
     def __init__(self, Wx, Wh, b, stateful=False):
-        Shared.__init__(self, rnn.TimeRNN(Wx, Wh, b))
+        Shared.__init__(self, rnn.TimeRNN(Wx, Wh, b, stateful=True))
         self._init_state(stateful)
 
     def forward(self, xs):
@@ -292,7 +304,7 @@ class TimeLSTM(_BookState, Permuted):
     has_cell = True
 
     def __init__(self, Wx, Wh, b, stateful=False):
-        Permuted.__init__(self, (Wx, Wh, b), LSTM_GATES, lstm.TimeLSTM)
+        Permuted.__init__(self, (Wx, Wh, b), LSTM_GATES, _stateful(lstm.TimeLSTM))
         self._init_state(stateful)
         self.dc = None
 
@@ -315,7 +327,7 @@ class TimeGRU(_BookState, Permuted):
     """
 
     def __init__(self, Wx, Wh, b, stateful=False):
-        Permuted.__init__(self, (Wx, Wh, b), GRU_GATES, gru.TimeGRU)
+        Permuted.__init__(self, (Wx, Wh, b), GRU_GATES, _stateful(gru.TimeGRU))
         self._init_state(stateful)
 
     def forward(self, xs):
