@@ -17,8 +17,8 @@ import pytest
 from npgated import backend, flat, parallel
 from npgated.layers.affine import TimeAffine
 from npgated.layers.embedding import TimeEmbedding
-from npgated.layers.lstm import TimeLSTM
 from npgated.layers.loss import TimeSoftmaxWithLoss
+from npgated.layers.lstm import TimeLSTM
 from npgated.models.base import Model
 from npgated.models.rnnlm import BetterRnnlm, Rnnlm
 from npgated.optim import OPTIMIZERS, clip_grads, global_norm, make_optimizer
@@ -56,7 +56,7 @@ def test_every_param_and_grad_is_a_view_of_the_buffers(build, xp_name):
     (fb,) = model.flat_buffers
     assert fb.size == model.num_params() and fb.storage.size == fb.size + flat.SPARE
     assert flat.tiles(model.params, fb.params) and flat.tiles(model.grads, fb.grads)
-    for name, p, g in model.named_params():
+    for name, p, _g in model.named_params():
         assert np.shares_memory(_host(p), _host(fb.params)) or xp_name != "numpy", name
     # the layers compute with the views: a change in the buffer reaches forward
     xs, ts = _batch()
