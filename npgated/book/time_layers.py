@@ -38,11 +38,11 @@ book                                  computed by (npgated)               adapte
 ``TimeAffine``                        ``layers.affine.TimeAffine``        same arrays
 ``TimeSoftmaxWithLoss``               ``layers.loss.TimeSoftmaxWithLoss`` (no parameters)
 ``TimeDropout``                       ``layers.dropout.TimeDropout``      (no parameters)
+``TimeBiLSTM``                        ``layers.bidirectional``            gates permuted
 ``Affine``, ``Embedding``, ...        see :mod:`npgated.book.layers`
 ====================================  ==================================  ================
 
-``TimeBiLSTM`` is in :mod:`npgated.book.bidirectional` (re-exported here when present), the
-attention layers of chapter 8 in :mod:`npgated.book.attention_layer`.
+The attention layers of chapter 8 are in :mod:`npgated.book.attention_layer`.
 
 ``np``: the book's model files take ``np`` from this star-import (the book's
 ``common.time_layers`` re-exports ``common.np``). Here it is the array module of npgated's
@@ -68,7 +68,7 @@ from npgated.book._adapter import (
     full_like_state,
 )
 from npgated.book.layers import Affine, Dropout, Embedding, SoftmaxWithLoss
-from npgated.layers import affine, dropout, embedding, gru, loss, lstm, rnn
+from npgated.layers import affine, bidirectional, dropout, embedding, gru, loss, lstm, rnn
 
 __all__ = [
     "GRU",
@@ -79,6 +79,7 @@ __all__ = [
     "Embedding",
     "SoftmaxWithLoss",
     "TimeAffine",
+    "TimeBiLSTM",
     "TimeDropout",
     "TimeEmbedding",
     "TimeGRU",
@@ -343,6 +344,46 @@ class TimeGRU(_BookState, Permuted):
 # ---------------------------------------------------------------------------------------
 # The rest of a language model
 # ---------------------------------------------------------------------------------------
+class TimeBiLSTM(Permuted):
+    """The book's ``TimeBiLSTM(Wx1, Wh1, b1, Wx2, Wh2, b2, stateful=False)``, gates f, g, i, o.
+
+    Parameters
+    ----------
+    Wx1, Wh1, b1 : (D, 4H), (H, 4H), (4H,) arrays
+        The forward direction's LSTM, in the book's gate order f, g, i, o.
+    Wx2, Wh2, b2 : the same shapes
+        The backward direction's, run over the reversed sequence.
+    stateful : bool
+        Only False (the book's default; no script of the book sets it) is accepted: a
+        bidirectional layer cannot carry a state from one window to the next, and npgated's
+        :class:`~npgated.layers.bidirectional.TimeBidirectional` says so.
+
+    Notes
+    -----
+    :class:`npgated.layers.bidirectional.TimeBiLSTM` (F1-F3, B1-B3 there: the forward
+    states first, then the backward direction's, both by input position, as the book
+    concatenates them) on the gate-permuted copies P1 of the six arrays; ``grads`` hold this
+    call's six gradients in the book's layout (O1, O2, P2).
+    """
+
+    param_names = ("Wx1", "Wh1", "b1", "Wx2", "Wh2", "b2")
+
+    def __init__(self, Wx1, Wh1, b1, Wx2, Wh2, b2, stateful=False):
+        def make(*own):
+            return bidirectional.TimeBiLSTM(*own, stateful=stateful)
+
+        super().__init__((Wx1, Wh1, b1, Wx2, Wh2, b2), LSTM_GATES, make)
+
+    def forward(self, xs):
+        """xs (N, T, D) -> hs (N, T, 2H): [forward states | backward states]."""
+        self._refresh()  # P1
+        return self.layer.forward(xs)
+
+    def backward(self, dhs):
+        """dhs (N, T, 2H) -> dxs (N, T, D)."""
+        return self._backward(dhs)
+
+
 class TimeEmbedding(Shared):
     """The book's ``TimeEmbedding(W)``: ``out[n, t] = W[xs[n, t]]``.
 

@@ -18,7 +18,7 @@ from npgated.book import attention_layer as book_attention
 from npgated.book import layers as book_layers
 from npgated.book import time_layers as book
 from npgated.interop.book import gates_from_book
-from npgated.layers import attention, dropout, gru, loss, lstm, rnn
+from npgated.layers import attention, bidirectional, dropout, gru, loss, lstm, rnn
 from npgated.layers.affine import TimeAffine
 from npgated.layers.embedding import TimeEmbedding
 
@@ -380,3 +380,50 @@ def test_attention_layers_are_npgateds_and_have_no_parameters():
         cls = getattr(book_attention, name)
         assert cls is getattr(attention, name)
         assert cls().params == [] and cls().grads == []
+
+
+# -- the bidirectional LSTM --------------------------------------------------------------------
+def test_time_bilstm_is_the_books_math_computed_by_npgated(xp_name, dev):
+    fwd, bwd = host_params("lstm", seed=31), host_params("lstm", seed=32)
+    xs, _, _, _ = host_data(seed=33)
+    dhs = np.random.default_rng(34).standard_normal((N, T, 2 * H))
+    layer = book.TimeBiLSTM(*(dev(p) for p in fwd + bwd))
+    assert layer.param_names == ("Wx1", "Wh1", "b1", "Wx2", "Wh2", "b2")
+    hs = layer.forward(dev(xs))
+    zeros = np.zeros((N, H))
+    want_f = book_time_forward("lstm", xs, zeros, zeros, fwd)[0]
+    want_b = book_time_forward("lstm", xs[:, ::-1], zeros, zeros, bwd)[0][:, ::-1]
+    assert_close(hs, np.concatenate([want_f, want_b], axis=2), "TimeBiLSTM vs the book's "
+                 "equations (forward states, then backward ones by input position)", 1e-12)
+    dxs = layer.backward(dev(dhs))
+    ref = bidirectional.TimeBiLSTM(*(dev(to_npgated("lstm", p)) for p in fwd + bwd))
+    assert_close(hs, ref.forward(dev(xs)), "TimeBiLSTM hs vs npgated's")
+    assert_close(dxs, ref.backward(dev(dhs)), "TimeBiLSTM dxs")
+    for name, g, g_ref in zip(layer.param_names, layer.grads, ref.grads):
+        assert_close(g, to_book("lstm", g_ref), f"TimeBiLSTM d{name}")
+
+
+@pytest.mark.parametrize("wrt", ["xs", "Wx1", "b1", "Wh2"])
+def test_time_bilstm_gradcheck_in_the_books_layout(wrt):
+    layer = book.TimeBiLSTM(*host_params("lstm", seed=35), *host_params("lstm", seed=36))
+    res = gradcheck.check_layer(layer, (host_data(seed=37)[0],), wrt=wrt, seed=0)
+    assert res.ok(GRADCHECK), f"book TimeBiLSTM d{wrt}: {res}"
+
+
+def test_time_bilstm_overwrites_and_refuses_state():
+    def make():
+        return book.TimeBiLSTM(*host_params("lstm", seed=38), *host_params("lstm", seed=39))
+
+    def run(layer, seed):
+        r = np.random.default_rng(seed)
+        layer.forward(r.standard_normal((N, T, D)))
+        layer.backward(r.standard_normal((N, T, 2 * H)))
+
+    layer, fresh = make(), make()
+    run(layer, 1)
+    run(layer, 2)
+    run(fresh, 2)
+    for g, want in zip(layer.grads, fresh.grads):
+        np.testing.assert_allclose(g, want, rtol=1e-13, atol=1e-13)
+    with pytest.raises(ValueError, match="stateful"):
+        book.TimeBiLSTM(*host_params("lstm"), *host_params("lstm"), stateful=True)
