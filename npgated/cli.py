@@ -302,8 +302,7 @@ def _gradcheck_user_code(args) -> int:
 
 
 def cmd_gradcheck(args) -> int:
-    from npgated.gradcheck import report  # noqa: PLC0415
-    from npgated.gradcheck import run_suite  # noqa: PLC0415
+    from npgated.gradcheck import report, run_suite  # noqa: PLC0415
 
     if args.target not in GRADCHECK_SUITES:
         if ":" not in args.target:
@@ -324,6 +323,32 @@ def cmd_gradcheck(args) -> int:
     print("all gradients agree with finite differences" if not failed
           else f"{failed} check(s) failed")
     return 1 if failed else 0
+
+
+def cmd_exercise(args) -> int:
+    """``npgated exercise CELL --out DIR`` writes an exercise; ``exercise check FILE`` checks it."""
+    from npgated import exercises, usercode  # noqa: PLC0415
+
+    if args.what == "check":
+        if args.file is None or args.out is not None:
+            return _usage_error("exercise check takes the exercise file and no --out, e.g. "
+                                "npgated exercise check ex/lstm.py")
+        try:
+            ok, text = exercises.check_exercise(args.file)
+        except usercode.UserCodeRaised as exc:
+            print(exc.text, file=sys.stderr, end="")
+            print(f"npgated: {exc}", file=sys.stderr)
+            return 1
+        print(text)
+        return 0 if ok else 1
+    if args.file is not None:
+        return _usage_error(f"exercise {args.what} takes no file: write it with --out DIR")
+    if args.out is None:
+        return _usage_error(f"exercise {args.what}: say where to write it, e.g. --out ex")
+    paths = exercises.write_exercise(args.what, args.out, force=args.force)
+    print(f"wrote {paths[0]} (the exercise) and {paths[1]} (its tests); fill in the regions "
+          f"marked '>>> your code', then run: npgated exercise check {paths[0]}")
+    return 0
 
 
 def cmd_demo(args) -> int:
@@ -440,6 +465,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-v", "--verbose", action="store_true", help="one line per array")
     p.set_defaults(func=cmd_gradcheck)
+
+    p = sub.add_parser("exercise", help="write your own backward pass: an exercise to fill in "
+                                        "(rnn, lstm, gru, attention), or check one",
+                       description="npgated exercise lstm --out ex writes ex/lstm.py (forward "
+                                   "complete, backward to write) and ex/test_lstm.py; npgated "
+                                   "exercise check ex/lstm.py says what is wrong where (exit 1 "
+                                   "until it is right). See docs/check-your-backward.md.")
+    p.add_argument("what", choices=("rnn", "lstm", "gru", "attention", "check"),
+                   help="the exercise to write, or check")
+    p.add_argument("file", nargs="?", default=None, help="check: the exercise file")
+    p.add_argument("--out", default=None, help="the folder to write the exercise into")
+    p.add_argument("--force", action="store_true", help="replace existing files")
+    p.set_defaults(func=cmd_exercise)
 
     p = sub.add_parser("demo", help="offline: vanishing gradients and long-range tasks, "
                                     "RNN vs LSTM vs GRU (no data needed)")

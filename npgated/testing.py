@@ -72,6 +72,7 @@ from npgated.gradcheck import (
 
 __all__ = [
     "GATE_NAMES",
+    "ProtocolError",
     "ArrayFinding",
     "GradientReport",
     "assert_gradients",
@@ -93,6 +94,12 @@ GATE_NAMES = {
 }
 """What each letter of a ``gates`` string names (LSTM i, f, g, o; GRU r, z, n; Keras'
 GRU calls its candidate h)."""
+
+class ProtocolError(TypeError):
+    """The object or functions given do not follow the protocol the check needs (no
+    ``params``, float32 parameters, a backward that takes no cache, ...): a usage problem,
+    not a wrong gradient."""
+
 
 MATCH = 1e-5
 """Relative error under which two arrays count as equal for a diagnosis ("exactly 2x",
@@ -365,6 +372,7 @@ class GradientReport:
     against: str = "central differences (float64, h = 1e-05)"
     notes: list = field(default_factory=list)
     problems: list = field(default_factory=list)
+    causes: list = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -374,7 +382,7 @@ class GradientReport:
     def wrong(self) -> list:
         return [f for f in self.findings if not f.ok]
 
-    def __str__(self) -> str:
+    def _head(self) -> list:
         wrong = self.wrong
         if self.ok:
             head = f"{self.title}: all {len(self.findings)} gradients agree with {self.against}"
@@ -388,9 +396,23 @@ class GradientReport:
         for f in self.findings:
             status = "ok" if f.ok else "WRONG"
             lines.append(f"  {f.name:<{width}s}  {status:<5s}  rel. error {_fmt(f.error)}")
-        for problem in self.problems:
-            lines.append(f"  problem: {problem}")
-        for f in wrong:
+        lines.extend(f"  problem: {problem}" for problem in self.problems)
+        lines.extend(f"likely cause (every array): {c}" for c in self.causes)
+        return lines
+
+    def brief(self) -> str:
+        """The head line and the table, plus each wrong array's per-time-step lines."""
+        lines = self._head()
+        for f in self.wrong:
+            lines.extend(f"  {f.name}: {d}" for d in f.details if d.startswith(
+                ("per time step", "first wrong step")))
+            if f.flags & {"carry", "overwrite"}:
+                lines.extend(f"  {f.name}: likely cause: {c}" for c in f.causes)
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        lines = self._head()
+        for f in self.wrong:
             lines.append("")
             lines.append(f"{f.name}: rel. error {_fmt(f.error)}")
             lines.extend(f"  {d}" for d in f.details)
@@ -415,6 +437,7 @@ class _Spec:
     time_axis: int | None = None
     role: str = "input"  # "param", "input" or "state"
     N: int | None = None
+    expected_label: str = "numeric"
 
 
 def _grad_name(name: str) -> str:
@@ -442,7 +465,7 @@ def _analyze(spec: _Spec, tol: float, cell: str | None, probes=None, step_level=
     if spec.time_axis is not None and len(where) > spec.time_axis:
         extra.append(f"t={where[spec.time_axis]}")
     finding.worst = (f"{worst}{' (' + ', '.join(extra) + ')' if extra else ''}: analytic "
-                     f"{result.analytic:+.6e}, numeric {result.numeric:+.6e}")
+                     f"{result.analytic:+.6e}, {spec.expected_label} {result.numeric:+.6e}")
 
     whole = _relation(a, n, spec.N)
     if whole is not None:
@@ -463,12 +486,21 @@ def _finish(report: GradientReport, cell, step_level):
         return
     _cross_array_hints(report, cell, step_level)
     time_cause = next((f for f in report.wrong if "carry" in f.flags), None)
+    da_cause = next((f for f in report.wrong if f.flags & {"da", "swapped"}), None)
     for f in report.wrong:
-        if f.causes:
+        if f.causes or "upstream" in f.flags:
             continue
         if time_cause is not None:
             f.causes.append(f"follows from what is carried between steps (see "
                             f"{time_cause.name} above)")
+            continue
+        if da_cause is not None and f.name in ("dx", "dxs", "dh_prev", "dh0", "dc0"):
+            if "swapped" in da_cause.flags:
+                what = "gate blocks of da in the wrong order"
+            else:
+                what = "wrong " + ", ".join(f"da_{gl}" for gl in da_cause.blocks_wrong)
+            f.causes.append(f"follows from the {what} (see {da_cause.name}): {f.name} is "
+                            "computed from da")
             continue
         tags = _ARRAY_TAGS.get(cell or "", {}).get(f.name) if step_level else None
         if tags:
@@ -505,6 +537,7 @@ def _localize_blocks(spec: _Spec, finding: ArrayFinding, tol, cell, whole):
     if not bad or (whole is not None and len(bad) == len(errors)):
         return
     blocks = dict(layout.blocks())
+    swaps = {}
     for gl, _ in bad:
         sl = blocks[gl]
         rel = _relation(a[..., sl], n[..., sl], spec.N)
@@ -514,11 +547,23 @@ def _localize_blocks(spec: _Spec, finding: ArrayFinding, tol, cell, whole):
         swapped = [q for q, slq in blocks.items()
                    if q != gl and rel_error(a[..., sl], n[..., slq]) < MATCH]
         if swapped:
+            finding.flags.add("swapped")
+            swaps[gl] = swapped[0]
+    _swap_causes(finding, swaps, layout)
+
+
+def _swap_causes(finding, swaps, layout):
+    order = "(this check expects '%s'; npgated and PyTorch pack i, f, g, o, the book f, g, i, o)"
+    for gl, q in swaps.items():
+        if swaps.get(q) == gl:
+            if layout.letters.index(gl) < layout.letters.index(q):
+                finding.causes.append(
+                    f"blocks {gl} and {q} are swapped, each holds the other's numbers: the gate "
+                    f"order is mixed up {order % layout.letters}")
+        else:
             finding.causes.append(
-                f"block {gl} holds the numbers of block {swapped[0]}: the gate order is mixed "
-                f"up (this check expects '{layout.letters}'; npgated and PyTorch pack i, f, g, "
-                "o, the book f, g, i, o) or a slice [k*H:(k+1)*H] is off")
-            continue
+                f"block {gl} holds the numbers of block {q}: the gate order is mixed up "
+                f"{order % layout.letters}, or a slice [k*H:(k+1)*H] is off")
 
 
 def _step_errors(spec: _Spec):
@@ -816,17 +861,17 @@ def gradient_report(
         gates = known_gates(layer)
     for attr in ("params", "grads", "forward", "backward"):
         if not hasattr(layer, attr):
-            raise TypeError(
+            raise ProtocolError(
                 f"{type(layer).__name__} has no {attr!r}: assert_gradients needs the book's "
                 "protocol (params, grads, forward, backward); for step functions use "
                 "assert_step_backward")
     if len(layer.params) != len(layer.grads):
-        raise TypeError(f"{type(layer).__name__} has {len(layer.params)} params but "
+        raise ProtocolError(f"{type(layer).__name__} has {len(layer.params)} params but "
                         f"{len(layer.grads)} grads: they must be parallel lists")
     pnames = _param_names(layer)
     for name, p in zip(pnames, layer.params):
         if not _is_float_array(p) or np.dtype(p.dtype) != np.float64:
-            raise TypeError(
+            raise ProtocolError(
                 f"{name} is {getattr(p, 'dtype', type(p).__name__)}: build the layer with "
                 "float64 parameters for a gradient check (float32 round-off, ~1e-7, hides "
                 "the mistakes the check looks for)")
@@ -937,11 +982,39 @@ def _layer_report(layer, run, inputs, in_names, pnames, state, gates, wrt, T, N,
             err = rel_error(a, numeric)
             report.findings.append(ArrayFinding(_grad_name(nm), err, err <= tol))
     if diagnose and not report.ok:
+        checked = [(nm, arrays[nm], grads[nm]) for nm in names if grads.get(nm) is not None
+                   and grads[nm].shape == tuple(arrays[nm].shape)]
+        if len(checked) == len(names):
+            _ignored_upstream(report, checked, lambda d: vjp_loss(run.outputs(), d), run.douts,
+                              _arg_names(layer.backward, len(run.douts)), h)
         _finish(report, cell, step_level)
         if T is not None and T > 1 and not chainable:
             _short_sequence_probe(report, layer, inputs, state, run, T, gates, wrt, tol, h,
                                   seed)
     return report
+
+
+def _ignored_upstream(report, checked, loss_with, douts, dout_names, h):
+    """Does the analytic gradient equal the numeric one with the upstream gradient of one
+    output set to zero? Then backward never uses that upstream gradient (dc_next ignored)."""
+    floats = [k for k, d in enumerate(douts) if d is not None]
+    if report.ok or len(floats) < 2:
+        return
+    for k in floats:
+        masked = tuple(None if j == k else d for j, d in enumerate(douts))
+        matches = []
+        for name, x, a in checked:
+            numeric = numerical_gradient(lambda m=masked: loss_with(m), x, h)
+            matches.append(rel_error(a, numeric) < 1e-6)
+        if all(matches):
+            dname = dout_names[k] if k < len(dout_names) else f"the gradient of output {k}"
+            cause = (f"your backward never uses {dname}: every gradient equals the numeric one "
+                     f"with {dname} = 0 -- it must be added where the output it belongs to is "
+                     "computed" + (" (B1: dc = dc_next + ...)" if dname == "dc_next" else ""))
+            report.causes.append(cause)
+            for f in report.wrong:
+                f.flags.add("upstream")
+            return
 
 
 def _shape_finding(name, got, want):
@@ -960,7 +1033,7 @@ def _cross_array_hints(report: GradientReport, cell, step_level):
     if not {"dWx", "dWh", "db"} <= set(status):
         return
     by_name = {f.name: f for f in report.findings}
-    if any(f.flags & {"carry", "overwrite"} for f in report.wrong):
+    if any(f.flags & {"carry", "overwrite", "upstream", "swapped"} for f in report.wrong):
         return  # a time-loop mistake: every block inherits it, the blocks say nothing
     # gate blocks: a block wrong in db means its pre-activation gradient da_<gate> is wrong
     # (every weight gradient of that block inherits it); right in db: the product is wrong
@@ -973,6 +1046,7 @@ def _cross_array_hints(report: GradientReport, cell, step_level):
             label = GATE_NAMES.get(gl, "")
             label = f"{gl} ({label})" if label else gl
             if gl in db.blocks_wrong or (not db.ok and not db.blocks_wrong):
+                f.flags.add("da")
                 if g == "db" or "db" not in [x.name for x in report.wrong]:
                     tags = _quote(cell, _BLOCK_TAGS.get(cell or "", {}).get(gl))
                     f.causes.append(f"block {label}: the gradient of the gate's pre-activation, "
@@ -1118,14 +1192,14 @@ def _backward_extras(backward_fn, n_douts, in_names, backward_inputs):
             params = []
         positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         if len(positional) < n_douts + 1:
-            raise TypeError(
+            raise ProtocolError(
                 f"{getattr(backward_fn, '__name__', 'backward_fn')} takes "
                 f"{len(positional)} positional arguments; it must take one upstream gradient "
                 f"per output of forward_fn ({n_douts}), then the cache")
         extras = [p.name for p in positional[n_douts + 1:] if p.default is p.empty]
     unknown = [e for e in extras if e not in in_names]
     if unknown:
-        raise TypeError(
+        raise ProtocolError(
             f"backward_fn takes {unknown} after the cache, which are not arguments of "
             f"forward_fn ({in_names}): name them like forward_fn's, or pass "
             "backward_inputs=(...) with the forward argument names to give it")
@@ -1159,7 +1233,7 @@ def step_backward_report(
     def forward(vals=None):
         result = call(values if vals is None else vals)
         if not isinstance(result, (tuple, list)) or len(result) < 2:
-            raise TypeError(f"{fname} must return (outputs..., cache), got "
+            raise ProtocolError(f"{fname} must return (outputs..., cache), got "
                             f"{type(result).__name__}")
         return tuple(result[:-1]), result[-1]
 
@@ -1202,6 +1276,7 @@ def step_backward_report(
     cell = _cell_of(gates) if gates else ("rnn" if gates == "" and "Wh" in names else None)
     N = next((v.shape[0] for nm, v in zip(names, values)
               if _is_float_array(v) and v.ndim >= 2 and not _is_param_name(nm)), None)
+    analytic_of = {}
     for nm, d in zip(checked, returned):
         x = by_name[nm]
         if d is None:
@@ -1216,6 +1291,11 @@ def step_backward_report(
         role = "param" if nm in params else "input"
         spec = _Spec(nm, a, numeric, layouts.get(nm), None, role, N)
         report.findings.append(_analyze(spec, tol, cell, None, True))
+        analytic_of[nm] = a
+    if not report.ok and len(analytic_of) == len(checked):
+        dout_names = _arg_names(backward_fn, len(outs))
+        _ignored_upstream(report, [(nm, by_name[nm], analytic_of[nm]) for nm in checked],
+                          lambda d: vjp_loss(forward()[0], d), douts, dout_names, h)
     _finish(report, cell, True)
     return report
 
@@ -1301,7 +1381,7 @@ def compare_report(title: str, specs, *, against: str, tol: float = 1e-10, gates
             report.findings.append(_shape_finding(nm, a.shape, e.shape))
             continue
         spec = _Spec(nm, a, e, layouts.get(nm), 1 if (a.ndim >= 3 and nm.endswith("s")) else None,
-                     "param" if nm in params else "input")
+                     "param" if nm in params else "input", expected_label="npgated's")
         report.findings.append(_analyze(spec, tol, cell, None, step_level))
     _finish(report, cell, step_level)
     return report
