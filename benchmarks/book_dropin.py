@@ -223,14 +223,24 @@ def run_book_dropin(book_dir, *, chapters=CHAPTERS, max_iters=100, data_dir=None
                                   gpu=gpu)
                 child = dict(env, PYTHONPATH=child_pythonpath(impl, shim, book_dir, chapter))
                 load = wait_for_quiet(max_busy, wait_quiet, sample_s) if wait_quiet else None
-                done[impl] = _run_child(argv, work, child, timeout)
+                try:
+                    done[impl] = _run_child(argv, work, child, timeout)
+                except BookDropinError as exc:  # the other layer set still runs
+                    done[impl] = {"error": str(exc)}
+                    log(f"{chapter} {impl}: failed: {exc}")
+                    continue
                 done[impl]["load_before"] = load
                 log(f"{chapter} {impl}: {len(done[impl]['losses'])} iterations, "
                     f"{done[impl]['process_s']:.1f} s, last loss {done[impl]['losses'][-1]:.4f}"
                     f" (layers: {done[impl]['layers_module']})")
-            done["comparison"] = compare(done)
+            if not any("error" in done[impl] for impl in IMPLS):
+                done["comparison"] = compare(done)
             result["chapters"][chapter] = done
-    except (BookDropinError, OSError) as exc:
+        failed = [f"{ch} {impl}" for ch, done in result["chapters"].items() for impl in IMPLS
+                  if "error" in done[impl]]
+        if failed:
+            result["error"] = "failed: " + ", ".join(failed)
+    except OSError as exc:
         result["error"] = str(exc)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -246,6 +256,16 @@ def markdown(result: dict) -> str:
     """The Markdown report of :func:`run_book_dropin`'s result."""
     lines = ["## The book's scripts: its layers against npgated.book's", ""]
     for chapter, r in result["chapters"].items():
+        if "comparison" not in r:
+            lines += [f"### {TITLES[chapter]}", ""]
+            for impl, label in (("book", "book layers"), ("npgated", "npgated.book")):
+                c = r[impl]
+                lines.append(f"- {label}: " + (f"**failed**: {c['error']}" if "error" in c else
+                             f"{len(c['losses'])} iterations, last loss {c['losses'][-1]:.4f}, "
+                             f"step median {1e3 * statistics.median(c['step_s']):.2f} ms, "
+                             f"process {c['process_s']:.1f} s"))
+            lines.append("")
+            continue
         b, n, c = r["book"], r["npgated"], r["comparison"]
         what = "perplexity" if chapter == "ch06" else "loss"
         lines += [f"### {TITLES[chapter]}", "",
@@ -288,7 +308,7 @@ def markdown(result: dict) -> str:
         + (f", each after waiting up to {result['wait_quiet_s']:.0f} s for a quiet machine"
            if result["wait_quiet_s"] else " (no wait for a quiet machine)") + ".")
     if result.get("error"):
-        lines += ["", f"**Stopped**: {result['error']}"]
+        lines += ["", f"**Not complete**: {result['error']}"]
     return "\n".join(lines) + "\n"
 
 

@@ -207,3 +207,28 @@ def test_a_bad_book_dir_is_one_clear_line(tmp_path, benchmarks, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "ch07/seq2seq.py" in err and "not a usable checkout" in err
+
+
+def test_a_failing_layer_set_is_reported_and_the_other_still_runs(fake_book, benchmarks,
+                                                                  tmp_path):
+    """The book's own layers fail on CuPy (its issues #4, #7); the report must still show
+    npgated.book's run and say what failed, not stop."""
+    import shutil  # noqa: PLC0415
+
+    book, _ = fake_book
+    broken = tmp_path / "book"
+    shutil.copytree(book, broken)
+    layers = broken / "common" / "time_layers.py"
+    layers.write_text(layers.read_text() + (
+        "class TimeLSTM(_b.TimeLSTM):\n"
+        "    def backward(self, dhs):\n"
+        "        raise AttributeError(\"module 'cupy' has no attribute 'scatter_add'\")\n"))
+    bd = benchmarks("book_dropin")
+    result = bd.run_book_dropin(broken, chapters=("ch07",), max_iters=2, eval_questions=0,
+                                threads=1, log=lambda _: None, timeout=300)
+    assert result["error"] == "failed: ch07 book"
+    ch07 = result["chapters"]["ch07"]
+    assert "scatter_add" in ch07["book"]["error"] and "comparison" not in ch07
+    assert len(ch07["npgated"]["losses"]) == 2
+    text = bd.markdown(result)
+    assert "**failed**" in text and "scatter_add" in text and "npgated.book: 2 iterations" in text
