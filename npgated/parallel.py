@@ -161,6 +161,13 @@ def threads() -> int:
     return 1 if pool is None else pool.n
 
 
+def _share() -> int:
+    """How many threads this call may split work over: :func:`threads`, or 1 inside a piece
+    of :func:`run` (the piece has its thread; a nested split would run its parts one after
+    the other there, as smaller and slower BLAS calls)."""
+    return 1 if getattr(_inside, "active", False) else threads()
+
+
 def _host(*arrays) -> bool:
     """True when every array is a plain host NumPy array (not CuPy, not the stand-in)."""
     return all(type(a) is np.ndarray for a in arrays)
@@ -171,7 +178,7 @@ def parts(length: int, min_part: int = 1, *arrays) -> list:
 
     One slice (the whole range) when threads are off or ``arrays`` are not host arrays.
     """
-    n = threads()
+    n = _share()
     if n > 1 and arrays and not _host(*arrays):
         n = 1
     k = max(1, min(n, length // max(1, min_part)))
@@ -236,7 +243,7 @@ def each(fn, *arrays, min_elements: int | None = None) -> None:
     size = arrays[0].size
     if any(a.size != size for a in arrays):
         raise ValueError(f"each: arrays of different sizes {[a.size for a in arrays]}")
-    if threads() == 1 or size < 2 * min_elements or not _host(*arrays) or not all(
+    if _share() == 1 or size < 2 * min_elements or not _host(*arrays) or not all(
             a.flags.c_contiguous for a in arrays):
         fn(*arrays)
         return
@@ -248,7 +255,7 @@ def _split_product(a, b):
     """How to split ``a @ b`` (2-D host arrays): ("rows" | "cols", slices), or None."""
     M, K = a.shape
     N = b.shape[1]
-    if 2 * M * K * N < MIN_FLOPS or threads() == 1 or not _host(a, b):  # cheapest test first
+    if 2 * M * K * N < MIN_FLOPS or _share() == 1 or not _host(a, b):  # cheapest test first
         return None
     # Along the output's longer side: each thread then reads only its share of the larger
     # operand (measured 2026-12-02 on 2 cores: the output layer's dW, 101 x 700 @ 700 x 10,000,
@@ -269,7 +276,7 @@ def matmul_for(M: int, K: int, N: int, like):
     a device), else :func:`matmul`; call the result as ``mm(a, b, out=...)`` inside the loop,
     so no step repeats the decision.
     """
-    if threads() == 1 or 2 * M * K * N < MIN_FLOPS or not _host(like):
+    if _share() == 1 or 2 * M * K * N < MIN_FLOPS or not _host(like):
         return backend.get_array_module(like).matmul
     return matmul
 

@@ -106,8 +106,8 @@ class Dropout(Layer):
         self.batch_shard = None  # (start, stop, N_global) under data-parallel training
         self.cache = None
 
-    def _mask_shape(self, xs):
-        return xs.shape
+    def _mask_shape(self, shape):
+        return tuple(shape)
 
     def _check_input(self, xs):
         checks.check_float(xs, "x")
@@ -130,7 +130,7 @@ class Dropout(Layer):
             return xs
         # Drawn in float64 on the host whatever the data's dtype, so float32 and float64 runs
         # (and NumPy and CuPy runs) with one seed drop the same units.
-        mask = keep_mask(self.rng, self._mask_shape(xs), p, xs, self.batch_shard)  # F1
+        mask = keep_mask(self.rng, self._mask_shape(xs.shape), p, xs, self.batch_shard)  # F1
         self.cache = _DropoutCache(mask=mask, shape=tuple(xs.shape))
         return xs * mask  # F2
 
@@ -189,13 +189,42 @@ class TimeDropout(Dropout):
     def __init__(self, dropout_ratio: float = 0.5, variational: bool = False, seed=None):
         super().__init__(dropout_ratio, seed=seed)
         self.variational = bool(variational)
+        self._window_mask = None  # the mask of the window run by forward_chunk
 
     def _check_input(self, xs):
         checks.check_float(xs, "xs", ndim=3, symbolic="(N, T, D)")
 
-    def _mask_shape(self, xs):
-        N, T, D = xs.shape
+    def _mask_shape(self, shape):
+        N, T, D = shape
         return (N, 1, D) if self.variational else (N, T, D)
+
+    def forward_chunk(self, xs, t0: int, T: int):
+        """``forward`` over steps t0 .. t0 + Tc - 1 of a window of T steps, xs (N, Tc, D).
+
+        The first chunk (t0 = 0) draws the mask of the whole window, the draw ``forward``
+        makes for an (N, T, D) input (F1); every chunk is multiplied by its part of it (F2),
+        so the chunks of a window get exactly ``forward``'s numbers (:mod:`npgated.pipeline`).
+        """
+        self._check_input(xs)
+        N, Tc, D = xs.shape
+        p = self.dropout_ratio
+        if t0 == 0:
+            self._window_mask = None
+            if self.training and p > 0.0:
+                self._window_mask = keep_mask(self.rng, self._mask_shape((N, T, D)), p, xs,
+                                              self.batch_shard)  # F1
+        mask = self._window_mask
+        if mask is None:
+            return xs
+        return xs * (mask if self.variational else mask[:, t0:t0 + Tc])  # F2
+
+    def backward_chunk(self, dys, t0: int, T: int):
+        """``backward`` over steps t0 .. t0 + Tc - 1 of the window of the last chunks'
+        forward (:meth:`forward_chunk`): B1 with the chunk's part of the window's mask."""
+        mask = self._window_mask
+        if mask is None:
+            return dys  # B1 with mask = 1 (eval mode or p = 0)
+        return dys * (mask if self.variational else mask[:, t0:t0 + dys.shape[1]])  # B1
 
     def __repr__(self) -> str:
         return (

@@ -538,6 +538,7 @@ class TimeLSTM(RecurrentLayer):
         dh = xp.empty((N, H), dtype=dtype)
         dc = xp.empty((N, H), dtype=dtype)
         dc_next = xp.zeros((N, H), dtype=dtype)
+        self._grad_from_later(dh_next, dc_next)  # zero; a later chunk's (backward_chunk)
         if dc_last is not None:
             dc_next[...] = dc_last  # the gradient of c_T from a user of the final state
         norms = self._grad_norm_buffer(T, like=xs)

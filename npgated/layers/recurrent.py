@@ -145,6 +145,19 @@ class RecurrentDropMasks(NamedTuple):
     weight: object
 
 
+class _Chunks:
+    """A window run chunk by chunk (:meth:`RecurrentLayer.forward_chunk`): where it stands."""
+
+    def __init__(self):
+        self.inside = False  # a chunk's forward or backward is running now
+        self.next_t = 0  # the step the next forward chunk starts at
+        self.back_end = None  # the step the last backward chunk started at (None: none yet)
+        self.masks = None  # (drop_masks, (m, Wh_eff)) of the window, once drawn
+        self.caches = []  # the forward caches of the chunks, oldest first
+        self.later = None  # (dh, dc) the last backward chunk left
+        self.norms = []  # the backward chunks' grad_norms, in time order
+
+
 class RecurrentLayer(Layer):
     """Base class of the Time layers: TBPTT state, its gradient, validation, gradient norms.
 
@@ -223,6 +236,7 @@ class RecurrentLayer(Layer):
         self.cache = None
         self._state_given = False  # set_state() called since the last forward
         self._eval_forward = False  # the last forward ran in eval mode (nothing cached)
+        self._chunks = None  # the window being run chunk by chunk (forward_chunk), if any
 
     # -- sizes ------------------------------------------------------------------------
     @property
@@ -285,6 +299,9 @@ class RecurrentLayer(Layer):
         ``stateful``; else zeros (see the module docstring). Consumes the ``set_state`` flag.
         """
         given, self._state_given = self._state_given, False
+        chunks = self._chunks
+        if chunks is not None and chunks.inside and chunks.next_t > 0:
+            given = True  # a later chunk of a window: the state the chunk before it left
         if given or (self.stateful and self.h is not None):
             if self.h.shape[0] != N:
                 where = "the state given by set_state()" if given else "the carried state"
@@ -322,6 +339,10 @@ class RecurrentLayer(Layer):
             M1  m = (u >= p) / (1 - p)                       only if p > 0
             M2  M = (U >= q) / (1 - q);  Wh_eff = Wh * M     only if q > 0
         """
+        chunks = self._chunks if self._chunks is not None and self._chunks.inside else None
+        if chunks is not None and chunks.masks is not None:  # a later chunk of a window
+            self.drop_masks, result = chunks.masks  # the window's masks, drawn once
+            return result
         Wh = self.params[1]
         m = M = None
         if self.training and self.recurrent_dropout > 0.0:
@@ -330,7 +351,101 @@ class RecurrentLayer(Layer):
         if self.training and self.weight_drop > 0.0:
             M = keep_mask(self.rng, Wh.shape, self.weight_drop, Wh, None)  # M2
         self.drop_masks = RecurrentDropMasks(recurrent=m, weight=M)
-        return m, (Wh if M is None else Wh * M)  # M2
+        result = (m, Wh if M is None else Wh * M)  # M2
+        if chunks is not None:
+            chunks.masks = (self.drop_masks, result)
+        return result
+
+    # -- a window in chunks of time (npgated.pipeline) ------------------------------------
+    def forward_chunk(self, xs, t0: int, T: int):
+        """``forward`` over steps t0 .. t0 + Tc - 1 of a window of T steps, xs (N, Tc, D).
+
+        Called for consecutive chunks from t0 = 0 to T, it computes what one ``forward`` of
+        the whole window computes, one chunk at a time (this is what lets
+        :mod:`npgated.pipeline` run layer l + 1 on chunk k while layer l runs chunk k + 1):
+        the first chunk starts from the window's initial state (the rule of the module
+        docstring) and draws the window's masks (M1, M2); each later chunk continues from
+        the state the chunk before it left, with the same masks. After the last chunk ``h``
+        (and ``c``) hold the window's last state. Training mode keeps each chunk's cache for
+        :meth:`backward_chunk`; a plain ``backward`` after chunks raises.
+
+        Returns
+        -------
+        hs : (N, Tc, H) array, the chunk's hidden states
+        """
+        if t0 == 0:
+            self._chunks = _Chunks()
+        chunks = self._chunks
+        if chunks is None or chunks.next_t != t0 or not 0 < t0 + xs.shape[1] <= T:
+            raise RuntimeError(
+                f"{type(self).__name__}.forward_chunk: chunk from step {t0} of a window of "
+                f"{T} steps, but the next chunk starts at step "
+                f"{None if chunks is None else chunks.next_t}: run a window's chunks in order "
+                "from t0 = 0")
+        chunks.inside = True
+        try:
+            hs = self.forward(xs)
+        finally:
+            chunks.inside = False
+        chunks.next_t = t0 + xs.shape[1]
+        if self.cache is not None:  # training mode: kept for backward_chunk
+            chunks.caches.append(self.cache)
+            self.cache = None
+        return hs
+
+    def backward_chunk(self, dhs, t0: int, T: int):
+        """``backward`` over steps t0 .. t0 + Tc - 1 of a window run by :meth:`forward_chunk`.
+
+        Called for the chunks in reverse order, from the window's last chunk down to t0 = 0,
+        it computes what one ``backward`` of the whole window computes: the last chunk
+        starts from a zero gradient after the window's last step (truncated BPTT), each
+        earlier one from ``dh`` (and ``dc``) that the chunk after it left; the weight
+        gradients accumulate over the chunks. After t0 = 0, ``dh`` (and ``dc``) are the
+        window's dL/dh_0 (and dL/dc_0) and ``grad_norms`` (if recorded) covers all T steps.
+
+        Returns
+        -------
+        dxs : (N, Tc, D) array
+        """
+        chunks = self._chunks
+        Tc = dhs.shape[1]
+        end = None if chunks is None else T if chunks.back_end is None else chunks.back_end
+        if chunks is None or not chunks.caches or chunks.next_t != T or end != t0 + Tc:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward_chunk: chunk from step {t0} of a window of "
+                f"{T} steps, but no forward_chunk in training mode left the chunk that ends "
+                f"at step {t0 + Tc}: run the chunks' backward in reverse order after their "
+                "forward in training mode")
+        self.cache = chunks.caches.pop()
+        chunks.inside = True
+        try:
+            dxs = self.backward(dhs)
+        finally:
+            chunks.inside = False
+        chunks.later = (self.dh, getattr(self, "dc", None))
+        chunks.back_end = t0
+        if self.grad_norms is not None:
+            chunks.norms.insert(0, self.grad_norms)
+        if t0 == 0:
+            if chunks.norms:
+                self.grad_norms = np.concatenate(chunks.norms)
+            self._chunks = None
+        return dxs
+
+    def _grad_from_later(self, dh_next, dc_next=None) -> None:
+        """Write into ``dh_next`` (and ``dc_next``) the gradient that arrives from after the
+        last step of this backward: zero for a window (truncated BPTT); for a chunk of a
+        window (:meth:`backward_chunk`), what the backward of the chunk after it left."""
+        chunks = self._chunks
+        later = chunks.later if chunks is not None and chunks.inside else None
+        if later is None:
+            dh_next[...] = 0
+            if dc_next is not None:
+                dc_next[...] = 0
+            return
+        dh_next[...] = later[0]
+        if dc_next is not None:
+            dc_next[...] = later[1]
 
     def __repr__(self) -> str:
         base = super().__repr__()[:-1]

@@ -390,6 +390,7 @@ class TimeRNN(RecurrentLayer):
         # copy) and writes the (H, N) buffer dhT, whose transposed view is dh_next.
         dhT = xp.zeros((H, N), dtype=dtype)
         dh_next = dhT.T
+        self._grad_from_later(dh_next)  # zero; a later chunk's (backward_chunk)
         dh = xp.empty((N, H), dtype=dtype)
         norms = self._grad_norm_buffer(T, like=xs)
         step_mm = parallel.matmul_for(H, H, N, xs)  # B2's product, split or not

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from npgated import backend, checks
+from npgated import backend, checks, pipeline
 from npgated.layers.activation_reg import ActivationRegularizer, TemporalActivationRegularizer
 from npgated.layers.affine import TimeAffine, fuse_weight_and_bias
 from npgated.layers.dropout import TimeDropout
@@ -109,6 +109,7 @@ class LanguageModel(Model):
     def __init__(self, vocab_size, flat=None):
         super().__init__(flat=flat)
         self.vocab_size = checks.check_positive_int(vocab_size, "vocab_size")
+        self._plan = None  # how the last forward ran the recurrent stack (npgated.pipeline)
 
     def _body(self):
         return [layer for name, layer in self.layers.items() if name != "loss"]
@@ -116,9 +117,9 @@ class LanguageModel(Model):
     def _through(self, layers, xs):
         """Token ids ``xs`` (N, T) through ``layers`` (the first ones of the body)."""
         checks.check_ids(xs, self.vocab_size, "xs", ndim=2)
-        out = xs
-        for layer in layers:
-            out = layer.forward(out)
+        # the layers one after the other, the recurrent stack pipelined over chunks of the
+        # window when that applies (npgated.pipeline: the same numbers)
+        out, self._plan = pipeline.forward(layers, xs)
         return out
 
     def predict(self, xs):
@@ -155,12 +156,13 @@ class LanguageModel(Model):
     def backward(self, dout=1.0):
         """Backpropagate the loss through every layer; accumulates into ``grads``."""
         d = self.layers["loss"].backward(dout)
-        for layer in reversed(self._body()):
-            d = layer.backward(d)
-        return d
+        return pipeline.backward(self._body(), d, self._plan)  # as the forward ran
 
     def generate(self, start_ids, length, temperature=1.0, top_k=None, skip_ids=(), seed=None):
-        """Sample ``length`` tokens after ``start_ids``; see :func:`npgated.models.generation.generate`."""
+        """Sample ``length`` tokens after ``start_ids``.
+
+        See :func:`npgated.models.generation.generate`.
+        """
         from npgated.models.generation import generate  # noqa: PLC0415 (avoids an import cycle)
 
         return generate(self, start_ids, length, temperature, top_k, skip_ids, seed)
