@@ -92,10 +92,37 @@ def _config_from_args(args):
             raise ValueError("--dry-run sets --epochs 1 --max-iters 3: do not combine them")
         given.update(epochs=1, max_iters=3, log_interval=1)
     if args.preset is None:
+        saved = _saved_config(given.get("run_dir")) if args.resume else None
+        if saved is not None:  # --resume: the run's configuration, the flags given on top
+            return TrainConfig.from_dict({**saved, **given})
         return TrainConfig(**given)
     if args.preset not in PRESETS:
         raise ValueError(f"unknown preset {args.preset!r}; choose one of: {', '.join(PRESETS)}")
     return preset(args.preset, **given)
+
+
+def _saved_config(run_dir):
+    """The ``config.json`` of a run directory (None when there is none): ``--resume``
+    without a preset continues with the run's own settings."""
+    import json  # noqa: PLC0415
+
+    from npgated.training.config import TrainConfig  # noqa: PLC0415
+
+    path = Path(run_dir or TrainConfig.run_dir) / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read {path} to resume ({exc}): give the run's flags") from None
+    return saved if isinstance(saved, dict) else None
+
+
+def _bpc_text(level, ppl) -> str:
+    """``" (1.234 bits per character)"`` for a character-level run, else ``""``."""
+    import math  # noqa: PLC0415
+
+    return f" ({math.log2(ppl):.3f} bits per character)" if level == "char" else ""
 
 
 # ---------------------------------------------------------------------------------------
@@ -131,8 +158,9 @@ def cmd_train(args) -> int:
     if args.dry_run:  # a quick end-to-end run: evaluate on a few windows only
         keep = 10 * config.batch_size * config.time_size + 1
         valid, test = valid[:keep], test[:keep]
+    unit = "characters" if config.level == "char" else "tokens"
     print(f"npgated {__version__}: training {config.model} ({config.cell}) on "
-          f"{len(train_c):,} tokens, vocabulary {len(word_to_id):,}; run dir {config.run_dir}")
+          f"{len(train_c):,} {unit}, vocabulary {len(word_to_id):,}; run dir {config.run_dir}")
     try:
         result = train(config, (train_c, valid, test, word_to_id), resume=args.resume,
                        data_parallel=dp)
@@ -144,9 +172,10 @@ def cmd_train(args) -> int:
               "continue with the same command and --resume", file=sys.stderr)
         return 128 + int(result.interrupted)
     if result.best_val_ppl is not None:
-        print(f"best valid perplexity {result.best_val_ppl:.2f}")
+        print(f"best valid perplexity {result.best_val_ppl:.2f}"
+              f"{_bpc_text(config.level, result.best_val_ppl)}")
     if result.test_ppl is not None:
-        print(f"test perplexity {result.test_ppl:.2f}")
+        print(f"test perplexity {result.test_ppl:.2f}{_bpc_text(config.level, result.test_ppl)}")
     return 0
 
 
@@ -172,7 +201,6 @@ def cmd_eval(args) -> int:
         return seq2seq_cli.cmd_eval(args)
     if args.beam_size is not None:
         return _usage_error("--beam-size is for encoder-decoder runs; this is a language model")
-    from npgated.data import ptb  # noqa: PLC0415
     from npgated.training.evaluate import eval_perplexity, eval_perplexity_book  # noqa: PLC0415
 
     if args.protocol == "book":  # the book's eval_perplexity: 10 streams, windows of 35
@@ -185,20 +213,73 @@ def cmd_eval(args) -> int:
     if dp is not None:
         dp.use_local_device()
     model, meta = _load_model(args.checkpoint)
-    corpus, word_to_id, _ = ptb.load_data(args.split, args.data_dir)
-    if meta.get("vocab_checksum") not in (None, ptb.vocab_checksum(word_to_id)):
-        raise ValueError("the checkpoint was trained on a different vocabulary than this data")
+    corpus, vocab, what = _eval_text(args, meta)
     if args.protocol == "book":
         ppl = eval_perplexity_book(model, corpus, 10, 35, progress=True)
-        print(f"{args.split} perplexity {ppl:.4f} (book protocol: N=10, T=35, whole windows)")
+        print(f"{what} perplexity {ppl:.4f} (book protocol: N=10, T=35, whole windows)"
+              f"{_bpc_text(vocab.level, ppl)}")
         return 0
     batch_size = 10 if args.batch_size is None else args.batch_size
     time_size = 35 if args.time_size is None else args.time_size
     if dp is not None:  # each rank scores its streams; the sums are reduced
         dp.attach(model, batch_size, gradients=False)
     ppl = eval_perplexity(model, corpus, batch_size, time_size, progress=dp is None or dp.is_writer)
-    print(f"{args.split} perplexity {ppl:.2f}")
+    print(f"{what} perplexity {ppl:.2f}{_bpc_text(vocab.level, ppl)}")
     return 0
+
+
+def _run_vocabulary(meta, data_dir, word_to_id=None):
+    """The vocabulary of a language-model checkpoint: the one stored in its metadata, or,
+    for a checkpoint without one (imported, or older) or with ``--data-dir``, PTB's
+    (``word_to_id`` when the caller has loaded it already)."""
+    from npgated.data import ptb  # noqa: PLC0415
+    from npgated.data.corpus import DataError, Vocabulary  # noqa: PLC0415
+
+    stored = Vocabulary.from_dict(meta["vocab"]) if meta.get("vocab") else None
+    if stored is not None and data_dir is None and word_to_id is None:
+        return stored
+    if word_to_id is None:
+        _, word_to_id, _ = ptb.load_data("train", data_dir)
+    vocab = Vocabulary.of(word_to_id)
+    if meta.get("vocab_checksum") not in (None, vocab.checksum):
+        what = stored.difference(vocab) if stored is not None else "another checksum"
+        raise DataError(f"the checkpoint was trained with another vocabulary than PTB's from "
+                        f"{ptb.resolve_data_dir(data_dir)} ({what}): evaluate it on its own text "
+                        "(drop --data-dir) or on another with --corpus PATH")
+    return vocab
+
+
+def _eval_text(args, meta):
+    """``(ids, vocabulary, name)`` of what ``npgated eval`` scores: ``--corpus PATH`` under the
+    run's vocabulary, else the run's own corpus (``--split``), else PTB."""
+    from npgated.data import corpus as text  # noqa: PLC0415
+    from npgated.data import ptb  # noqa: PLC0415
+
+    config = meta.get("train_config") or {}
+    batch_size = 10 if args.batch_size is None else args.batch_size
+    if args.corpus is not None:
+        if not meta.get("vocab"):
+            raise text.DataError("this checkpoint stores no vocabulary (imported, or written "
+                                 "before npgated kept it): --corpus needs one; evaluate it on "
+                                 "PTB (--data-dir)")
+        if args.data_dir is not None:
+            raise ValueError("give either --corpus (another text) or --data-dir (PTB), not both")
+        vocab = text.Vocabulary.from_dict(meta["vocab"])
+        ids, source, _ = text.load_text(args.corpus, vocab, split=args.split,
+                                        encoding=args.encoding or "utf-8", batch_size=batch_size)
+        return ids, vocab, source.describe()
+    if config.get("corpus") is not None and args.data_dir is None:
+        vocab = _run_vocabulary(meta, None)
+        options = dict(fractions=config.get("fractions", text.DEFAULT_FRACTIONS),
+                       encoding=args.encoding or config.get("encoding", "utf-8"))
+        text.check_unchanged(vocab, config["corpus"], **options)
+        c = text.load_corpus(config["corpus"], vocab.level, vocab=vocab, splits=[args.split],
+                             batch=(batch_size, 1), **options)
+        return c[args.split], vocab, args.split
+    if args.encoding is not None:
+        raise ValueError("--encoding is for --corpus or a run on its own text, not PTB")
+    corpus, word_to_id, _ = ptb.load_data(args.split, args.data_dir)
+    return corpus, _run_vocabulary(meta, args.data_dir, word_to_id), args.split
 
 
 def cmd_import_book(args) -> int:
@@ -264,18 +345,34 @@ def cmd_generate(args) -> int:
         return _usage_error("--question/--beam-size are for encoder-decoder runs; this is a "
                             "language model (use --start)")
     args.length = 100 if args.length is None else args.length
-    from npgated.data import ptb  # noqa: PLC0415
+    from npgated.data.corpus import EOS, UNK  # noqa: PLC0415
+    from npgated.models.generation import generate  # noqa: PLC0415
 
     model, meta = _load_model(args.checkpoint)
-    _, word_to_id, id_to_word = ptb.load_data("train", args.data_dir)
-    start = ptb.words_to_ids(args.start.split(), word_to_id)
-    skip = [word_to_id[w] for w in args.skip if w in word_to_id]
+    vocab = _run_vocabulary(meta, args.data_dir)
+    chars = vocab.level == "char"
+    prompt = args.start
+    if prompt is None:  # PTB's habit ("you"), else the start of a line
+        prompt = "\n" if chars else ("you" if "you" in vocab else EOS)
+    start = vocab.encode(prompt)
+    if not len(start):
+        raise ValueError("--start is empty: give at least one word or character")
+    skip_tokens = args.skip if args.skip is not None else ([UNK] if chars else [UNK, "N"])
+    skip = [vocab[w] for w in skip_tokens if w in vocab]
+    on_token = None
+    if chars:  # printed as it is drawn
+        sys.stdout.write(prompt)
+        sys.stdout.flush()
+
+        def on_token(token):
+            sys.stdout.write(vocab.token_text(token))
+            sys.stdout.flush()
+
     t0 = time.perf_counter()
-    ids = model.generate(start, args.length, temperature=args.temperature, top_k=args.top_k,
-                         skip_ids=skip, seed=args.seed)
+    ids = generate(model, start, args.length, temperature=args.temperature, top_k=args.top_k,
+                   skip_ids=skip, seed=args.seed, on_token=on_token)
     seconds = time.perf_counter() - t0  # the prompt's steps and the sampled ones
-    text = " ".join(ptb.ids_to_words(ids, id_to_word)).replace(" <eos>", "\n")
-    print(text)
+    print() if chars else print(vocab.decode(ids))
     # the speed on stderr, so that stdout stays just the text (for pipes and files)
     n = len(ids) - len(start)
     rate = f"{n / seconds:,.0f}" if seconds > 0 else "inf"
@@ -373,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"npgated {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("train", help="train a language model on PTB",
+    p = sub.add_parser("train", help="train a language model on PTB or your own text",
                        description="Train a language model; flags override the preset.")
     p.add_argument("--preset", help="book-small, book-better, zaremba-small, cpu-hour; "
                                     "encoder-decoders: book-addition, book-addition-peeky, "
@@ -388,7 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
     seq2seq_cli.add_train_flags(p)  # --task, --reverse; --model Seq2seq ... (chapters 7-8)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="perplexity of a checkpoint on a PTB split")
+    p = sub.add_parser("eval", help="perplexity of a checkpoint on a split of its text (or "
+                                    "PTB), or on another text (--corpus)")
     p.set_defaults(threads=None)  # npgated.parallel: every available core
     p.add_argument("checkpoint", help="a .npz checkpoint or a run directory")
     p.add_argument("--split", default="test", choices=("train", "valid", "val", "test"))
@@ -404,6 +502,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", default="default", choices=("default", "book"),
                    help="default: every target of N contiguous streams; book: the book's "
                         "eval_perplexity (N=10, T=35, whole windows only)")
+    p.add_argument("--corpus", default=None,
+                   help="another text under the run's vocabulary: a folder (its --split file) "
+                        "or one file (read whole); unseen tokens become <unk>")
+    p.add_argument("--encoding", default=None,
+                   help="encoding of --corpus (default utf-8; the run's own for its corpus)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("import-book", help="checkpoint from the book's weight pickle (Rnnlm.pkl, "
@@ -434,7 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="sample text from a checkpoint")
     p.add_argument("checkpoint", help="a .npz checkpoint or a run directory")
-    p.add_argument("--start", default="you", help="prompt words, space separated")
+    p.add_argument("--start", default=None,
+                   help="prompt: words, space separated (default 'you' on PTB, else <eos>), "
+                        "or characters for a char-level run (default a newline)")
     p.add_argument("--length", type=int, default=None,
                    help="number of words to sample (default 100; an encoder-decoder: the "
                         "answer's width)")
@@ -445,7 +550,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="encoder-decoder: beam search with this many beams (default greedy)")
     p.add_argument("--temperature", type=float, default=1.0, help="> 1 flatter, < 1 sharper")
     p.add_argument("--top-k", type=int, default=None, help="sample among the k most likely")
-    p.add_argument("--skip", nargs="*", default=["<unk>", "N"], help="words never sampled")
+    p.add_argument("--skip", nargs="*", default=None,
+                   help="tokens never sampled (default: <unk> and N; <unk> at char level)")
     p.add_argument("--seed", type=int, default=0, help="same seed, same text")
     p.add_argument("--data-dir", default=None, help="PTB folder (default: $NPGATED_DATA_DIR)")
     p.set_defaults(func=cmd_generate)

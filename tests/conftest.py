@@ -177,9 +177,12 @@ def _session_ids_cache(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _ids_cache_in_tmp(monkeypatch, _session_ids_cache):
-    """The PTB id cache (npgated.data.ptb) of every test, and of the commands they start, is
-    one temporary folder per session, never the user's home (a test may point it elsewhere)."""
+    """The PTB id cache (npgated.data.ptb) and the corpus id cache (npgated.data.corpus) of
+    every test, and of the commands they start, are temporary folders of the session, never
+    the user's home (a test may point them elsewhere)."""
     monkeypatch.setenv("NPGATED_PTB_CACHE", str(_session_ids_cache))
+    monkeypatch.setenv("NPGATED_CORPUS_CACHE",
+                       str(_session_ids_cache.with_name(_session_ids_cache.name + "-corpus")))
 
 
 @pytest.fixture

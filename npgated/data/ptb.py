@@ -40,6 +40,11 @@ atomically (temporary file, then ``os.replace``); the least recently used beyond
 are removed. An unwritable cache folder is logged once and the text parsed each time.
 Deleting the folder clears the cache.
 
+PTB is a word-level corpus with a fixed set of files: the tokenisation (``<eos>`` per line,
+universal newlines), the vocabulary checksum, the cache root and :class:`DataError` are
+:mod:`npgated.data.corpus`'s, which reads any other text (``npgated train --corpus``); the
+same files given as ``--corpus`` give the same vocabulary and checksum.
+
 This module is host-only code: it returns NumPy arrays; the training loop moves batches to
 the device.
 """
@@ -59,6 +64,8 @@ from pathlib import Path
 import numpy as np
 
 from npgated import backend
+from npgated.data import corpus
+from npgated.data.corpus import EOS, UNK, DataError
 from npgated.io import atomic_write
 
 __all__ = [
@@ -86,9 +93,7 @@ logger = logging.getLogger(__name__)
 
 ENV_VAR = "NPGATED_DATA_DIR"
 CACHE_ENV_VAR = "NPGATED_PTB_CACHE"  # the id cache's folder, or "off" (see id_cache_dir)
-EOS = "<eos>"
-UNK = "<unk>"
-SPLITS = ("train", "valid", "test")
+SPLITS = corpus.SPLITS
 _ALIASES = {"val": "valid"}
 
 PTB_FILES = {split: f"ptb.{split}.txt" for split in SPLITS}
@@ -102,13 +107,9 @@ PTB_MD5 = {
 _CHUNK = 1 << 20  # bytes read at a time when downloading or hashing
 
 
-class DataError(RuntimeError):
-    """The PTB files could not be obtained or are not the expected ones.
-
-    Raised for a failed download (offline machine, HTTP error), a checksum mismatch, or a
-    word in valid/test that the train vocabulary lacks. The message says how to point
-    npgated at a folder that already holds the files (``NPGATED_DATA_DIR``).
-    """
+# DataError (from npgated.data.corpus): here a failed download (offline machine, HTTP
+# error), a checksum mismatch, or a word in valid/test that the train vocabulary lacks; the
+# message says how to point npgated at a folder that already holds the files.
 
 
 def _how_to_fix() -> str:
@@ -133,8 +134,7 @@ def _split_name(split: str) -> str:
 
 def default_cache_dir() -> Path:
     """The per-user download cache: ``$XDG_CACHE_HOME/npgated/ptb`` or ``~/.cache/npgated/ptb``."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "npgated" / "ptb"
+    return corpus.cache_root() / "ptb"
 
 
 def resolve_data_dir(data_dir=None, *, download: bool = True) -> Path:
@@ -306,9 +306,7 @@ def _words(text: bytes, path: Path) -> list[str]:
         decoded = text.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise DataError(f"cannot read {path}: {exc}. {_how_to_fix()}") from None
-    if "\r" in decoded:  # the universal newlines of text-mode open(): \r\n and \r end lines too
-        decoded = decoded.replace("\r\n", "\n").replace("\r", "\n")
-    words = decoded.replace("\n", f" {EOS} ").split()
+    words = corpus.split_words(corpus.normalize_newlines(decoded))  # <eos> per line
     if not words:
         raise DataError(f"{path} is empty: no tokens to load. {_how_to_fix()}")
     return words
@@ -539,11 +537,7 @@ def vocab_checksum(word_to_id: dict) -> str:
     ValueError
         If the ids are not exactly ``0 .. V-1``.
     """
-    words = sorted(word_to_id, key=word_to_id.__getitem__)
-    ids = [word_to_id[w] for w in words]
-    if ids != list(range(len(ids))):
-        raise ValueError("word_to_id must map its words to the ids 0 .. V-1 exactly once each")
-    return hashlib.sha256("\n".join(words).encode("utf-8")).hexdigest()
+    return corpus.vocab_checksum(word_to_id)
 
 
 def words_to_ids(words, word_to_id: dict) -> np.ndarray:

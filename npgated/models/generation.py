@@ -198,7 +198,8 @@ class Sampler:
         return token
 
 
-def generate(model, start_ids, length, temperature=1.0, top_k=None, skip_ids=(), seed=None):
+def generate(model, start_ids, length, temperature=1.0, top_k=None, skip_ids=(), seed=None,
+             on_token=None):
     """Sample ``length`` token ids following the prompt ``start_ids``.
 
     The model's recurrent state is reset first and the model is put in eval mode for the
@@ -215,6 +216,9 @@ def generate(model, start_ids, length, temperature=1.0, top_k=None, skip_ids=(),
     temperature, top_k, skip_ids : see :func:`next_token_distribution`.
     seed : int or numpy.random.Generator, optional
         Same seed, same text (on every backend: the draws are made on the host).
+    on_token : callable, optional
+        Called with each sampled id (an int) as soon as it is drawn, before the model steps
+        on it: ``npgated generate`` prints a character-level sample as it comes.
 
     Returns
     -------
@@ -249,6 +253,8 @@ def generate(model, start_ids, length, temperature=1.0, top_k=None, skip_ids=(),
         for _ in range(int(length)):
             token = sampler.draw(logits)
             out.append(token)
+            if on_token is not None:
+                on_token(token)
             if stepper is not None:
                 logits = stepper.step(token)
             else:

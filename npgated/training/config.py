@@ -21,6 +21,16 @@ cpu-hour        the best PTB model one CPU hour bought on the project's 2-core m
                 dropout 0.05, AR 1, TAR 1 (Merity et al. 2017), SGD lr 20 decayed linearly over
                 the budget, clip 0.25; the epoch count is an upper bound, the budget ends the run
                 (measured 2026-12-02: 19 epochs, valid 88.36, test 84.66 in 59 min 14 s).
+char-small      Karpathy's min-char-rnn at its scale, on characters of any --corpus: a vanilla
+                RNN, H 100, T 25, batch 1, Adagrad lr 0.1, init scale 0.01. min-char-rnn
+                clips every gradient element to +-5 of the loss summed over its 25 steps;
+                here the global norm of the per-token mean is clipped at 5 / 25 = 0.2.
+char-lstm       char-rnn's (Karpathy 2015) recommended larger model with its training
+                defaults, on characters of any --corpus: 2 x 512 LSTM, T 100, batch 50,
+                RMSprop lr 2e-3 (npgated's decay 0.99; char-rnn's 0.95), the rate times 0.97
+                after every epoch from the 10th, clip 5 (global norm; char-rnn clips
+                elementwise), init U(-0.08, 0.08), no dropout, 50 epochs; its one-hot input
+                is an embedding of 64 here.
 """
 
 from __future__ import annotations
@@ -61,6 +71,17 @@ class TrainConfig:
     # data
     data_dir: str | None = _f(None, "folder with ptb.{train,valid,test}.txt "
                                     "(default: $NPGATED_DATA_DIR, else download to a cache)")
+    corpus: str | None = _f(None, "your own text instead of PTB: a folder with train.txt, "
+                                  "valid.txt, test.txt (or ptb.*.txt), or one file cut by "
+                                  "--fractions (docs/own-text.md)")
+    level: str = _f("word", "tokens of --corpus: words (<eos> per line) or characters "
+                            "(Unicode code points)", choices=("word", "char"))
+    fractions: str = _f("0.9,0.05,0.05", "train,valid,test shares of a single --corpus file "
+                                         "(contiguous parts)")
+    encoding: str = _f("utf-8", "text encoding of --corpus")
+    min_count: int = _f(1, "--corpus: tokens seen fewer times in train become <unk>")
+    max_vocab: int | None = _f(None, "--corpus: keep at most this many tokens, <unk> included "
+                                     "(the most frequent)")
     batch_size: int = _f(20, "batch size N (parallel streams)")
     time_size: int = _f(35, "truncated-BPTT window T")
     # optimisation
@@ -84,15 +105,17 @@ class TrainConfig:
     seed: int = _f(0, "seed for initialisation and dropout")
     dtype: str = _f("float32", "compute dtype", choices=("float32", "float64"))
     backend: str = _f("numpy", "array backend", choices=("numpy", "cupy", "fake-cupy"))
-    run_dir: str = _f("runs/npgated", "where config.json, metrics.jsonl, checkpoints and the plot go")
+    run_dir: str = _f("runs/npgated",
+                      "where config.json, metrics.jsonl, checkpoints and the plot go")
     log_interval: int = _f(100, "iterations between log lines")
-    checkpoint_interval: int = _f(0, "also save last.npz every this many iterations (0: epoch ends only)")
+    checkpoint_interval: int = _f(
+        0, "also save last.npz every this many iterations (0: epoch ends only)")
     progress: bool = _f(True, "show a tqdm progress bar")
 
     def __post_init__(self):
         _validate(self)
 
-    def replace(self, **changes) -> "TrainConfig":
+    def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
@@ -102,7 +125,7 @@ class TrainConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -183,11 +206,36 @@ def _validate(c: TrainConfig) -> None:
                 f"Rnnlm has no {', '.join(used)}: these regularize BetterRnnlm; use --model "
                 "BetterRnnlm or set them to 0"
             )
+    _validate_corpus(c)
     if c.tie_weights and c.hidden_size != c.wordvec_size:
         raise ValueError(
             f"tie_weights needs hidden_size == wordvec_size, got {c.hidden_size} and "
             f"{c.wordvec_size}"
         )
+
+
+def _validate_corpus(c: TrainConfig) -> None:
+    """--corpus and its options (the text itself is checked when it is read)."""
+    from npgated.data.corpus import codec_name, parse_fractions  # noqa: PLC0415
+
+    parse_fractions(c.fractions)
+    codec_name(c.encoding)
+    if isinstance(c.min_count, bool) or not isinstance(c.min_count, int) or c.min_count < 1:
+        raise ValueError(f"min_count must be a positive integer, got {c.min_count!r}")
+    if c.max_vocab is not None and (isinstance(c.max_vocab, bool)
+                                    or not isinstance(c.max_vocab, int) or c.max_vocab < 2):
+        raise ValueError(f"max_vocab must be an integer >= 2 (a token and <unk>), got "
+                         f"{c.max_vocab!r}")
+    if c.corpus is None:
+        if c.level != "word":
+            raise ValueError("--level char reads your own text: give --corpus PATH (a folder "
+                             "with train.txt, valid.txt, test.txt, or one file; PTB's folder "
+                             "works too)")
+        if c.min_count != 1 or c.max_vocab is not None:
+            raise ValueError("--min-count and --max-vocab shape the vocabulary of --corpus; "
+                             "PTB's is fixed: give --corpus PATH or drop them")
+    elif c.data_dir is not None:
+        raise ValueError("give either --corpus (your own text) or --data-dir (PTB), not both")
 
 
 PRESETS: dict[str, dict] = {
@@ -209,6 +257,15 @@ PRESETS: dict[str, dict] = {
                      ar=1.0, tar=1.0, batch_size=32, time_size=35, optimizer="sgd", lr=20.0,
                      max_grad_norm=0.25, schedule="budget-linear", epochs=40,
                      time_budget=60.0),
+    "char-small": dict(level="char", model="Rnnlm", cell="rnn", wordvec_size=100,
+                       hidden_size=100, batch_size=1, time_size=25, optimizer="adagrad",
+                       lr=0.1, max_grad_norm=0.2, schedule="constant", init="0.01",
+                       epochs=10),
+    "char-lstm": dict(level="char", model="BetterRnnlm", cell="lstm", wordvec_size=64,
+                      hidden_size=512, num_layers=2, dropout=0.0, tie_weights=False,
+                      batch_size=50, time_size=100, optimizer="rmsprop", lr=2e-3,
+                      max_grad_norm=5.0, schedule="step", lr_factor=1 / 0.97,
+                      lr_decay_start=10, init="0.08", epochs=50),
 }
 
 

@@ -65,6 +65,7 @@ from tqdm.auto import tqdm
 from npgated import allocator, backend
 from npgated.data import ptb
 from npgated.data.batching import TBPTTBatcher
+from npgated.data.corpus import DataError, Vocabulary, load_corpus
 from npgated.models.rnnlm import build_model
 from npgated.optim import make_optimizer
 from npgated.optim.asgd import nonmono_trigger
@@ -226,14 +227,19 @@ class Run:
 
 
 def save_state(path, model, optimizer, progress: Progress, config: TrainConfig,
-               vocab_checksum: str | None, averaged: bool = False) -> None:
+               vocab_checksum: str | None, averaged: bool = False,
+               vocab: dict | None = None) -> None:
     """Write a resumable checkpoint (parameters, optimizer, state, generators, position).
 
     ``averaged``: the parameters are ASGD's averages swapped in (``best.npz``); the file
     then records ``"averaged": true`` and stores no optimizer state (not resumable).
+    ``vocab``: the vocabulary (``Vocabulary.to_dict()``), kept in the metadata so that
+    eval, generate and resume need no data to rebuild it.
     """
     meta = dict(progress=progress.__dict__, train_config=config.to_dict(),
                 vocab_checksum=vocab_checksum, rng_states=model.rng_states())
+    if vocab is not None:
+        meta["vocab"] = vocab
     if averaged:
         meta["averaged"] = True
         optimizer = None
@@ -253,13 +259,15 @@ def _averaged(optimizer, model):
 
 def fit(model, optimizer, schedule, batcher, valid_corpus, config: TrainConfig, run: Run,
         progress: Progress, vocab_checksum=None, stop_after: int | None = None,
-        run_clock: RunClock | None = None):
+        run_clock: RunClock | None = None, vocab: dict | None = None):
     """Train until ``config.epochs`` are done; returns the signal number if interrupted.
 
     ``stop_after`` behaves like a Ctrl-C after that many iterations in total (tests).
     ``run_clock`` measures the run (and applies ``config.time_budget``); by default one
     started now, continuing ``progress.elapsed``. A stop on the budget returns None with
-    ``progress.budget_stop`` set.
+    ``progress.budget_stop`` set. ``vocab`` goes into every checkpoint's metadata.
+    Character-level runs (``config.level == "char"``) log bits per character,
+    ``bpc = loss / ln 2``, beside the perplexity.
     Before the first step it calls :func:`npgated.allocator.keep_freed_memory`, so that the
     large arrays of each step reuse the memory the previous step freed (no page faults).
     """
@@ -290,7 +298,8 @@ def fit(model, optimizer, schedule, batcher, valid_corpus, config: TrainConfig, 
                     bar.close()
                     progress.batcher = batcher.state_dict()
                     progress.elapsed = run_clock.elapsed()
-                    save_state(run.last, model, optimizer, progress, config, vocab_checksum)
+                    save_state(run.last, model, optimizer, progress, config, vocab_checksum,
+                               vocab=vocab)
                     logger.warning("interrupted: resumable checkpoint written to %s", run.last)
                     return stop.signum
                 budget_stop, fraction = _budget_check(run_clock, by_time, dp)
@@ -341,12 +350,14 @@ def fit(model, optimizer, schedule, batcher, valid_corpus, config: TrainConfig, 
                                     tok_s=f"{tokens / max(elapsed, 1e-9):.0f}")
                 if progress.iteration % config.log_interval == 0 or progress.iteration == per_epoch:
                     progress.elapsed = run_clock.elapsed()
-                    _log_interval(run, progress, per_epoch, tic, tokens, N * T)
+                    _log_interval(run, progress, per_epoch, tic, tokens, N * T,
+                                  bpc=config.level == "char")
                 if config.checkpoint_interval and \
                         progress.total_iterations % config.checkpoint_interval == 0:
                     progress.batcher = batcher.state_dict()
                     progress.elapsed = run_clock.elapsed()
-                    save_state(run.last, model, optimizer, progress, config, vocab_checksum)
+                    save_state(run.last, model, optimizer, progress, config, vocab_checksum,
+                               vocab=vocab)
             bar.close()
             if progress.budget_stop and progress.iteration == 0:
                 break  # the budget ran out right after an epoch end: nothing new to validate
@@ -367,10 +378,15 @@ def fit(model, optimizer, schedule, batcher, valid_corpus, config: TrainConfig, 
             improved = val_ppl is not None and (progress.best_val_ppl is None
                                                 or val_ppl < progress.best_val_ppl)
             progress.elapsed = run_clock.elapsed()
-            run.log(dict(kind="valid", epoch=progress.epoch, ppl=val_ppl, lr=progress.lr,
-                         improved=improved, averaged=bool(averaged), elapsed=progress.elapsed))
-            logger.info("| end of epoch %d | valid ppl %.2f | lr %.4g%s%s", progress.epoch,
-                        val_ppl if val_ppl is not None else float("nan"), progress.lr,
+            record = dict(kind="valid", epoch=progress.epoch, ppl=val_ppl, lr=progress.lr,
+                          improved=improved, averaged=bool(averaged), elapsed=progress.elapsed)
+            bpc = _bpc(config, val_ppl)
+            if bpc is not None:
+                record["bpc"] = bpc
+            run.log(record)
+            logger.info("| end of epoch %d | valid ppl %.2f%s | lr %.4g%s%s", progress.epoch,
+                        val_ppl if val_ppl is not None else float("nan"),
+                        "" if bpc is None else f" | bpc {bpc:.3f}", progress.lr,
                         " | averaged" if averaged else "", " | best" if improved else "")
             if improved:
                 progress.best_val_ppl = val_ppl
@@ -390,8 +406,8 @@ def fit(model, optimizer, schedule, batcher, valid_corpus, config: TrainConfig, 
             if improved:
                 with _averaged(optimizer, model) as swapped:
                     save_state(run.best, model, optimizer, progress, config, vocab_checksum,
-                               averaged=swapped)
-            save_state(run.last, model, optimizer, progress, config, vocab_checksum)
+                               averaged=swapped, vocab=vocab)
+            save_state(run.last, model, optimizer, progress, config, vocab_checksum, vocab=vocab)
             run.plot()
     return None
 
@@ -423,21 +439,45 @@ def _asgd_switch(optimizer, config: TrainConfig, val_history, val_ppl) -> bool:
 
 
 def _log_interval(run: Run, progress: Progress, per_epoch: int, tic: float, tokens: int,
-                  tokens_per_iter: int) -> None:
+                  tokens_per_iter: int, bpc: bool = False) -> None:
     mean = progress.interval_loss / progress.interval_count
     ms = 1000 * (time.perf_counter() - tic) * tokens_per_iter / max(tokens, 1)
-    logger.info("| epoch %3d | %5d/%5d batches | lr %.4g | ms/batch %7.1f | loss %5.2f | ppl %8.2f",
+    logger.info("| epoch %3d | %5d/%5d batches | lr %.4g | ms/batch %7.1f | loss %5.2f "
+                "| ppl %8.2f%s",
                 progress.epoch, progress.iteration, per_epoch, progress.lr, ms, mean,
-                math.exp(mean))
-    run.log(dict(kind="train", epoch=progress.epoch, iteration=progress.iteration,
-                 progress=progress.epoch - 1 + progress.iteration / per_epoch,
-                 loss=mean, ppl=math.exp(mean), lr=progress.lr, ms_per_batch=ms,
-                 elapsed=progress.elapsed))
+                math.exp(mean), f" | bpc {mean / math.log(2):.3f}" if bpc else "")
+    record = dict(kind="train", epoch=progress.epoch, iteration=progress.iteration,
+                  progress=progress.epoch - 1 + progress.iteration / per_epoch,
+                  loss=mean, ppl=math.exp(mean), lr=progress.lr, ms_per_batch=ms,
+                  elapsed=progress.elapsed)
+    if bpc:
+        record["bpc"] = mean / math.log(2)
+    run.log(record)
     progress.interval_loss, progress.interval_count = 0.0, 0
 
 
-def load_corpora(config: TrainConfig):
-    """(train, valid, test, word_to_id, id_to_word) of PTB from ``config.data_dir``."""
+def _bpc(config: TrainConfig, ppl: float | None) -> float | None:
+    """Bits per character of a character-level run: log2(perplexity) = loss / ln 2."""
+    if config.level != "char" or ppl is None:
+        return None
+    return math.log2(ppl)
+
+
+def load_corpora(config: TrainConfig, vocab: Vocabulary | None = None):
+    """(train, valid, test, word_to_id, id_to_word) of ``config.corpus`` or of PTB.
+
+    With ``config.corpus`` (:mod:`npgated.data.corpus`): read-only id arrays memory-mapped
+    from the id cache, ``word_to_id`` a :class:`~npgated.data.corpus.Vocabulary` (built from
+    train, or ``vocab`` when given: a run's own) and ``id_to_word`` its tokens; a part too
+    short for one batch of ``config.batch_size x config.time_size`` is refused before
+    anything is written. Otherwise PTB from ``config.data_dir``.
+    """
+    if config.corpus is not None:
+        c = load_corpus(config.corpus, config.level, fractions=config.fractions,
+                        encoding=config.encoding, min_count=config.min_count,
+                        max_vocab=config.max_vocab, vocab=vocab,
+                        batch=(config.batch_size, config.time_size))
+        return c.train, c.valid, c.test, c.vocab, c.vocab.tokens
     train, word_to_id, id_to_word = ptb.load_data("train", config.data_dir)
     valid, _, _ = ptb.load_data("valid", config.data_dir)
     test, _, _ = ptb.load_data("test", config.data_dir)
@@ -473,7 +513,8 @@ def train(config: TrainConfig, corpora=None, resume: bool = False,
         train_c, valid_c, test_c, word_to_id, _ = load_corpora(config)
     else:
         train_c, valid_c, test_c, word_to_id = corpora[:4]
-    checksum = ptb.vocab_checksum(word_to_id)
+    vocab = Vocabulary.of(word_to_id, config.level)
+    checksum = vocab.checksum
     model = build_model(dict(model=config.model, **config.model_kwargs(len(word_to_id))),
                         dtype=np.dtype(config.dtype), seed=config.seed)
     if dp is not None:
@@ -483,19 +524,23 @@ def train(config: TrainConfig, corpora=None, resume: bool = False,
         optimizer.start_averaging()  # averaged SGD from the first step
     schedule = _make_schedule(config)
     batcher = TBPTTBatcher(train_c, config.batch_size, config.time_size)
+    if resume:  # read and checked before the run directory is touched
+        last = Path(config.run_dir) / "last.npz"
+        if not last.exists():
+            raise FileNotFoundError(
+                f"cannot resume: no checkpoint at {last}; start without --resume"
+            )
+        ckpt = load_checkpoint(last)
+        _check_vocabulary(ckpt.meta, vocab, config, last)
     run = Run(config.run_dir, config) if dp is None else dp.run_dir(config.run_dir, config)
     progress = Progress(lr=config.lr)
 
     if resume:
-        if not run.last.exists():
-            raise FileNotFoundError(
-                f"cannot resume: no checkpoint at {run.last}; start without --resume"
-            )
-        ckpt = load_checkpoint(run.last)
         restore(model, ckpt, optimizer, vocab_checksum=checksum)
         progress = Progress(**ckpt.meta["progress"])
         model.set_rng_states(_rng_states_to_restore(model, ckpt.meta["rng_states"]))
-        model.set_recurrent_state(ckpt.extra if dp is None else dp.local_recurrent_state(ckpt.extra))
+        model.set_recurrent_state(
+            ckpt.extra if dp is None else dp.local_recurrent_state(ckpt.extra))
         batcher.load_state_dict(progress.batcher)
         if progress.schedule:
             schedule.load_state_dict(progress.schedule)
@@ -512,7 +557,8 @@ def train(config: TrainConfig, corpora=None, resume: bool = False,
     logger.info("%r", model)
     run_clock.test_windows = eval_window_count(test_c, config.batch_size, config.time_size)
     interrupted = fit(model, optimizer, schedule, batcher, valid_c, config, run, progress,
-                      vocab_checksum=checksum, stop_after=stop_after, run_clock=run_clock)
+                      vocab_checksum=checksum, stop_after=stop_after, run_clock=run_clock,
+                      vocab=vocab.to_dict())
     test_ppl = None
     if interrupted is None and test_c is not None:
         if dp is not None:
@@ -525,11 +571,31 @@ def train(config: TrainConfig, corpora=None, resume: bool = False,
             test_ppl = eval_perplexity(model, test_c, config.batch_size, config.time_size)
         test_seconds = run_clock.clock() - test_tic
         progress.elapsed = run_clock.elapsed()
-        run.log(dict(kind="test", ppl=test_ppl, checkpoint=best.name, elapsed=progress.elapsed))
-        logger.info("| end of training | test ppl %.2f (%s)", test_ppl, best.name)
+        record = dict(kind="test", ppl=test_ppl, checkpoint=best.name, elapsed=progress.elapsed)
+        bpc = _bpc(config, test_ppl)
+        if bpc is not None:
+            record["bpc"] = bpc
+        run.log(record)
+        logger.info("| end of training | test ppl %.2f%s (%s)", test_ppl,
+                    "" if bpc is None else f" | bpc {bpc:.3f}", best.name)
         if run_clock.total is not None:
             _log_budget(run, run_clock, progress, test_seconds)
     return TrainResult(run.dir, progress.best_val_ppl, test_ppl, progress, interrupted)
+
+
+def _check_vocabulary(meta: dict, vocab: Vocabulary, config: TrainConfig, path) -> None:
+    """Refuse to resume on data whose vocabulary is not the checkpoint's, saying how."""
+    if meta.get("vocab_checksum") in (None, vocab.checksum):
+        return
+    stored = meta.get("vocab")
+    what = (Vocabulary.from_dict(stored).difference(vocab) if stored
+            else f"checksum {meta['vocab_checksum'][:12]} vs {vocab.checksum[:12]}")
+    data = config.corpus if config.corpus is not None else "PTB"
+    raise DataError(
+        f"cannot resume {path}: it was trained with another vocabulary than {data} gives now "
+        f"({what}); resume with the corpus and the --level, --min-count, --max-vocab, "
+        "--encoding and --fractions it was trained with (see config.json in the run "
+        "directory), or start a new --run-dir")
 
 
 def _rng_states_to_restore(model, saved: dict) -> dict:

@@ -14,7 +14,8 @@ def test_presets_match_the_book_and_zaremba():
     z = preset("zaremba-small")
     assert (z.hidden_size, z.num_layers, z.time_size, z.lr, z.max_grad_norm, z.init, z.epochs,
             z.schedule, z.lr_decay_start) == (200, 2, 20, 20.0, 0.25, "0.1", 13, "step", 4)
-    assert set(PRESETS) == {"book-small", "book-better", "zaremba-small", "cpu-hour"}
+    assert set(PRESETS) == {"book-small", "book-better", "zaremba-small", "cpu-hour", "char-small",
+                            "char-lstm"}
 
 
 def test_cpu_hour_preset_regularizes_the_recurrence():
