@@ -1037,7 +1037,12 @@ def _cross_array_hints(report: GradientReport, cell, step_level):
         return  # a time-loop mistake: every block inherits it, the blocks say nothing
     # gate blocks: a block wrong in db means its pre-activation gradient da_<gate> is wrong
     # (every weight gradient of that block inherits it); right in db: the product is wrong
-    db = by_name["db"]
+    db, dWx = by_name["db"], by_name["dWx"]
+
+    def da_wrong(gl):  # wrong in db and in dWx (both are sums of da_<gate>'s rows)
+        return ((gl in db.blocks_wrong or (not db.ok and not db.blocks_wrong))
+                and (gl in dWx.blocks_wrong or (not dWx.ok and not dWx.blocks_wrong)))
+
     for g in ("db", "dWx", "dWh"):
         f = by_name[g]
         if f.blocks_wrong and len(f.blocks_wrong) == f.n_blocks:
@@ -1045,7 +1050,13 @@ def _cross_array_hints(report: GradientReport, cell, step_level):
         for gl in f.blocks_wrong:
             label = GATE_NAMES.get(gl, "")
             label = f"{gl} ({label})" if label else gl
-            if gl in db.blocks_wrong or (not db.ok and not db.blocks_wrong):
+            if g == "db" and not da_wrong(gl):
+                rows = (" -- see the rows above: for a GRU with reset_after, b[1]'s block n is "
+                        "the hidden-side bias b_hn, whose gradient is dhn = da_n * r, not da_n"
+                        if gl == "n" and db.n_blocks == 3 else "")
+                f.causes.append(f"block {label}: dWx's block {gl} is right, so da_{gl} is: the "
+                                f"mistake is in db's own sum over the batch{rows}")
+            elif da_wrong(gl):
                 f.flags.add("da")
                 if g == "db" or "db" not in [x.name for x in report.wrong]:
                     tags = _quote(cell, _BLOCK_TAGS.get(cell or "", {}).get(gl))
@@ -1054,7 +1065,7 @@ def _cross_array_hints(report: GradientReport, cell, step_level):
                                     f"inherits it){tags}")
                 else:
                     f.causes.append(f"block {label}: da_{gl} is wrong (see db)")
-            elif db.ok and g != "db":
+            elif g != "db":
                 f.causes.append(f"block {label}: da_{gl} is right (db's block {gl} is), so the "
                                 f"mistake is in {g}'s product for the block's columns")
     if status["db"] and status["dWx"] and not status["dWh"]:
@@ -1191,6 +1202,11 @@ def _backward_extras(backward_fn, n_douts, in_names, backward_inputs):
         except (TypeError, ValueError):
             params = []
         positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        if any(p.kind == p.VAR_POSITIONAL for p in params) and len(positional) < n_douts + 1:
+            raise ProtocolError(
+                f"{getattr(backward_fn, '__name__', 'backward_fn')} takes *args: name the "
+                "forward's arguments it takes after the cache with backward_inputs=(...) "
+                "(e.g. ('Wx', 'Wh'); () for none)")
         if len(positional) < n_douts + 1:
             raise ProtocolError(
                 f"{getattr(backward_fn, '__name__', 'backward_fn')} takes "

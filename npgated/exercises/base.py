@@ -102,7 +102,13 @@ def free_names(body: str, template: str) -> list:
     """Names ``body`` reads that neither it, the template module nor builtins define."""
     used = {n.id for n in ast.walk(ast.parse(body)) if isinstance(n, ast.Name)
             and isinstance(n.ctx, ast.Load)}
-    known = _defined_names(ast.parse(body)) | _defined_names(ast.parse(template))
+    tree = ast.parse(template)
+    module_level = set()
+    for node in tree.body:  # what the file defines for everyone (not a function's locals)
+        module_level |= _defined_names(ast.Module(body=[node], type_ignores=[])) if not \
+            isinstance(node, (ast.FunctionDef, ast.ClassDef)) else {node.name}
+    args = {n.arg for n in ast.walk(tree) if isinstance(n, ast.arg)}
+    known = _defined_names(ast.parse(body)) | module_level | args
     return sorted(used - known - set(dir(builtins)))
 
 

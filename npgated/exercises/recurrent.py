@@ -134,9 +134,11 @@ class RecurrentExercise:
             and with npgated's own {self.step_backward} / {self.time_class} on the same numbers; a
             wrong one is reported with the array, the gate block, the time step and the likely cause.
 
-            Conventions (npgated's): N batch, D input size, H hidden size, T time steps, state {state};
-            {order}. Everything runs in the dtype of the data (the checks use float64).
-            """''')
+            @@CONVENTIONS@@
+            """''').replace("@@CONVENTIONS@@", textwrap.fill(
+                f"Conventions (npgated's): N batch, D input size, H hidden size, T time steps, "
+                f"state {state}; {order}. Everything runs in the dtype of the data (the checks "
+                "use float64).", 92))
 
     def _time_class(self) -> str:
         c = self.n_state == 2
@@ -214,13 +216,14 @@ class {self.time_class}:
             before each backward) and sets ``self.dh``{" and ``self.dc``" if c else ""}, the gradient(s)
             w.r.t. the initial state.
         """
-        # The loop runs t = T-1, ..., 0 with {carry_doc} at the start (nothing flows in
-        # from beyond the window):
+        # The loop runs t = T-1, ..., 0 with {carry_doc} at the start
+        # (nothing flows in from beyond the window):
         #   T1  dh = dhs[:, t] + dh_next        h_t feeds the loss and step t+1
-        #   T2  {step_call}
+        #   T2  {step_call.replace(" = ", " =" + chr(10) + "        #         ", 1)}
         #   T3  dxs[:, t] = dx
         #   T4  dWx += dWx_t;  dWh += dWh_t;  db += db_t   the same weights at every step
-        #   T5  after the loop: add dWx, dWh, db into self.grads; {after}
+        #   T5  after the loop: add dWx, dWh, db into self.grads;
+        #       {after}
         caches = self.caches
         Wx, Wh, b = self.params
 {base.todo("part 2", f"Part 2: write {self.time_class}.backward (T1..T5)", indent=8)}'''
