@@ -304,7 +304,7 @@ def test_embedding_and_affine_are_npgateds(xp_name, dev):
     assert_close(emb.forward(dev(ids)), ref.forward(dev(ids)), "TimeEmbedding forward", 0)
     assert emb.backward(dev(dout)) is None
     ref.backward(dev(dout))
-    assert_close(emb.grads[0], ref.grads[0], "TimeEmbedding dW", 0)
+    assert_close(emb.grads[0], ref.grads[0], "TimeEmbedding dW")  # GPU atomics: any order
 
     b, x, dy = r.standard_normal(V), r.standard_normal((N, T, D)), r.standard_normal((N, T, V))
     ET = dev(W).T  # the book's tying: the embedding's matrix, transposed (a view)

@@ -75,7 +75,11 @@ print(json.dumps({"losses": losses, "modules": modules}))
 '''
 
 
+ROOT = Path(__file__).resolve().parents[2]  # npgated's checkout, for an uninstalled npgated
+
+
 def _run(driver, chapter, pythonpath, cwd):
+    pythonpath = [*pythonpath, ROOT]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(map(str, pythonpath)), MPLBACKEND="Agg")
     proc = subprocess.run([sys.executable, str(driver), chapter], check=False, cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
