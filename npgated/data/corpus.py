@@ -696,6 +696,7 @@ class _IdsFile:
         self.f.flush()
         os.fsync(self.f.fileno())
         self.f.close()
+        _normal_permissions(self.tmp)
 
     def discard(self) -> None:
         if not self.f.closed:
@@ -893,6 +894,7 @@ class _Cache:
                     fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".meta.", suffix=".tmp")
                     with os.fdopen(fd, "w", encoding="utf-8") as f:
                         f.write(text)
+                    _normal_permissions(tmp)
                 os.replace(tmp, final)
         except OSError as exc:
             logger.warning("could not save the corpus ids in the cache %s (%s)", self.folder,
@@ -912,6 +914,13 @@ class _Cache:
                 self.folder.rmdir()  # only if empty
             except OSError:
                 pass
+
+
+def _normal_permissions(path) -> None:
+    """mkstemp creates 0600: give the file the permissions ``open`` would (0666 & ~umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def _touch(path: Path) -> None:

@@ -10,6 +10,8 @@ def plot_perplexity(history: list[dict], path) -> Path:
 
     ``history`` holds the records of ``metrics.jsonl``: ``{"kind": "train", "progress":
     epochs as a float, "ppl": ...}`` and ``{"kind": "valid", "epoch": ..., "ppl": ...}``.
+    When the records carry ``"bpc"`` (a character-level run), a right-hand axis reads the
+    same curves in bits per character, log2(perplexity).
     """
     import matplotlib  # noqa: PLC0415 (import only when a figure is wanted)
 
@@ -26,6 +28,16 @@ def plot_perplexity(history: list[dict], path) -> Path:
     ax.set_xlabel("epoch")
     ax.set_ylabel("perplexity")
     ax.set_yscale("log")
+    if any("bpc" in r for r in history):  # bpc = log2(ppl): a second scale on the same curves
+        import numpy as np  # noqa: PLC0415
+        from matplotlib import ticker  # noqa: PLC0415
+
+        right = ax.secondary_yaxis("right", functions=(np.log2, np.exp2))
+        right.set_yscale("linear")  # bpc is linear where perplexity is logarithmic
+        right.yaxis.set_major_locator(ticker.MaxNLocator(6))
+        right.yaxis.set_major_formatter(ticker.FormatStrFormatter("%.2f"))
+        right.yaxis.set_minor_formatter(ticker.NullFormatter())
+        right.set_ylabel("bits per character")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
