@@ -12,8 +12,9 @@ its path and find ``NAME`` in it:
 * two functions, ``forward_fn,backward_fn``, are a pair of step functions, checked with
   :func:`npgated.testing.assert_step_backward` on arguments made by the same rule.
 
-The rule for shapes (sizes N = 3, T = 4, D = 5, H = 6; k gate blocks: 4 when the class or
-function name contains "lstm", 3 for "gru", else 1, or ``len(gates)`` when given):
+The rule for shapes (sizes N = 3, T = 4, D = 5, H = 6; k gate blocks: 4 when the name of the
+class, one of its base classes or the function contains "lstm", 3 for "gru", else 1, or
+``len(gates)`` when given):
 
 =====================================  ====================
 argument name                          shape
@@ -188,7 +189,7 @@ def build_layer(cls, *, gates=None, seed: int = 0):
 
     rng = np.random.default_rng(seed)
     names, defaults = _required(cls.__init__, skip_self=True)
-    k = gate_count(cls.__name__, gates)
+    k = gate_count(" ".join(c.__name__ for c in cls.__mro__), gates)  # MyLSTM's subclasses too
     owner = f"{cls.__name__}.__init__"
     params = _arrays(names, k, bool(defaults.get("reset_after", False)), owner, rng)
     layer = cls(*params)
