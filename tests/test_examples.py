@@ -35,3 +35,19 @@ def test_attention_layer_example():
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.rstrip().endswith("OK"), out.stdout
+
+
+def test_seq2seq_addition_example(tmp_path):
+    """Without the book's addition.txt the example trains on random sums it writes itself."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NPGATED_BOOK_DATA_DIR", "NPGATED_DATA_DIR")}
+    out = subprocess.run([sys.executable, str(EXAMPLES / "seq2seq_addition.py"), "--iters", "200",
+                          "--hidden-size", "16", "--batch-size", "32", "--model", "PeekySeq2seq",
+                          "--reverse", "--data-dir", str(tmp_path)],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "using random sums instead" in out.stdout
+    losses = [float(line.split("loss")[1]) for line in out.stdout.splitlines()
+              if line.startswith("iteration")]
+    assert len(losses) == 2 and losses[1] < losses[0] < 2.565  # log(13): the uniform guess
+    assert "test accuracy" in out.stdout and out.stdout.count(" model: ") == 5
