@@ -250,6 +250,8 @@ def _infer(arrays, source) -> tuple[str, int, int, int]:
         raise BookFormatError(
             f"{source} holds {n} arrays; the book's Rnnlm saves 6 (embed_W, lstm_Wx, lstm_Wh, "
             "lstm_b, affine_W, affine_b) and its tied 2-layer BetterRnnlm 9"
+            + ("; 10 is one of its encoder-decoders (Seq2seq, PeekySeq2seq, AttentionSeq2seq): "
+               "read it with npgated.interop.book_seq2seq" if n == 10 else "")
         )
     kind = "Rnnlm" if n == 6 else "BetterRnnlm"
     layout = _LAYOUTS[kind]

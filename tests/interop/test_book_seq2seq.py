@@ -178,6 +178,14 @@ def test_a_language_model_pickle_is_refused(tmp_path):
         model_from_book(path)
 
 
+def test_the_language_model_reader_points_to_this_module(tmp_path):
+    from npgated.interop import book  # noqa: PLC0415
+
+    path = write_pickle(tmp_path / "m.pkl", book_arrays("PeekySeq2seq"))
+    with pytest.raises(BookFormatError, match=r"10 is one of its encoder-decoders .*book_seq2seq"):
+        book.model_from_book(path)
+
+
 def test_the_real_rnnlm_pickle_is_refused(book_dir):
     with pytest.raises(BookFormatError, match="chapter-6 Rnnlm"):
         model_from_book(book_dir / "Rnnlm.pkl")
