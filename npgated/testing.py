@@ -56,8 +56,8 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -1003,7 +1003,7 @@ def _ignored_upstream(report, checked, loss_with, douts, dout_names, h):
     for k in floats:
         masked = tuple(None if j == k else d for j, d in enumerate(douts))
         matches = []
-        for name, x, a in checked:
+        for _, x, a in checked:
             numeric = numerical_gradient(lambda m=masked: loss_with(m), x, h)
             matches.append(rel_error(a, numeric) < 1e-6)
         if all(matches):
@@ -1116,6 +1116,7 @@ def assert_gradients(
     tol: float = 1e-7,
     h: float = 1e-5,
     seed: int = 0,
+    title: str | None = None,
 ) -> GradientReport:
     """Check a layer's backward against central differences; raise with the mistake located.
 
@@ -1153,6 +1154,8 @@ def assert_gradients(
         Finite-difference step.
     seed : int
         Seed of the random upstream gradients.
+    title : str, optional
+        The report's first words (default: "gradient check of <class name>").
 
     Returns
     -------
@@ -1166,7 +1169,8 @@ def assert_gradients(
         the likely cause.
     """
     report = gradient_report(layer, inputs, gates=gates, state=state, wrt=wrt,
-                             before_forward=before_forward, tol=tol, h=h, seed=seed)
+                             before_forward=before_forward, tol=tol, h=h, seed=seed,
+                             title=title)
     if not report.ok:
         raise AssertionError(str(report))
     return report
@@ -1327,6 +1331,7 @@ def assert_step_backward(
     tol: float = 1e-7,
     h: float = 1e-5,
     seed: int = 0,
+    title: str | None = None,
 ) -> GradientReport:
     """Check a pair of step functions against central differences; raise with the mistake
     located.
@@ -1364,6 +1369,8 @@ def assert_step_backward(
         signature).
     tol, h, seed
         As in :func:`assert_gradients`.
+    title : str, optional
+        The report's first words (default: "gradient check of <backward_fn's name>").
 
     Returns
     -------
@@ -1375,7 +1382,8 @@ def assert_step_backward(
         With the report (array, gate block, worst element, likely cause).
     """
     report = step_backward_report(forward_fn, backward_fn, inputs, gates=gates, wrt=wrt,
-                                  backward_inputs=backward_inputs, tol=tol, h=h, seed=seed)
+                                  backward_inputs=backward_inputs, tol=tol, h=h, seed=seed,
+                                  title=title)
     if not report.ok:
         raise AssertionError(str(report))
     return report

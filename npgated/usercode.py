@@ -183,6 +183,10 @@ def _arrays(names, k, reset_after, owner, rng):
             for n in names]
 
 
+def _shapes(names, arrays) -> str:
+    return ", ".join(f"{n} {tuple(x.shape)}" for n, x in zip(names, arrays))
+
+
 def build_layer(cls, *, gates=None, seed: int = 0):
     """``(layer, inputs, options, description)`` for a layer class, by the shape rule."""
     from npgated.testing import known_gates  # noqa: PLC0415
@@ -204,7 +208,7 @@ def build_layer(cls, *, gates=None, seed: int = 0):
     sequence = any(x.ndim >= 3 for x in inputs)
     described = [f"{n} {tuple(p.shape)}" for n, p in zip(names, params)]
     text = (f"built {cls.__name__}({', '.join(described)}) with random float64 arrays "
-            f"(seed {seed}); forward({', '.join(f'{n} {tuple(x.shape)}' for n, x in zip(in_names, inputs))})")
+            f"(seed {seed}); forward({_shapes(in_names, inputs)})")
     if sequence and hasattr(layer, "set_state"):
         H = SIZES["H"]
         state = {"h": rng.standard_normal((SIZES["N"], H)) * 0.5}
@@ -222,7 +226,7 @@ def step_inputs(forward_fn, *, gates=None, seed: int = 0):
     names, _ = _required(forward_fn, skip_self=False)
     k = gate_count(forward_fn.__name__, gates)
     inputs = _arrays(names, k, False, forward_fn.__name__, rng)
-    text = (f"{forward_fn.__name__}({', '.join(f'{n} {tuple(x.shape)}' for n, x in zip(names, inputs))}) "
+    text = (f"{forward_fn.__name__}({_shapes(names, inputs)}) "
             f"with random float64 arrays (seed {seed})")
     return tuple(inputs), text
 

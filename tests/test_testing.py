@@ -393,3 +393,18 @@ def test_equations_are_quoted_from_npgated_docstrings():
     assert list(eqs) == [f"B{k}" for k in range(1, 12)]
     assert eqs["B3"].startswith("da_f = dc * c_prev * f * (1 - f)")
     assert "reset_after=True" in step_equations(gru_step_backward)["B3"]
+
+
+def test_the_example_names_its_planted_forget_gate_mistake(capsys):
+    from pathlib import Path
+
+    from npgated.usercode import load_module
+
+    example = load_module(Path(__file__).resolve().parents[1] / "examples" / "check_my_lstm.py")
+    assert example.main([]) == 0
+    out = capsys.readouterr().out
+    assert "dWh, block f (forget gate): rel. error" in out and "blocks i, g, o" in out
+    assert "da_f is right (db's block f is), so the mistake is in dWh's product" in out
+    assert "(h_prev, not h_next or c_prev)" in out
+    assert example.main(["--fixed"]) == 0
+    assert "my_lstm_backward: all 6 gradients agree" in capsys.readouterr().out

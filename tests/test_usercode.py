@@ -66,7 +66,8 @@ USER_FILE = textwrap.dedent('''\
 
         def forward(self, xs):
             N, T, _ = xs.shape
-            h = self.h if (self.stateful and self.h is not None) else np.zeros((N, self.params[1].shape[0]))
+            H = self.params[1].shape[0]
+            h = self.h if (self.stateful and self.h is not None) else np.zeros((N, H))
             hs, self.caches = [], []
             for t in range(T):
                 h, cache = rnn_step_forward(xs[:, t], h, *self.params)
@@ -100,8 +101,8 @@ USER_FILE = textwrap.dedent('''\
 
     def make_layer():
         rng = np.random.default_rng(3)
-        Wx, Wh, b = rng.standard_normal((4, 12)), rng.standard_normal((3, 12)), rng.standard_normal(12)
-        inputs = (rng.standard_normal((2, 4)), rng.standard_normal((2, 3)), rng.standard_normal((2, 3)))
+        Wx, Wh, b = (rng.standard_normal(s) for s in ((4, 12), (3, 12), (12,)))
+        inputs = tuple(rng.standard_normal(s) for s in ((2, 4), (2, 3), (2, 3)))
         return BuggyLSTM(Wx, Wh, b), inputs, {"gates": "ifgo"}
     ''')
 

@@ -40,8 +40,8 @@ def write_exercise(cell: str, out, force: bool = False) -> list:
              exercise.test_template()}
     existing = [str(p) for p in files if p.exists()]
     if existing and not force:
-        raise ValueError(f"{', '.join(existing)} already there: choose another --out, or pass --force "
-                         "to replace (your code in it would be lost)")
+        raise ValueError(f"{', '.join(existing)} already there: choose another --out, or pass "
+                         "--force to replace (your code in it would be lost)")
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)

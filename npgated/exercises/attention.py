@@ -118,7 +118,7 @@ class AttentionExercise:
         hs, h, a = hs * 2, h * 2, a * 2  # scores of a few units: weights far from uniform
         second = {"h": h, "a": a}
         out, wrong = [], []
-        for part, cls, ins, outs_, tags in PARTS:
+        for part, cls, ins, _, tags in PARTS:
             if part not in parts:
                 continue
             if part == "part 3" and wrong:
@@ -142,8 +142,8 @@ class AttentionExercise:
         return out
 
     def _compare(self, student, ref, cls, inputs, names):
-        from npgated.gradcheck import upstream  # noqa: PLC0415
         from npgated.exercises.recurrent import _compare, _forward_note  # noqa: PLC0415
+        from npgated.gradcheck import upstream  # noqa: PLC0415
 
         theirs, mine = student(), ref()
         got_out, want_out = theirs.forward(*inputs), mine.forward(*inputs)

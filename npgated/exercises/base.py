@@ -159,7 +159,8 @@ def time_backward(layer, dhs, step_backward, n_state: int):
     the window)::
 
         T1  dh = dhs[:, t] + dh_next        h_t feeds the loss and step t+1
-        T2  dx, dh_next, [dc_next,] dWx_t, dWh_t, db_t = step_backward(dh, [dc_next,] cache_t, Wx, Wh)
+        T2  dx, dh_next, [dc_next,] dWx_t, dWh_t, db_t =
+                step_backward(dh, [dc_next,] cache_t, Wx, Wh)
         T3  dxs[:, t] = dx
         T4  dWx += dWx_t; dWh += dWh_t; db += db_t      one weight used at every step: sum
         T5  after the loop: dh0 = dh_next, dc0 = dc_next

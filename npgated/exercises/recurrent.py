@@ -102,7 +102,7 @@ class RecurrentExercise:
         )
         return "".join([
             self._header(tags),
-            "\n\nimport numpy as np\nfrom typing import NamedTuple\n\n",
+            "\n\nfrom typing import NamedTuple\n\nimport numpy as np\n\n",
             f'EXERCISE = "{self.cell}"\n\n\n',
             _SIGMOID,
             "\n\n",
@@ -119,7 +119,7 @@ class RecurrentExercise:
                  f"packed in the order {', '.join(self.gates)}" if self.gates else
                  "Wx (D, H), Wh (H, H), b (H,)")
         return textwrap.dedent(f'''\
-            """Exercise: the {self.title}'s backward pass by hand (written by `npgated exercise {self.cell}`).
+            """Exercise: the {self.title}'s backward pass by hand (`npgated exercise {self.cell}`).
 
             Part 1  {self.step_backward}: the gradients of one time step ({tags}).
             Part 2  {self.time_class}.backward: backpropagation through time over T steps.
@@ -127,12 +127,13 @@ class RecurrentExercise:
             The forward passes are complete. Write the code between the lines
             "# >>> your code: begin (part k)" and "# <<< your code: end", then check it:
 
-                npgated exercise check {self.cell}.py    # what is wrong where; exit code 0 once right
+                npgated exercise check {self.cell}.py    # what is wrong where; exit 0 once right
                 python -m pytest test_{self.cell}.py
 
-            The check compares your gradients with central differences of the forward pass (float64)
-            and with npgated's own {self.step_backward} / {self.time_class} on the same numbers; a
-            wrong one is reported with the array, the gate block, the time step and the likely cause.
+            The check compares your gradients with central differences of the forward pass
+            (float64) and with npgated's own {self.step_backward} / {self.time_class} on the
+            same numbers; a wrong one is reported with the array, the gate block, the time step
+            and the likely cause.
 
             @@CONVENTIONS@@
             """''').replace("@@CONVENTIONS@@", textwrap.fill(
@@ -147,6 +148,8 @@ class RecurrentExercise:
         kw_attrs = "".join(f"        self.{k} = {k}\n" for k in self._time_kwargs_doc())
         kw_call = "".join(f", {k}=self.{k}" for k in self._time_kwargs_doc())
         state_args = "h, c" if c else "h"
+        hc = "``h``, ``c``" if c else "``h``"
+        dhc = "``dh``, ``dc``" if c else "``dh``"
         carry_doc = "dh_next = dc_next = 0" if c else "dh_next = 0"
         step_call = (f"dx, dh_next, dc_next, dWx_t, dWh_t, db_t = {self.step_backward}(dh, "
                      "dc_next, caches[t], Wx, Wh)" if c else
@@ -158,9 +161,9 @@ class {self.time_class}:
     """The {self.title} over T time steps, built on the two step functions above.
 
     The book's protocol: ``params`` and ``grads`` (parallel lists), ``forward(xs) -> hs``,
-    ``backward(dhs) -> dxs``; ``stateful``, ``h``{", ``c``" if c else ""} (the state after the last
-    forward), ``set_state``, ``reset_state``, and after backward ``dh``{", ``dc``" if c else ""}: the
-    gradient(s) w.r.t. the initial state.
+    ``backward(dhs) -> dxs``; ``stateful``, {hc} (the state after the last forward),
+    ``set_state``, ``reset_state``, and after backward {dhc}: the gradient(s) w.r.t. the
+    initial state.
     """
 
     {ctor}
@@ -213,8 +216,8 @@ class {self.time_class}:
         -------
         dxs : (N, T, D) array
             Also adds dWx, dWh, db into ``self.grads`` (``+=``: the check sets them to zero
-            before each backward) and sets ``self.dh``{" and ``self.dc``" if c else ""}, the gradient(s)
-            w.r.t. the initial state.
+            before each backward) and sets {dhc}, the gradient(s) w.r.t. the initial
+            state.
         """
         # The loop runs t = T-1, ..., 0 with {carry_doc} at the start
         # (nothing flows in from beyond the window):
@@ -249,15 +252,17 @@ class {self.time_class}:
         state_names = "h0, c0" if c else "h0"
         state_shapes = "(N, H), (N, H)" if c else "(N, H)"
         gates = f'"{self.gates}"'
+        step_kwargs = ", ".join(f"{n}={n}" for n in step_names)
         variants = self._variant_params()
         return textwrap.dedent(f'''\
             """Tests for your {self.cell}.py (written by `npgated exercise {self.cell}`).
 
                 python -m pytest test_{self.cell}.py
 
-            The first two use npgated.testing as you would in your own tests: a wrong gradient fails
-            with the array, the gate block, the time step and the likely cause in the message. The
-            last compares your numbers with npgated's own {self.step_backward} and {self.time_class}.
+            The first two use npgated.testing as you would in your own tests: a wrong gradient
+            fails with the array, the gate block, the time step and the likely cause in the
+            message. The last compares your numbers with npgated's own {self.step_backward}
+            and {self.time_class}.
             """
 
             from pathlib import Path
@@ -285,15 +290,17 @@ class {self.time_class}:
 
             @pytest.mark.parametrize("options", {variants})
             def test_part1_step_backward(options):
-                {", ".join(step_names)}, Wx, Wh, b = arrays(0, {", ".join(step_shapes)}, {params})
+                {", ".join(step_names)}, Wx, Wh, b = arrays(
+                    0, {", ".join(step_shapes)}, {params})
                 assert_step_backward(exercise.{self.step_forward}, exercise.{self.step_backward},
-                                     dict({", ".join(f"{n}={n}" for n in step_names)}, Wx=Wx, Wh=Wh, b=b, **options),
+                                     dict({step_kwargs}, Wx=Wx, Wh=Wh, b=b, **options),
                                      gates={gates})
 
 
             @pytest.mark.parametrize("options", {variants})
             def test_part2_time_backward(options):
-                xs, {state_names}, Wx, Wh, b = arrays(1, (N, T, D), {state_shapes}, {params})
+                xs, {state_names}, Wx, Wh, b = arrays(
+                    1, (N, T, D), {state_shapes}, {params})
                 layer = exercise.{self.time_class}(Wx, Wh, b, **options)
                 assert_gradients(layer, (xs,), gates={gates}, state={state})
 
@@ -425,7 +432,8 @@ def _tag_key(tag: str):
 
 
 def _comment(text: str) -> str:
-    return "".join(f"    # {line}".rstrip() + "\n" for line in textwrap.dedent(text).strip().split("\n"))
+    lines = textwrap.dedent(text).strip().split("\n")
+    return "".join(f"    # {line}".rstrip() + "\n" for line in lines)
 
 
 def _compare(title, names, got, want, gates, against, step_level):
