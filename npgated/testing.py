@@ -469,7 +469,9 @@ def _analyze(spec: _Spec, tol: float, cell: str | None, probes=None, step_level=
 
     whole = _relation(a, n, spec.N)
     if whole is not None:
-        finding.causes.append(f"{g}: {_relation_text(whole)}")
+        tags = _ARRAY_TAGS.get(cell or "", {}).get(g) if step_level else None
+        finding.causes.append(f"{g}: {_relation_text(whole)}{_quote(cell, tags)}")
+        finding.flags.add("whole")
 
     if spec.layout is not None:
         _localize_blocks(spec, finding, tol, cell, whole)
@@ -642,6 +644,8 @@ def _per_step_contributions(spec: _Spec, finding: ArrayFinding, probes):
         missing = ", ".join(str(t) for t in np.flatnonzero(zeros))
         finding.causes.append(f"the contribution of step(s) t={missing} to {finding.name} is "
                               "missing: the loop skips them")
+    elif np.allclose(w, w[0]):
+        return  # the same factor at every step: the whole-array relation says it
     elif (ones | np.isclose(w, 2.0)).all():
         twice = ", ".join(str(t) for t in np.flatnonzero(np.isclose(w, 2.0)))
         finding.causes.append(f"the contribution of step(s) t={twice} is counted twice")
@@ -1068,12 +1072,14 @@ def _cross_array_hints(report: GradientReport, cell, step_level):
             elif g != "db":
                 f.causes.append(f"block {label}: da_{gl} is right (db's block {gl} is), so the "
                                 f"mistake is in {g}'s product for the block's columns")
-    if status["db"] and status["dWx"] and not status["dWh"]:
+    if status["db"] and status["dWx"] and not status["dWh"] and "whole" not in by_name[
+            "dWh"].flags:
         tags = _quote(cell, _ARRAY_TAGS.get(cell or "", {}).get("dWh")) if step_level else ""
         by_name["dWh"].causes.append(
             "db and dWx are right, so da is: the mistake is in dWh's own product -- the state "
             f"it multiplies (h_prev, not h_next or c_prev) or the transpose{tags}")
-    if status["db"] and status["dWh"] and not status["dWx"]:
+    if status["db"] and status["dWh"] and not status["dWx"] and "whole" not in by_name[
+            "dWx"].flags:
         tags = _quote(cell, _ARRAY_TAGS.get(cell or "", {}).get("dWx")) if step_level else ""
         by_name["dWx"].causes.append(
             f"db and dWh are right, so da is: the mistake is in dWx's own product (x.T @ da)"

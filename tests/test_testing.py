@@ -269,9 +269,9 @@ class MyTimeLSTM:
     def backward(self, dhs):
         Wx, Wh, _ = self.params
         n, steps, _ = dhs.shape
-        dxs = np.empty((n, steps, D))
+        dxs = np.zeros((n, steps, D))
         dh, dc = np.zeros((n, H)), np.zeros((n, H))
-        for t in reversed(range(steps)):
+        for t in range(steps - 1, 0 if self.bug == "stop-at-1" else -1, -1):
             if self.bug in ("no-carry", "no-dh-carry"):
                 dh = np.zeros((n, H))
             if self.bug == "no-carry":
@@ -336,6 +336,16 @@ def test_a_forgotten_carry_shows_right_at_the_last_step_only():
     with pytest.raises(AssertionError, match=r"dxs holds only the direct part from dhs\[:, t\] "
                                              "at every step: nothing is carried back"):
         assert_gradients(MyTimeLSTM(*params, bug="no-carry"), (xs,), gates="ifgo", state=state)
+
+
+def test_a_loop_that_stops_before_the_first_step_is_named():
+    params, xs, state = time_case()
+    report = gradient_report(MyTimeLSTM(*params, bug="stop-at-1"), (xs,), gates="ifgo",
+                             state=state)
+    text = str(report)
+    assert "first wrong step counted from the end: t=0 (of t=0..3)" in text
+    assert "dxs is zero at t=0 and right elsewhere: the backward loop never reaches t=0" in text
+    assert "the contribution of step(s) t=0 to dWx is missing" in text
 
 
 def test_without_the_state_protocol_the_first_step_alone_says_it_is_about_time():
