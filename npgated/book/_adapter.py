@@ -25,8 +25,10 @@ place between two forwards), and the gradients go back into the book's layout::
 
 P2 is the chain rule of P1: the map is a permutation of columns times +-1 per block, so
 its transpose is the inverse permutation with the same signs. P1 copies ``Wx``, ``Wh`` and
-``b`` once per forward: (D + H + 1) * kH numbers, 1 / (N * T) of the input GEMM's work,
-against which it is not measurable at the book's sizes (see ``docs/book.md``).
+``b`` once per forward, (D + H + 1) * kH numbers, while the forward's products do N * T
+times as many multiply-adds: a small part of a training step, but about as long as the
+step itself in the book's one-token-at-a-time generation (N = T = 1; see ``docs/book.md``).
+Computing on the book's arrays directly would need a gate-order option in npgated's layers.
 
 Nothing here keeps global state; the array module is taken from the arrays.
 """
