@@ -48,9 +48,15 @@ The switch
 
 * unset (or ``auto``): on when npgated's threads are on (``npgated.parallel``, >= 2), the
   arrays are NumPy arrays, the stack has >= 2 recurrent layers and every one of them has
-  H >= :data:`MIN_HIDDEN` (below that a step's product is too small for the Python work of
-  a step, which holds the interpreter lock, to stay a small share; the value is a guess
-  that the coordinator's quiet benchmark must confirm);
+  :data:`MIN_HIDDEN` <= H <= :data:`MAX_HIDDEN`. Above that band the products of one layer
+  split well over the threads, and a layer on one core is slower than its share of both:
+  measured on two cores of a 16-core Xeon virtual machine (2026-12-04, whole training
+  steps, median of 5 rounds, a noisy sanity check, not the project's benchmark), 2 x 200
+  LSTM 67 ms pipelined against 72 ms sequential (either threads), 2 x 650 323 against 296
+  ms, 2 x 1,500 1,259 against 1,004 ms; a 2 x 650 layer's forward took 76-94 ms on one core
+  against 50 ms split over two. Below the band the Python work of a step, which holds the
+  interpreter lock, is a large share (a guess, not measured). Both bounds wait for the
+  quiet benchmark on the target machine;
 * ``1``: on for every stack of >= 2 recurrent layers with at least 2 chunks, whatever H (with
   npgated's threads off the chunks run one after the other in this thread: the same numbers,
   for tests);
@@ -70,11 +76,12 @@ import numpy as np
 from npgated import backend, parallel
 from npgated.layers.recurrent import RecurrentLayer
 
-__all__ = ["CHUNKS_PER_STAGE", "ENV_VAR", "MIN_HIDDEN", "Plan", "backward", "forward", "mode",
-           "plan"]
+__all__ = ["CHUNKS_PER_STAGE", "ENV_VAR", "MAX_HIDDEN", "MIN_HIDDEN", "Plan", "backward",
+           "forward", "mode", "plan"]
 
 ENV_VAR = "NPGATED_PIPELINE"
-MIN_HIDDEN = 256  # auto: every recurrent layer of the stack at least this wide
+MIN_HIDDEN = 128  # auto: every recurrent layer of the stack at least this wide ...
+MAX_HIDDEN = 400  # ... and at most this wide (see the module docstring)
 CHUNKS_PER_STAGE = 4  # chunks per window per stage: fill and drain cost (L - 1) / (C + L - 1)
 
 
@@ -148,7 +155,7 @@ def plan(layers, xs) -> Plan | None:
     start, stop, stages = found
     if how == "auto" and (
             parallel.threads() < 2 or type(xs) is not np.ndarray
-            or min(stage[0].hidden_size for stage in stages) < MIN_HIDDEN):
+            or not all(MIN_HIDDEN <= stage[0].hidden_size <= MAX_HIDDEN for stage in stages)):
         return None
     T = int(xs.shape[1])
     C = min(T, CHUNKS_PER_STAGE * len(stages))

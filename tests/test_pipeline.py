@@ -146,10 +146,14 @@ def test_when_the_stack_is_pipelined(monkeypatch, threads):
     monkeypatch.delenv(pipeline.ENV_VAR)  # auto
     threads(2)
     assert pipeline.plan(stack, xs) is None  # H = 5 < MIN_HIDDEN
-    wide = list(_model("lstm", 2, width=pipeline.MIN_HIDDEN, dtype=np.float32).layers.values())
-    assert pipeline.plan(wide, np.zeros((N, T, 4), np.float32)) is not None
+    x32 = np.zeros((N, T, 4), np.float32)
+    for width, on in ((pipeline.MIN_HIDDEN, True), (pipeline.MAX_HIDDEN, True),
+                      (pipeline.MAX_HIDDEN + 1, False)):
+        wide = list(_model("lstm", 2, width=width, dtype=np.float32).layers.values())
+        assert (pipeline.plan(wide, x32) is not None) == on, width
     threads(1)
-    assert pipeline.plan(wide, np.zeros((N, T, 4), np.float32)) is None  # no threads: no gain
+    narrow = list(_model("lstm", 2, width=pipeline.MIN_HIDDEN, dtype=np.float32).layers.values())
+    assert pipeline.plan(narrow, x32) is None  # no threads: no gain
     monkeypatch.setenv(pipeline.ENV_VAR, "maybe")
     with pytest.raises(ValueError, match="NPGATED_PIPELINE='maybe' is not a switch"):
         pipeline.mode()

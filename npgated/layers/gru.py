@@ -635,13 +635,16 @@ class TimeGRU(RecurrentLayer):
             da_x = xp.concatenate((da2[:, : 2 * H], da2[:, 3 * H :]), axis=1)  # da
             da_h = da2[:, : 3 * H]  # dah
             dxs = parallel.matmul(da_x, Wx.T).reshape(N, T, D)  # B4
-            parallel.add_matmul(dWx, xs.reshape(N * T, D).T, da_x)  # B5
-            dWh_eff = parallel.matmul(hm.reshape(N * T, H).T, da_h)  # B6  dL/dWh_eff
-            if M is not None:
-                dWh_eff *= M  # B6
-            dWh += dWh_eff  # B6
-            db[0] += da_x.sum(axis=0)  # B7
-            db[1] += da_h.sum(axis=0)  # B7
+            rows = self._window_rows(xs.reshape(N * T, D), da_x, hm.reshape(N * T, H), da_h)
+            if rows is not None:  # None: a chunk of a window, summed with the others later
+                x2, da_x, hm2, da_h = rows
+                parallel.add_matmul(dWx, x2.T, da_x)  # B5
+                dWh_eff = parallel.matmul(hm2.T, da_h)  # B6  dL/dWh_eff
+                if M is not None:
+                    dWh_eff *= M  # B6
+                dWh += dWh_eff  # B6
+                db[0] += da_x.sum(axis=0)  # B7
+                db[1] += da_h.sum(axis=0)  # B7
         else:
             # da[:, t] holds, per step, the blocks [da_r, da_z, da_n]; before the loop the
             # last two hold the factors kz, kn, which B1 scales by dh.
@@ -672,15 +675,19 @@ class TimeGRU(RecurrentLayer):
             da2 = da.reshape(N * T, 3 * H)
             hm2 = hm.reshape(N * T, H)
             dxs = parallel.matmul(da2, Wx.T).reshape(N, T, D)  # B4
-            parallel.add_matmul(dWx, xs.reshape(N * T, D).T, da2)  # B5
-            dWh_rz = parallel.matmul(hm2.T, da2[:, : 2 * H])  # B6
-            dWh_n = parallel.matmul((r.reshape(N * T, H) * hm2).T, da2[:, 2 * H :])  # B6
-            if M is not None:
-                dWh_rz *= M[:, : 2 * H]  # B6
-                dWh_n *= M[:, 2 * H :]  # B6
-            dWh[:, : 2 * H] += dWh_rz  # B6
-            dWh[:, 2 * H :] += dWh_n  # B6
-            db += da2.sum(axis=0)  # B7
+            rhm2 = r.reshape(N * T, H) * hm2  # B6  r * m * h_{t-1}
+            rows = self._window_rows(xs.reshape(N * T, D), da2, hm2, rhm2)
+            if rows is not None:  # None: a chunk of a window, summed with the others later
+                x2, da2, hm2, rhm2 = rows
+                parallel.add_matmul(dWx, x2.T, da2)  # B5
+                dWh_rz = parallel.matmul(hm2.T, da2[:, : 2 * H])  # B6
+                dWh_n = parallel.matmul(rhm2.T, da2[:, 2 * H :])  # B6
+                if M is not None:
+                    dWh_rz *= M[:, : 2 * H]  # B6
+                    dWh_n *= M[:, 2 * H :]  # B6
+                dWh[:, : 2 * H] += dWh_rz  # B6
+                dWh[:, 2 * H :] += dWh_n  # B6
+                db += da2.sum(axis=0)  # B7
 
         self.dh = xp.ascontiguousarray(dh_next)
         self._store_grad_norms(norms)

@@ -558,13 +558,16 @@ class TimeLSTM(RecurrentLayer):
 
         da2 = da.reshape(N * T, 4 * H)
         dxs = parallel.matmul(da2, Wx.T).reshape(N, T, D)  # B8
-        parallel.add_matmul(dWx, xs.reshape(N * T, D).T, da2)  # B9
         hm = hs[:, :-1] if m is None else hs[:, :-1] * m[:, None, :]  # B10  m * h_{t-1}
-        dWh_eff = parallel.matmul(hm.reshape(N * T, H).T, da2)  # B10  dL/dWh_eff
-        if M is not None:
-            dWh_eff *= M  # B10
-        dWh += dWh_eff  # B10
-        db += da2.sum(axis=0)  # B11
+        rows = self._window_rows(xs.reshape(N * T, D), hm.reshape(N * T, H), da2)
+        if rows is not None:  # None: a chunk of a window, summed with the others later
+            x2, hm2, da2 = rows
+            parallel.add_matmul(dWx, x2.T, da2)  # B9
+            dWh_eff = parallel.matmul(hm2.T, da2)  # B10  dL/dWh_eff
+            if M is not None:
+                dWh_eff *= M  # B10
+            dWh += dWh_eff  # B10
+            db += da2.sum(axis=0)  # B11
         self.dh = xp.ascontiguousarray(dh_next)
         self.dc = dc_next
         self._store_grad_norms(norms)

@@ -156,6 +156,8 @@ class _Chunks:
         self.caches = []  # the forward caches of the chunks, oldest first
         self.later = None  # (dh, dc) the last backward chunk left
         self.norms = []  # the backward chunks' grad_norms, in time order
+        self.rows = []  # each backward chunk's rows of the weight gradients' products
+        self.final = False  # the chunk running now is the window's first (its last backward)
 
 
 class RecurrentLayer(Layer):
@@ -417,7 +419,7 @@ class RecurrentLayer(Layer):
                 f"at step {t0 + Tc}: run the chunks' backward in reverse order after their "
                 "forward in training mode")
         self.cache = chunks.caches.pop()
-        chunks.inside = True
+        chunks.inside, chunks.final = True, t0 == 0
         try:
             dxs = self.backward(dhs)
         finally:
@@ -431,6 +433,26 @@ class RecurrentLayer(Layer):
                 self.grad_norms = np.concatenate(chunks.norms)
             self._chunks = None
         return dxs
+
+    def _window_rows(self, *rows):
+        """The rows the weight gradients of this backward sum over, or None (not yet).
+
+        A backward of a whole window gets ``rows`` (each (N * T, ·)) back. A chunk's backward
+        (:meth:`backward_chunk`) gets None, and its rows are kept; the window's first chunk,
+        whose backward runs last, gets every chunk's rows stacked: the weight gradients are
+        then one product over the window, as in a whole-window backward (one accumulation
+        into dWh per chunk would read and write the (H, kH) matrices C times).
+        """
+        chunks = self._chunks
+        if chunks is None or not chunks.inside:
+            return rows
+        chunks.rows.append(rows)
+        if not chunks.final:
+            return None
+        xp = backend.get_array_module(rows[0])
+        stacked = tuple(xp.concatenate(parts, axis=0) for parts in zip(*chunks.rows))
+        chunks.rows = []
+        return stacked
 
     def _grad_from_later(self, dh_next, dc_next=None) -> None:
         """Write into ``dh_next`` (and ``dc_next``) the gradient that arrives from after the

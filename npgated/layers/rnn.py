@@ -405,13 +405,16 @@ class TimeRNN(RecurrentLayer):
 
         da2 = da.reshape(N * T, H)
         dxs = parallel.matmul(da2, Wx.T).reshape(N, T, D)  # B3
-        parallel.add_matmul(dWx, xs.reshape(N * T, D).T, da2)  # B4
         hm = hs[:, :-1] if m is None else hs[:, :-1] * m[:, None, :]  # B5  m * h_{t-1}
-        dWh_eff = parallel.matmul(hm.reshape(N * T, H).T, da2)  # B5  dL/dWh_eff
-        if M is not None:
-            dWh_eff *= M  # B5
-        dWh += dWh_eff  # B5
-        db += da2.sum(axis=0)  # B6
+        rows = self._window_rows(xs.reshape(N * T, D), hm.reshape(N * T, H), da2)
+        if rows is not None:  # None: a chunk of a window, summed with the others later
+            x2, hm2, da2 = rows
+            parallel.add_matmul(dWx, x2.T, da2)  # B4
+            dWh_eff = parallel.matmul(hm2.T, da2)  # B5  dL/dWh_eff
+            if M is not None:
+                dWh_eff *= M  # B5
+            dWh += dWh_eff  # B5
+            db += da2.sum(axis=0)  # B6
         self.dh = xp.ascontiguousarray(dh_next)
         self._store_grad_norms(norms)
         return dxs
