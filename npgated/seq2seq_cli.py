@@ -301,7 +301,13 @@ def cmd_attention(args) -> int:
         raise ValueError(f"{args.checkpoint} holds a {meta['config']['model']}, which has no "
                          "attention weights: draw maps of an AttentionSeq2seq run")
     vocab = Vocabulary(meta)
-    weights, answer = attention_weights(model, vocab, args.question, args.answer)
+    xs = vocab.encode_questions([args.question])
+    answer = args.answer
+    if answer is None:  # the model's own (greedy) answer
+        answer = vocab.decode(model.generate(xs, vocab.start_id, vocab.answer_length)[0])
+    ts = vocab.encode_answer(answer)
+    answer = answer.ljust(vocab.answer_length)
+    weights = attention_weights(model, xs, ts, reverse=vocab.reverse)
     path = plot_attention(weights, args.question.ljust(vocab.question_length), answer, out)
     print(f"{args.question.rstrip()}  ->  {answer.rstrip()}")
     print(f"attention map ({len(answer)} output x {vocab.question_length} input characters) "

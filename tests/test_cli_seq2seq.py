@@ -210,3 +210,25 @@ def test_bad_pickles_and_data(trained, tmp_path, capsys):
     assert cli.main(["train", "--model", "Seq2seq", "--run-dir", str(out)]) == 2
     _one_line_error(capsys, "needs its task")
     assert not out.exists()
+
+
+def test_date_attention_example_without_the_books_files(tmp_path):
+    """Without the book's files the example trains a small model on dates it writes itself."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NPGATED_BOOK_DATA_DIR", "NPGATED_DATA_DIR")}
+    env["OPENBLAS_NUM_THREADS"] = "1"  # tiny products: no threads to wait for
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve().parents[1] / "examples"
+                             / "seq2seq_date_attention.py"), "--data-dir", str(tmp_path),
+         "--iters", "40", "--n-test", "50", "--out", str(tmp_path / "map.png")],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "using dates written here instead" in out.stdout and "training a small one" in out.stdout
+    losses = [float(ln.split("loss")[1]) for ln in out.stdout.splitlines()
+              if ln.startswith("iteration")]
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    assert "(beam of 3:" in out.stdout and "test accuracy" in out.stdout and "of 50)" in out.stdout
+    assert (tmp_path / "map.png").read_bytes()[:4] == b"\x89PNG"

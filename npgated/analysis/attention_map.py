@@ -4,10 +4,10 @@ The book's ``ch08/visualize_attention.py`` runs its trained date model forward o
 question and its correct answer (teacher forcing) and draws the decoder's attention weights
 (its ``TimeAttention``'s, one row per output character, one column per input character), the
 columns put back into reading order for a model that reads its questions reversed.
-:func:`attention_weights` does the same for a question typed by the user: the answer is the
-model's own greedy one unless one is given (greedy decoding feeds back its own outputs, so
-teacher forcing on them gives the weights the decoding used); :func:`plot_attention` draws
-them (matplotlib on an Agg canvas, saved to a file, never shown).
+:func:`attention_weights` does the same for any question and answer (``npgated attention``
+uses the model's own greedy answer unless one is given: greedy decoding feeds back its own
+outputs, so teacher forcing on them gives the weights the decoding used); :func:`plot_attention`
+draws them (matplotlib on an Agg canvas, saved to a file, never shown).
 """
 
 from __future__ import annotations
@@ -21,43 +21,34 @@ from npgated import backend
 __all__ = ["attention_weights", "plot_attention"]
 
 
-def attention_weights(model, vocab, question: str, answer: str | None = None):
-    """The (T_dec, T_enc) attention weights of ``model`` answering ``question``.
+def attention_weights(model, xs, ts, reverse: bool = False):
+    """The (T_dec, T_enc) attention weights of ``model`` writing answer ``ts`` to question ``xs``.
 
     Parameters
     ----------
     model : AttentionSeq2seq
-        Its ``attention_weights`` (N, T_dec, T_enc) after a forward pass are read.
-    vocab : npgated.seq2seq_cli.Vocabulary
-        The run's characters, widths, start character and reversal.
-    question : str
-        As typed (padded with spaces to the encoder's width, reversed if the model reads
-        reversed questions).
-    answer : str, optional
-        The answer to draw the weights for (teacher-forced, as the book does); default the
-        model's greedy answer.
+        Its ``attention_weights`` (N, T_dec, T_enc) after a teacher-forced forward pass are
+        read.
+    xs : (1, T_enc) int array
+        The question's ids as the model reads them (reversed if it reads reversed questions).
+    ts : (1, 1 + T_dec) int array
+        The start symbol, then the answer: the model's own greedy answer (``generate``) gives
+        the weights its decoding used, as the book's ``visualize_attention.py`` does with
+        the correct answer.
+    reverse : bool
+        The model reads reversed questions: the columns are put back into reading order.
 
     Returns
     -------
-    weights : (T_dec, T_enc) float64 host array
-        Row j: output character j's distribution over the input characters, in reading order.
-    answer : str
-        The answer (padded with spaces to the decoder's width).
+    (T_dec, T_enc) float64 host array
+        Row j: output character j's distribution over the input characters.
     """
     if not getattr(model, "attentive", False):
         raise ValueError(f"{type(model).__name__} has no attention weights: attention maps need "
                          "an AttentionSeq2seq")
-    xs = vocab.encode_questions([question])
-    if answer is None:
-        ids = model.generate(backend.to_device(xs), vocab.start_id, vocab.answer_length)
-        answer = vocab.decode(backend.to_cpu(ids)[0])
-    ts = vocab.encode_answer(answer)
-    answer = answer.ljust(vocab.answer_length)
     model.forward(backend.to_device(xs), backend.to_device(ts))  # teacher forcing, as the book
     weights = np.asarray(backend.to_cpu(model.attention_weights), dtype=np.float64)[0]
-    if vocab.reverse:  # the columns back into reading order
-        weights = weights[:, ::-1]
-    return weights, answer
+    return weights[:, ::-1] if reverse else weights
 
 
 def plot_attention(weights, question: str, answer: str, path) -> Path:
