@@ -232,3 +232,25 @@ def test_date_attention_example_without_the_books_files(tmp_path):
     assert len(losses) == 4 and losses[-1] < losses[0]
     assert "(beam of 3:" in out.stdout and "test accuracy" in out.stdout and "of 50)" in out.stdout
     assert (tmp_path / "map.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_export_then_import_gives_the_same_model(trained, tmp_path, capsys):
+    """A trained addition Seq2seq through the book's format and back: float16-close
+    parameters, the same task metadata, and eval and generate work on the imported run."""
+    data, addition, _ = trained
+    pkl = tmp_path / "Seq2seq.pkl"
+    assert cli.main(["export-book", str(addition), "--out", str(pkl)]) == 0
+    run = tmp_path / "imported"
+    assert cli.main(["import-book", str(pkl), "--task", "addition", "--data-dir", str(data),
+                     "--out", str(run)]) == 0
+    assert "the book's Seq2seq (V=13, D=8, H=8" in capsys.readouterr().out
+    a, b = load_checkpoint(addition / "best.npz"), load_checkpoint(run / "best.npz")
+    assert a.params.keys() == b.params.keys()
+    for name, value in a.params.items():
+        np.testing.assert_allclose(b.params[name], value, rtol=2.0**-11, atol=1e-7, err_msg=name)
+    for key in ("task", "reverse", "vocabulary", "vocab_checksum", "question_length",
+                "answer_length", "start_char"):
+        assert a.meta[key] == b.meta[key], key
+    assert cli.main(["eval", str(run), "--data-dir", str(data)]) == 0
+    assert capsys.readouterr().out.strip().endswith("of 40)")
+    assert cli.main(["generate", str(run), "--question", "1+2"]) == 0
