@@ -385,7 +385,9 @@ class GradientReport:
     def _head(self) -> list:
         wrong = self.wrong
         if self.ok:
-            head = f"{self.title}: all {len(self.findings)} gradients agree with {self.against}"
+            count = (f"all {len(self.findings)} gradients agree" if len(self.findings) != 1
+                     else "the one gradient agrees")
+            head = f"{self.title}: {count} with {self.against}"
         elif wrong:
             head = (f"{self.title}: {len(wrong)} of {len(self.findings)} gradients disagree with "
                     f"{self.against}, tolerance {self.tol:.0e}")
