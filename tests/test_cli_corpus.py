@@ -7,6 +7,9 @@ Tiny models on small texts written to tmp_path; the corpus id cache is a folder 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +19,7 @@ from npgated.data import corpus
 
 TINY = ["--wordvec-size", "8", "--hidden-size", "8", "--batch-size", "2", "--time-size", "6",
         "--lr", "1.0", "--no-progress"]
+ROOT = Path(__file__).resolve().parents[1]
 JAPANESE = "吾輩は猫である。名前はまだ無い。\nどこで生れたかとんと見当がつかぬ。\n"
 
 
@@ -211,3 +215,26 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(cache, tmp_path, cap
     assert expected in one_error_line(capsys)
     assert not run.exists()
     assert not cache.exists() or not any(cache.rglob("*"))
+
+
+def test_char_rnn_example_trains_and_samples(cache):
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / "char_rnn.py"), "--iters",
+                          "60", "--length", "30"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "bits per character" in out.stdout
+    sample = out.stdout.split("symbols: ")[-1].split("\n", 1)[1]
+    assert sample.startswith("ROMEO:") and len(sample) >= 30
+
+
+def test_tokenize_benchmark_smoke(tmp_path):
+    """benchmarks/tokenize_corpus.py runs end to end on 1 MB (untimed: no speed asserted)."""
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tokenize_corpus.py"),
+                          "--smoke", "--dir", str(tmp_path), "--json", str(tmp_path / "r.json")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert [r["level"] for r in results["tokenize"]] == ["word", "char"]
+    assert all(r["tokens"] > 0 and r["peak_rss_mb"] > 0 for r in results["tokenize"])
+    assert set(results["train"]["ms_per_step"]) == {"memmap", "in memory"}
+    assert results["train"]["memmap_type"] == "memmap"
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]  # corpus and cache deleted
