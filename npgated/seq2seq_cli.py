@@ -60,7 +60,8 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
             continue
         kind = hints[f.name]
         kind = ([a for a in typing.get_args(kind) if a is not type(None)] or [kind])[0]
-        kw = dict(dest=f.name, default=None, help=f"{f.metadata['help']} (default: {f.default})")
+        default = "none: required unless a --preset names it" if f.name == "task" else f.default
+        kw = dict(dest=f.name, default=None, help=f"{f.metadata['help']} (default: {default})")
         if kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
             continue
