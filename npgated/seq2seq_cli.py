@@ -126,8 +126,13 @@ def cmd_train(args) -> int:
     from npgated.data import sequence  # noqa: PLC0415
     from npgated.training.seq2seq import TrainingDiverged, train_seq2seq  # noqa: PLC0415
 
+    from npgated import parallel  # noqa: PLC0415
+
     config = config_from_args(args)
     data = sequence.load_task(config.task, config.data_dir, reverse=config.reverse)
+    # every core unless NPGATED_THREADS says otherwise: each step's batch rows are split
+    # over the threads (npgated.training.split_batch; NPGATED_THREADS=1: the plain step)
+    parallel.use_threads(parallel.requested_threads())
     print(f"npgated {__version__}: training {config.model} ({config.cell}) on the "
           f"{config.task} task, {len(data.x_train):,} questions"
           f"{' reversed' if config.reverse else ''}, vocabulary {len(data.char_to_id)}; "

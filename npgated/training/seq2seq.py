@@ -8,7 +8,9 @@ The loop is :func:`fit_seq2seq`; each iteration is the five steps of the book, i
     norm = clip_grads(model.grads, max_norm)    # global norm over the unique gradients
     optimizer.update(model.params, model.grads)
 
-followed by logging. An epoch is one pass over the training questions in a shuffled order,
+followed by logging. With npgated's threads on (``npgated.parallel``), the first three run as
+:class:`npgated.training.split_batch.SplitBatch`: the batch's rows split over the threads,
+each block on its own copy of the model, the gradients summed (the same gradient). An epoch is one pass over the training questions in a shuffled order,
 in minibatches of ``batch_size`` (the last, incomplete one left out, as the book's
 ``Trainer`` does); the order of epoch ``e`` is a permutation drawn from its own generator,
 ``numpy.random.default_rng([seed, e])``, so a resumed run sees the same minibatches as an
@@ -46,6 +48,7 @@ from npgated.optim.clip import clip_grads, global_norm
 from npgated.training.checkpoint import atomic_write, load_checkpoint, restore, save_checkpoint
 from npgated.training.loop import TrainingDiverged, _StopRequests
 from npgated.training.seq2seq_config import Seq2seqConfig
+from npgated.training.split_batch import SplitBatch
 
 logger = logging.getLogger(__name__)
 
@@ -179,6 +182,7 @@ def fit_seq2seq(model, optimizer, data, config: Seq2seqConfig, run: Seq2seqRun,
         def evaluate(m):
             return accuracy(m, data.x_test, data.t_test)
 
+    step = SplitBatch(model)  # the plain step unless npgated's threads are on
     with _StopRequests() as stop:
         while progress.epoch <= config.epochs:
             model.train()
@@ -201,9 +205,7 @@ def fit_seq2seq(model, optimizer, data, config: Seq2seqConfig, run: Seq2seqRun,
                 rows = order[progress.iteration * N:(progress.iteration + 1) * N]
                 xs = backend.to_device(x_train[rows])
                 ts = backend.to_device(t_train[rows])
-                model.zero_grads()
-                loss = float(model.forward(xs, ts))
-                model.backward()
+                loss = step(xs, ts)  # zero_grads, forward, backward (rows over the threads)
                 if config.max_grad_norm > 0:
                     norm = clip_grads(model.grads, config.max_grad_norm)
                 else:
