@@ -36,15 +36,19 @@ needs nothing else to be evaluated, resumed or sampled.
 Any size: streaming, two passes, a memory-mapped id cache
 ---------------------------------------------------------
 Text is read ``chunk_size`` bytes at a time through an incremental decoder (a multi-byte
-character split between two chunks is decoded whole); word level cuts each chunk at its last
+character split between two chunks is decoded whole); word level cuts each piece at its last
 line break, so memory is bounded by the chunk (and the number of distinct words), never by
-the file. The train part is read once at word level: each word gets a provisional id in
-order of first appearance (a dict whose ``__missing__`` numbers new words), the provisional
-ids go to a temporary file and their counts to ``np.bincount``; the vocabulary is chosen
-from the counts and a vectorised lookup table maps provisional to final ids in a second,
-array-only pass. Character level needs no provisional ids: code points come vectorised
-(``np.frombuffer(text.encode("utf-32-le"), np.uint32)``), a first pass counts them with
-``np.bincount`` and a second maps them through a dense table indexed by code point.
+the file. Word level finds the words of a piece in its UTF-8 bytes with NumPy (a word starts
+where a non-space byte follows a space; the rare non-ASCII white space is replaced by a
+space first) and looks them all up at once in a hash table of NumPy arrays keyed by their
+bytes (:class:`_WordTable`: exact for words of up to 16 bytes, a dict for longer ones). The
+train part is read once: words get provisional ids as they are met, the provisional ids go
+to a temporary file and their counts to ``np.bincount``; the vocabulary is chosen from the
+counts (in order of first appearance) and a lookup table maps provisional to final ids in a
+second, array-only pass. Character level needs no provisional ids: code points come
+vectorised (``np.frombuffer(text.encode("utf-32-le"), np.uint32)``), a first pass counts
+them with ``np.bincount`` and a second maps them through a dense table indexed by code
+point.
 
 The ids go to a cache folder, ``$XDG_CACHE_HOME/npgated/corpus-ids`` (default
 ``~/.cache/npgated/corpus-ids``; ``NPGATED_CORPUS_CACHE=/path`` puts it elsewhere,
@@ -611,21 +615,25 @@ class _Progress:
                         done / 1e6 / max(now - self.start, 1e-9))
 
 
-def _word_batches(source: Source, codec: str, chunk_size: int, what: str = ""):
-    """Yield lists of word tokens (``<eos>`` per line), each from whole lines of a chunk."""
+def _word_texts(source: Source, codec: str, chunk_size: int, what: str = ""):
+    """Yield the text in pieces that end at a line break (or a space): no word is cut.
+
+    Pieces of a quarter of ``chunk_size``: the arrays of :class:`_WordTable` then stay in
+    the processor's cache (measured: 57 MB/s with 256 KiB, 50 MB/s with 1 MiB).
+    """
     progress = _Progress(what or source.describe(), source.size)
     carry = ""
-    for text, done in _text_pieces(source, codec, chunk_size):
+    for text, done in _text_pieces(source, codec, max(chunk_size // 4, 1)):
         text = carry + text
         cut = text.rfind("\n") + 1
         if cut == 0:  # one long line: cut at a space (words end there too)
             cut = text.rfind(" ") + 1
         carry = text[cut:]
         if cut:
-            yield split_words(text[:cut])
+            yield text[:cut]
         progress(done)
     if carry:
-        yield split_words(carry)
+        yield carry
 
 
 def _char_batches(source: Source, codec: str, chunk_size: int, what: str = ""):
@@ -954,25 +962,235 @@ def _prune(folder: Path) -> None:
 # ---------------------------------------------------------------------------------------
 # Tokenising one part
 # ---------------------------------------------------------------------------------------
-class _WordOrUnk(dict):
-    """``word -> id``; a missing word is ``<unk>`` and is counted (``__missing__``)."""
+# Word level, vectorised. str.split() separates words at the characters for which
+# str.isspace() is true: 10 ASCII ones (the table below) and 17 others, which a piece of text
+# rarely holds; those are replaced by a space first (the same separation), so that the words
+# can be found in the UTF-8 bytes with NumPy: a word starts where a non-space byte follows a
+# space. (tests/data/test_corpus.py checks both lists against str.isspace over all of Unicode.)
+_SPACE = np.zeros(256, dtype=bool)
+_SPACE[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True
+_UNICODE_SPACES = "\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008" \
+                  "\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+_UNICODE_SPACE_BYTES = tuple(c.encode("utf-8") for c in _UNICODE_SPACES)
+_TO_SPACE = str.maketrans({c: " " for c in _UNICODE_SPACES})
+_KEY_BYTES = 16  # a word of up to 16 UTF-8 bytes is keyed by those bytes: two uint64
+_LOW = np.array([(1 << 8 * min(n, 8)) - 1 for n in range(_KEY_BYTES + 1)], dtype=np.uint64)
+_HIGH = np.array([(1 << 8 * max(n - 8, 0)) - 1 for n in range(_KEY_BYTES + 1)], dtype=np.uint64)
+_MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F))  # odd multipliers
 
-    def __init__(self, vocab: Vocabulary):
-        super().__init__(vocab._index)
-        self.unk = vocab.unk_id
+
+def _key_of(word: str):
+    """``(low, high)``: the uint64 key of a word of up to 16 UTF-8 bytes (its bytes,
+    zero-padded, little-endian, in two halves), or None for a longer (or empty) word."""
+    data = word.encode("utf-8")
+    if not 0 < len(data) <= _KEY_BYTES:
+        return None
+    data = data.ljust(_KEY_BYTES, b"\0")
+    return int.from_bytes(data[:8], "little"), int.from_bytes(data[8:], "little")
+
+
+_EOS_KEY = _key_of(EOS)
+
+
+def _word_spans(data: bytes):
+    """``(padded, starts, ends)``: the words of UTF-8 ``data`` (white space ASCII only) are
+    ``data[starts[i]:ends[i]]``; ``padded`` is ``data`` and 16 zero bytes."""
+    padded = data + bytes(_KEY_BYTES)  # every 16-byte read of _word_keys stays inside
+    space = _SPACE[np.frombuffer(data, dtype=np.uint8)].view(np.int8)
+    edge = np.diff(space, prepend=np.int8(1), append=np.int8(1))
+    starts = np.flatnonzero(edge == -1)  # a non-space after a space: a word begins
+    ends = np.flatnonzero(edge == 1)  # a space (or the end) after a non-space
+    return padded, starts, ends
+
+
+def _word_keys(padded: bytes, starts, ends):
+    """``(low, high, short)``: the two uint64 halves of each word's key and whether it has
+    one (up to 16 bytes); a longer word gets low = 0, which no word's key has."""
+    lengths = ends - starts
+    short = lengths <= _KEY_BYTES
+    n_bytes = len(padded) - _KEY_BYTES
+    # the 8 bytes at every offset, read unaligned, then masked to the word's length
+    at = np.ndarray((n_bytes,), dtype="<u8", buffer=padded, strides=(1,))
+    at8 = np.ndarray((n_bytes,), dtype="<u8", buffer=padded, offset=8, strides=(1,))
+    low = np.zeros(len(starts), dtype=np.uint64)
+    high = np.zeros(len(starts), dtype=np.uint64)
+    s, length = starts[short], lengths[short]
+    low[short] = at[s] & _LOW[length]
+    high[short] = at8[s] & _HIGH[length]
+    return low, high, short
+
+
+class _WordTable:
+    """``word -> id`` for the words of UTF-8 byte strings, found and looked up with NumPy.
+
+    A word of up to 16 bytes (nearly every word of the languages written with spaces) is its
+    bytes as a key of two uint64 (exact: accepted text holds no NUL byte that could be
+    mistaken for the padding), held in an open-addressing hash table of NumPy arrays with
+    linear probing: a lookup of all of a chunk's tokens at once is a few vectorised rounds,
+    one probe further for the tokens still unresolved each time. Longer words are looked up
+    one at a time in a dict. A newline is the word ``<eos>`` (PTB's rule), so ``<eos>``
+    written in the text is the same token.
+
+    Building (``assign=True``) gives each new word the next id and records the position of
+    its first appearance (:attr:`first`); with a fixed vocabulary (:meth:`of`) an unknown
+    word is ``unk`` and counted in :attr:`misses`.
+    """
+
+    def __init__(self, capacity: int = 1 << 12):
+        size = 1 << max(int(capacity * 2 - 1).bit_length(), 4)  # at most half full
+        self.low = np.zeros(size, dtype=np.uint64)  # 0: an empty slot (no word has low 0)
+        self.high = np.zeros(size, dtype=np.uint64)
+        self.slot_ids = np.zeros(size, dtype=np.uint32)
+        self.filled = 0
+        self.long = {}  # words of more than 16 bytes
+        self.n = 0  # ids given so far
+        self.first = np.empty(1024, dtype=np.int64)  # token position of each id's first use
+        self.unk = None
         self.misses = 0
 
-    def __missing__(self, word):
-        self.misses += 1
-        return self.unk
+    @classmethod
+    def of(cls, vocab: Vocabulary) -> _WordTable:
+        table = cls(len(vocab))
+        ids = [i for i, t in enumerate(vocab.tokens)  # a token with white space is never met
+               if t and "".join(t.split()) == t]
+        data = " ".join(vocab.tokens[i] for i in ids).encode("utf-8")
+        padded, starts, ends = _word_spans(data)
+        low, high, short = _word_keys(padded, starts, ends)
+        ids = np.array(ids, dtype=np.uint32)
+        table._insert(low[short], high[short], ids[short])
+        for i, a, z in zip(ids[~short].tolist(), starts[~short].tolist(), ends[~short].tolist()):
+            table.long[data[a:z].decode("utf-8")] = i
+        table.n, table.unk = len(vocab), vocab.unk_id
+        return table
 
+    # -- the hash table --
+    def _slot(self, low, high):
+        shift = np.uint64(64 - (len(self.low).bit_length() - 1))
+        return ((low * _MIX[0]) ^ (high * _MIX[1])) >> shift
 
-class _FirstSeen(dict):
-    """``word -> provisional id`` in order of first appearance; a new word gets the next id."""
+    def _find(self, low, high) -> np.ndarray:
+        """The slot of each key, -1 where it is absent."""
+        mask = np.uint64(len(self.low) - 1)
+        found = np.full(len(low), -1, dtype=np.int64)
+        todo = np.arange(len(low))
+        slot = self._slot(low, high)
+        while len(todo):
+            at_low = self.low[slot]
+            hit = (at_low == low[todo]) & (self.high[slot] == high[todo])
+            found[todo[hit]] = slot[hit]
+            go_on = ~hit & (at_low != 0)  # occupied by another word: probe the next slot
+            todo, slot = todo[go_on], (slot[go_on] + np.uint64(1)) & mask
+        return found
 
-    def __missing__(self, word):
-        i = self[word] = len(self)
-        return i
+    def _insert(self, low, high, ids) -> None:
+        """Put keys that are absent (and distinct) into the table, growing it when needed."""
+        if 2 * (self.filled + len(low)) > len(self.low):
+            old = self.low != 0
+            keep = self.low[old], self.high[old], self.slot_ids[old]
+            size = len(self.low)
+            while 2 * (self.filled + len(low)) > size:
+                size *= 2
+            self.low = np.zeros(size, dtype=np.uint64)
+            self.high = np.zeros(size, dtype=np.uint64)
+            self.slot_ids = np.zeros(size, dtype=np.uint32)
+            self.filled = 0
+            self._insert(*keep)
+        mask = np.uint64(len(self.low) - 1)
+        todo = np.arange(len(low))
+        slot = self._slot(low, high)
+        while len(todo):
+            free = np.flatnonzero(self.low[slot] == 0)
+            taken, first = np.unique(slot[free], return_index=True)  # one key per free slot
+            winners = todo[free[first]]
+            self.low[taken], self.high[taken] = low[winners], high[winners]
+            self.slot_ids[taken] = ids[winners]
+            placed = np.zeros(len(todo), dtype=bool)
+            placed[free[first]] = True
+            todo, slot = todo[~placed], (slot[~placed] + np.uint64(1)) & mask
+        self.filled += len(low)
+
+    def words(self) -> list[str]:
+        """The word of every id (building)."""
+        out = [""] * self.n
+        used = np.flatnonzero(self.low)
+        for low, high, i in zip(self.low[used].tolist(), self.high[used].tolist(),
+                                self.slot_ids[used].tolist()):
+            data = low.to_bytes(8, "little") + high.to_bytes(8, "little")
+            out[i] = data.rstrip(b"\0").decode("utf-8")
+        for word, i in self.long.items():
+            out[i] = word
+        return out
+
+    def _new_ids(self, m: int, positions) -> np.ndarray:
+        ids = np.arange(self.n, self.n + m, dtype=np.uint32)
+        if self.n + m > len(self.first):
+            self.first = np.concatenate([self.first, np.empty(max(m, len(self.first)),
+                                                              dtype=np.int64)])
+        self.first[self.n:self.n + m] = positions
+        self.n += m
+        return ids
+
+    # -- text -> ids --
+    def encode(self, text: str, offset: int = 0, assign: bool = False) -> np.ndarray:
+        """The (n,) uint32 ids of the word tokens of ``text`` (whole lines, newlines as
+        ``\n``); ``offset``: the position of its first token in the whole corpus."""
+        data = text.encode("utf-8")
+        if not data.isascii() and any(s in data for s in _UNICODE_SPACE_BYTES):
+            data = text.translate(_TO_SPACE).encode("utf-8")
+        padded, starts, ends = _word_spans(data)
+        newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+        n = len(starts) + len(newlines)
+        eos_at = np.searchsorted(starts, newlines) + np.arange(len(newlines))  # token order
+        word_at = np.ones(n, dtype=bool)
+        word_at[eos_at] = False
+        word_at = np.flatnonzero(word_at)
+        low = np.empty(n, dtype=np.uint64)
+        high = np.empty(n, dtype=np.uint64)
+        low[eos_at], high[eos_at] = _EOS_KEY
+        low[word_at], high[word_at], short = _word_keys(padded, starts, ends)
+        ids = np.empty(n, dtype=np.uint32)
+        self._short(low, high, ids, offset, assign)
+        long_at = word_at[~short]
+        if len(long_at):
+            self._long(data, long_at, starts[~short], ends[~short], ids, offset, assign)
+        return ids
+
+    def _short(self, low, high, ids, offset, assign) -> None:
+        """ids of the tokens with a key (those with low 0 are left for _long)."""
+        slot = self._find(low, high)
+        found = slot >= 0
+        ids[found] = self.slot_ids[slot[found]]
+        at = np.flatnonzero(~found & (low != 0))
+        if not len(at):
+            return
+        if not assign:
+            ids[at] = self.unk
+            self.misses += len(at)
+            return
+        # the new words, each once, in order of first appearance (a stable sort keeps it)
+        order = np.lexsort((high[at], low[at]))
+        lo, hi = low[at][order], high[at][order]
+        starts = np.flatnonzero(np.r_[True, (lo[1:] != lo[:-1]) | (hi[1:] != hi[:-1])])
+        group = np.cumsum(np.r_[False, (lo[1:] != lo[:-1]) | (hi[1:] != hi[:-1])])
+        new_ids = self._new_ids(len(starts), offset + at[order[starts]])
+        ids[at[order]] = new_ids[group]
+        self._insert(lo[starts], hi[starts], new_ids)
+
+    def _long(self, data, at, starts, ends, ids, offset, assign) -> None:
+        """ids of the words of more than 16 bytes, one dict lookup each."""
+        long = self.long
+        found = []
+        for t, a, z in zip(at.tolist(), starts.tolist(), ends.tolist()):
+            word = data[a:z].decode("utf-8")
+            i = long.get(word)
+            if i is None:
+                if assign:
+                    i = long[word] = int(self._new_ids(1, offset + t)[0])
+                else:
+                    i = self.unk
+                    self.misses += 1
+            found.append(i)
+        ids[at] = found
 
 
 def _encode_fixed(source: Source, vocab: Vocabulary, codec: str, sink, chunk_size: int,
@@ -981,11 +1199,10 @@ def _encode_fixed(source: Source, vocab: Vocabulary, codec: str, sink, chunk_siz
     if vocab.unk_id is None:
         raise DataError(f"the vocabulary has no {UNK!r}: it cannot encode unseen tokens")
     if vocab.level == "word":
-        index = _WordOrUnk(vocab)
-        get = index.__getitem__
-        for words in _word_batches(source, codec, chunk_size, what):
-            sink.write(np.fromiter(map(get, words), dtype=sink.dtype, count=len(words)))
-        return index.misses
+        table = _WordTable.of(vocab)
+        for text in _word_texts(source, codec, chunk_size, what):
+            sink.write(table.encode(text))
+        return table.misses
     table = np.full(_CODE_POINTS, vocab.unk_id, dtype=sink.dtype)
     for i, token in enumerate(vocab.tokens):
         if token != UNK:
@@ -1030,33 +1247,38 @@ def _count_into(counts: np.ndarray, ids: np.ndarray, size: int) -> np.ndarray:
 
 
 def _build_word(source, codec, cache: _Cache, chunk_size, min_count, max_vocab, what):
-    """First pass at word level: provisional ids (first appearance) and their counts."""
-    index = _FirstSeen()
-    get = index.__getitem__
+    """First pass at word level: provisional ids and their counts, then the vocabulary.
+
+    Provisional ids are given as words are met (in :class:`_WordTable`'s order); the
+    vocabulary puts the kept words in order of first appearance, and ``table`` maps
+    provisional ids to final ones for the second, array-only pass.
+    """
+    words = _WordTable()
     counts = np.zeros(1024, dtype=np.int64)
     scratch = cache.scratch()  # provisional ids (uint32), or in memory without a cache
     parts = []
     n = 0
     try:
-        for words in _word_batches(source, codec, chunk_size, what):
-            ids = np.fromiter(map(get, words), dtype=np.uint32, count=len(words))
-            counts = _count_into(counts, ids, len(index))
+        for text in _word_texts(source, codec, chunk_size, what):
+            ids = words.encode(text, offset=n, assign=True)
+            counts = _count_into(counts, ids, words.n)
             n += len(ids)
             if scratch is not None:
                 scratch.write(ids.data)
             else:
                 parts.append(ids)
-        unk_index = index.get(UNK)  # dict.get: no __missing__
-        words = list(index)  # in provisional id order
-        del index, get
-        counts = counts[: len(words)]
-        kept = _choose(counts, unk_index, min_count, max_vocab)
-        tokens = [words[i] for i in kept]
-        if unk_index is None:
+        order = np.argsort(words.first[: words.n], kind="stable")  # by first appearance
+        spelled = words.words()
+        by_first = [spelled[i] for i in order]
+        counts = counts[: words.n][order]
+        unk_rank = by_first.index(UNK) if UNK in by_first else None
+        kept = _choose(counts, unk_rank, min_count, max_vocab)  # ranks, in order
+        tokens = [by_first[r] for r in kept]
+        if unk_rank is None:
             tokens.append(UNK)
         vocab = Vocabulary(tokens, "word")
-        table = np.full(len(words), vocab.unk_id, dtype=vocab.dtype)  # provisional -> final
-        table[kept] = np.arange(len(kept), dtype=vocab.dtype)
+        table = np.full(words.n, vocab.unk_id, dtype=vocab.dtype)  # provisional -> final
+        table[order[kept]] = np.arange(len(kept), dtype=vocab.dtype)
         unknown = int(counts.sum() - counts[kept].sum())
     except BaseException:
         if scratch is not None:

@@ -211,6 +211,46 @@ def test_chunks_give_the_ids_of_the_whole_text(tmp_path, monkeypatch, level, chu
         np.testing.assert_array_equal(small[split], whole[split])
 
 
+def test_white_space_tables_are_str_isspace():
+    """The word finder's two lists of white space are exactly the characters str.split
+    separates at (ASCII ones by byte, the others replaced by a space first)."""
+    ascii_space = [c for c in range(256) if corpus._SPACE[c]]
+    assert ascii_space == [c for c in range(128) if chr(c).isspace()]
+    assert set(corpus._UNICODE_SPACES) == {chr(c) for c in range(128, 0x110000)
+                                           if chr(c).isspace()}
+
+
+def random_text(rng, n_tokens):
+    """Words of 1 to 24 UTF-8 bytes (the 8/9/16/17-byte edges included), separated by every
+    kind of white space, with literal <eos> and <unk>."""
+    pieces = ["a", "ab", "abcdefgh", "abcdefghi", "abcdefghijklmnop", "abcdefghijklmnopq",
+              "\u00e9", "\u00e9" * 7, "\u00e9" * 8, "\u732b", "\u732b" * 5, "\u732b" * 6, EOS,
+              UNK, "x" * 24, "na\u00efve", "\U0001f600"]
+    gaps = [" ", " ", " ", "\n", "\n", "\t", "  ", "\x0b", "\x0c", "\x1c", "\x1f", "\xa0",
+            "\u3000", "\u2028", "\x85", " \n ", "\n\n", "\r\n"]
+    out = []
+    for _ in range(n_tokens):
+        word = pieces[rng.integers(len(pieces))]
+        if rng.random() < 0.3:  # more distinct words
+            word += str(rng.integers(50))
+        out.append(word + gaps[rng.integers(len(gaps))])
+    return "".join(out)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_word_finder_agrees_with_str_split(tmp_path, seed):
+    rng = np.random.default_rng(seed)
+    train, valid = random_text(rng, 3000), random_text(rng, 500)
+    folder = write_folder(tmp_path / "t", train, valid, valid[:40])
+    c = load_corpus(folder, "word", chunk_size=int(rng.integers(64, 4096)), cache=False)
+    tokens = ref_words(train)
+    assert list(c.vocab.tokens) == ref_word_vocab(tokens)  # first appearance, long words too
+    assert c.train.tolist() == ref_ids(tokens, c.vocab.tokens)
+    assert c.valid.tolist() == ref_ids(ref_words(valid), c.vocab.tokens)
+    unseen = sum(w not in c.vocab for w in ref_words(valid))
+    assert c.unknown["valid"] == unseen
+
+
 def test_word_vocabulary_beyond_uint16_and_growing_counts(tmp_path):
     words = [f"w{i}" for i in range(70000)]
     folder = write_folder(tmp_path / "big", " ".join(words) + "\n", "w1 w2\n", "w3\n")
