@@ -122,11 +122,9 @@ DRY_RUN_TEST_QUESTIONS = 500
 
 
 def cmd_train(args) -> int:
-    from npgated import __version__  # noqa: PLC0415
+    from npgated import __version__, parallel  # noqa: PLC0415
     from npgated.data import sequence  # noqa: PLC0415
     from npgated.training.seq2seq import TrainingDiverged, train_seq2seq  # noqa: PLC0415
-
-    from npgated import parallel  # noqa: PLC0415
 
     config = config_from_args(args)
     data = sequence.load_task(config.task, config.data_dir, reverse=config.reverse)

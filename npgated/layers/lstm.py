@@ -430,17 +430,26 @@ class TimeLSTM(RecurrentLayer):
         xp = backend.get_array_module(xs)
         dtype = xs.dtype
 
-        hs = xp.empty((N, T + 1, H), dtype=dtype)
-        cs = xp.empty((N, T + 1, H), dtype=dtype)
+        store = self.training
+        if store:
+            hs = xp.empty((N, T + 1, H), dtype=dtype)
+            cs = xp.empty((N, T + 1, H), dtype=dtype)
+            gates = parallel.matmul(xs.reshape(N * T, D), Wx).reshape(N, T, 4 * H)  # F0
+        else:
+            # Eval mode caches nothing, so the buffers are laid out time-major ((T, N, .) in
+            # memory, used through (N, T, .) views): every step's slice is contiguous and
+            # the element-wise passes run ~2x faster than on rows strided by T (measured).
+            hs = xp.empty((T + 1, N, H), dtype=dtype).transpose(1, 0, 2)
+            cs = xp.empty((T + 1, N, H), dtype=dtype).transpose(1, 0, 2)
+            xs_t = xp.ascontiguousarray(xs.transpose(1, 0, 2)).reshape(T * N, D)
+            gates = parallel.matmul(xs_t, Wx).reshape(T, N, 4 * H).transpose(1, 0, 2)  # F0
+        gates += b  # F0
         self._initial_state(N, hs[:, 0], cs[:, 0])
         m, Wh = self._draw_drop_masks(N, like=xs)  # M1, M2 (m None, Wh the parameter: none)
         # In eval mode tanh(c_t) is not kept: one step's worth of buffer is reused (index
         # s = 0) instead of one slot per step (s = t).
-        store = self.training
         tanh_cs = xp.empty((N, T if store else 1, H), dtype=dtype)
         scale, shift = _gate_scale_shift(H, like=xs)
-        gates = parallel.matmul(xs.reshape(N * T, D), Wx).reshape(N, T, 4 * H)  # F0
-        gates += b  # F0
 
         # Preallocated per-step scratch: the hot loop writes with out= (no temporaries).
         ah = xp.empty((N, 4 * H), dtype=dtype)

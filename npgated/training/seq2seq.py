@@ -10,7 +10,8 @@ The loop is :func:`fit_seq2seq`; each iteration is the five steps of the book, i
 
 followed by logging. With npgated's threads on (``npgated.parallel``), the first three run as
 :class:`npgated.training.split_batch.SplitBatch`: the batch's rows split over the threads,
-each block on its own copy of the model, the gradients summed (the same gradient). An epoch is one pass over the training questions in a shuffled order,
+each block on its own copy of the model, the gradients summed (the same gradient).
+An epoch is one pass over the training questions in a shuffled order,
 in minibatches of ``batch_size`` (the last, incomplete one left out, as the book's
 ``Trainer`` does); the order of epoch ``e`` is a permutation drawn from its own generator,
 ``numpy.random.default_rng([seed, e])``, so a resumed run sees the same minibatches as an
