@@ -31,7 +31,8 @@ from npgated import __version__, backend, parallel
 
 #: Environment variables that change BLAS's kernel, cache sizes or threads (and the backend).
 ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-            "MKL_NUM_THREADS", "NPGATED_BACKEND", "NPGATED_THREADS")
+            "MKL_NUM_THREADS", "NPGATED_BACKEND", "NPGATED_THREADS", "NPGATED_FLAT",
+            "NPGATED_PIPELINE")
 
 #: The /proc/cpuinfo flags reported, from the oldest extension to the newest.
 VECTOR_FLAGS = ("sse4_2", "avx", "fma", "avx2", "avx512f", "avx512bw", "avx512_vnni",
