@@ -46,8 +46,10 @@ The switch
 ----------
 ``NPGATED_PIPELINE`` in the environment:
 
-* unset (or ``auto``): on when npgated's threads are on (``npgated.parallel``, >= 2), the
-  arrays are NumPy arrays, the stack has >= 2 recurrent layers and every one of them has
+* unset (or ``auto``): on when npgated's threads are on (``npgated.parallel``, >= 2) and no
+  more of them than the stack has layers (inside a stage nothing is split: on a machine with
+  many cores, splitting each product uses them better), the arrays are NumPy arrays, the
+  stack has >= 2 recurrent layers and every one of them has
   :data:`MIN_HIDDEN` <= H <= :data:`MAX_HIDDEN`. Above that band the products of one layer
   split well over the threads, and a layer on one core is slower than its share of both:
   measured on two cores of a 16-core Xeon virtual machine (2026-12-04, whole training
@@ -154,7 +156,7 @@ def plan(layers, xs) -> Plan | None:
         return None
     start, stop, stages = found
     if how == "auto" and (
-            parallel.threads() < 2 or type(xs) is not np.ndarray
+            not 2 <= parallel.threads() <= len(stages) or type(xs) is not np.ndarray
             or not all(MIN_HIDDEN <= stage[0].hidden_size <= MAX_HIDDEN for stage in stages)):
         return None
     T = int(xs.shape[1])

@@ -151,8 +151,10 @@ def test_when_the_stack_is_pipelined(monkeypatch, threads):
                       (pipeline.MAX_HIDDEN + 1, False)):
         wide = list(_model("lstm", 2, width=width, dtype=np.float32).layers.values())
         assert (pipeline.plan(wide, x32) is not None) == on, width
-    threads(1)
     narrow = list(_model("lstm", 2, width=pipeline.MIN_HIDDEN, dtype=np.float32).layers.values())
+    threads(3)
+    assert pipeline.plan(narrow, x32) is None  # more threads than stages: split instead
+    threads(1)
     assert pipeline.plan(narrow, x32) is None  # no threads: no gain
     monkeypatch.setenv(pipeline.ENV_VAR, "maybe")
     with pytest.raises(ValueError, match="NPGATED_PIPELINE='maybe' is not a switch"):
