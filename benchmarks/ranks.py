@@ -11,13 +11,16 @@ step ``zero_grads -> forward -> backward -> clip -> SGD`` twice:
 
 * **1 process x K BLAS threads** (``npgated train``), the whole batch of N streams;
 * **K ranks x 1 BLAS thread** (``mpiexec -n K npgated train``), N / K streams each, the
-  step of :meth:`npgated.distributed.DataParallel.gradients` (pack, one in-place
-  ``Allreduce``, clip while unpacking);
+  step of :meth:`npgated.distributed.DataParallel.gradients` (the four scalars into the
+  gradient buffer, one in-place ``Allreduce`` on it, clip; a model with separate gradient
+  arrays, ``NPGATED_FLAT=0``, packs them into the buffer first and unpacks while clipping);
 
 and reports tokens/s of the global batch, the speed-up, and the time shares inside the
 distributed step: the ``Allreduce`` as the step sees it (transfer plus waiting for the slower
 rank), the same ``Allreduce`` timed alone after a barrier (transfer only: the number the
-scaling model in ``benchmarks/scaling.py`` uses), and packing + unpacking.
+scaling model in ``benchmarks/scaling.py`` uses), and what ``GradientBuffer.pack`` and
+``finish`` take around it (the "pack + unpack" column: with the flat buffers, the default,
+only the scalars, the norm and the scale remain of it).
 
 The touched-rows question. The embedding's gradient is a dense (V, D) array, but only the
 rows of the words in the batch are non-zero (unless the output layer is tied to it: then
