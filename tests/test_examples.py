@@ -51,3 +51,11 @@ def test_seq2seq_addition_example(tmp_path):
               if line.startswith("iteration")]
     assert len(losses) == 2 and losses[1] < losses[0] < 2.565  # log(13): the uniform guess
     assert "test accuracy" in out.stdout and out.stdout.count(" model: ") == 5
+
+
+def test_flat_and_pipeline_example():
+    out = subprocess.run([sys.executable, str(EXAMPLES / "flat_and_pipeline.py")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.rstrip().endswith("OK"), out.stdout
+    assert out.stdout.count("ms/step") == 4
