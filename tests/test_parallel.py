@@ -181,6 +181,18 @@ def test_each_is_exact_and_sees_every_element(split_everything):
         parallel.each(step, p, g[:3])
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_each_in_blocks_of_at_most_block_elements(split_everything, threads):
+    """``block``: the calls see consecutive pieces of at most that size, every element once."""
+    parallel.use_threads(threads)
+    p = np.arange(95.0)
+    seen = []
+    parallel.each(lambda b: (seen.append((b[0], b.size)), b.__imul__(2)), p, block=10)
+    assert all(size <= 10 for _, size in seen) and sum(size for _, size in seen) == 95
+    assert len(seen) == 10  # 95 = 9 x 10 + 5; on two threads 47 = 4 x 10 + 7 and 48
+    np.testing.assert_array_equal(p, 2 * np.arange(95.0))
+
+
 # -- whole models: threads on and off compute the same step ------------------------------
 def _train_step(model, optimizer, xs, ts):
     model.zero_grads()

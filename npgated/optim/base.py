@@ -21,6 +21,9 @@ import math
 from npgated import backend, flat, parallel
 
 
+WHOLE_BLOCK = 1 << 20  # elements per call of _step on whole buffers (its temporaries: 4 MB)
+
+
 def check_lr(lr) -> float:
     """A learning rate: a finite number > 0."""
     return check_range(lr, "lr", low=0.0, low_open=True)
@@ -96,13 +99,14 @@ class Optimizer:
 
         When the parameters, the gradients and each slot are consecutive pieces of one flat
         buffer each (a model's flat buffers, :mod:`npgated.flat`; the slots are then made
-        so), ``fn`` runs once on the whole buffers; else once per parameter. Either way in
-        flat blocks, one per thread of npgated.parallel (one call when it is off), so the
-        numbers are the same.
+        so), ``fn`` runs on the whole buffers, in consecutive blocks of at most
+        :data:`WHOLE_BLOCK` elements (shared over npgated.parallel's threads); else once per
+        parameter (large ones split over the threads). The work is element-wise, so the
+        numbers are the same either way.
         """
         whole = self._whole(params, grads)
         if whole is not None:
-            parallel.each(fn, *whole)
+            parallel.each(fn, *whole, block=WHOLE_BLOCK)
             return
         slots = [self.slots[s] for s in self.slot_names]
         for i, (p, g) in enumerate(zip(params, grads)):
