@@ -37,8 +37,10 @@ on). Before every iteration the loop checks::
 
 ``step``: the mean duration of a training iteration so far; ``valid``: the longest
 validation pass measured so far (a resumed run starts from the mean of its earlier passes,
-the only figure a checkpoint keeps; before any pass: one training step per validation
-window, an overestimate, since an evaluation window is a forward pass only); ``test``:
+the only figure a checkpoint keeps; before any pass: the mean training forward pass per
+validation window, a slight overestimate, since an evaluation window is a forward pass of
+the same size without dropout or caches for the backward pass; a whole training step per
+window where the forward pass is not timed apart, under data-parallel training); ``test``:
 ``valid`` scaled by the ratio of test to validation windows; ``margin``: the larger of two
 steps and 1 % of the budget (checkpoints, plots, timing noise). On a stop mid-epoch the
 epoch ends there (validation, schedule, checkpoints, as at a normal epoch end); right after
@@ -126,6 +128,8 @@ class RunClock:
         self._start = clock()
         self.step_seconds = 0.0  # mean duration of one training iteration (this session)
         self._steps = 0
+        self.forward_seconds = None  # mean duration of its forward pass, when timed apart
+        self._forwards = 0
         self.valid_seconds = None  # the longest validation pass measured (resume: the mean)
         self.val_windows = 0  # windows of one validation pass
         self.test_windows = 0  # windows of the test evaluation
@@ -139,9 +143,13 @@ class RunClock:
     def elapsed(self) -> float:
         return self.clock() - self._start
 
-    def record_step(self, seconds: float) -> None:
+    def record_step(self, seconds: float, forward: float | None = None) -> None:
         self._steps += 1
         self.step_seconds += (seconds - self.step_seconds) / self._steps
+        if forward is not None:
+            self._forwards += 1
+            self.forward_seconds = (self.forward_seconds or 0.0) + (
+                forward - (self.forward_seconds or 0.0)) / self._forwards
 
     def record_valid(self, seconds: float) -> None:
         self.valid_seconds = max(self.valid_seconds or 0.0, seconds)
@@ -151,9 +159,10 @@ class RunClock:
         if self.valid_seconds is not None:
             valid = self.valid_seconds
             per_window = valid / max(self.val_windows, 1)
-        else:  # not measured yet: a training step per window, an overestimate
-            valid = self.step_seconds * self.val_windows
-            per_window = self.step_seconds
+        else:  # not measured yet: a training forward pass per window (else a whole step)
+            per_window = self.step_seconds if self.forward_seconds is None \
+                else self.forward_seconds
+            valid = per_window * self.val_windows
         return valid, per_window * self.test_windows
 
     def reserve(self) -> float:
@@ -314,11 +323,13 @@ def fit(model, optimizer, schedule, batcher, valid_corpus, config: TrainConfig, 
                     progress.lr = optimizer.lr = schedule.lr_at(fraction, config.lr)
                 step_tic = run_clock.clock()
                 xs, ts = batcher.next_batch()
+                forward_seconds = None  # timed apart for the budget's estimates
                 if dp is not None:  # this rank's rows, one Allreduce, clip on the global norm
                     loss, norm = dp.gradients(model, xs, ts, config.max_grad_norm)
                 else:
                     model.zero_grads()
                     loss = float(model.forward(xs, ts))
+                    forward_seconds = run_clock.clock() - step_tic
                     model.backward()
                     if config.max_grad_norm > 0:
                         norm = clip_grads(model.grads, config.max_grad_norm)
@@ -335,7 +346,7 @@ def fit(model, optimizer, schedule, batcher, valid_corpus, config: TrainConfig, 
                         "Try a smaller --lr or a smaller --max-grad-norm."
                     )
                 optimizer.update(model.params, model.grads)
-                run_clock.record_step(run_clock.clock() - step_tic)
+                run_clock.record_step(run_clock.clock() - step_tic, forward_seconds)
 
                 progress.iteration += 1
                 progress.total_iterations += 1

@@ -148,6 +148,19 @@ def test_run_clock_rule():
     assert resumed.elapsed() == pytest.approx(30.0) and resumed.valid_seconds == 4.0
 
 
+def test_run_clock_estimates_evaluation_from_the_forward_pass():
+    """Before any validation pass, an evaluation window costs a training forward pass (the
+    char-lstm showcase's 80 windows would otherwise be 80 whole steps: the budget was gone
+    before training began)."""
+    rc = RunClock(1.0, FakeClock())
+    rc.val_windows, rc.test_windows = 10, 20
+    rc.record_step(3.0, forward=1.0)
+    rc.record_step(3.0, forward=0.5)
+    assert rc.step_seconds == 3.0 and rc.estimates() == (7.5, 15.0)  # 0.75 s a window
+    rc.record_valid(2.0)
+    assert rc.estimates() == (2.0, 4.0)  # a measured pass replaces the estimate
+
+
 def test_cpu_hour_preset_has_a_budget():
     assert preset("cpu-hour").time_budget == 60.0
 
