@@ -49,14 +49,26 @@ def one_error_line(capsys):
 
 
 @pytest.mark.parametrize("level", ["char", "word"])
-def test_single_file_train_eval_generate(cache, tmp_path, capsys, level):
+def test_single_file_train_eval_generate(cache, tmp_path, capsys, monkeypatch, level):
     text = tmp_path / "play.txt"
     text.write_text(play())
     run = tmp_path / "run"
+    from npgated.training import loop  # noqa: PLC0415
+
+    batched = []  # what the training batcher was given: the memory map itself
+
+    def batcher(corpus, *args):
+        batched.append(corpus)
+        return real(corpus, *args)
+
+    real = loop.TBPTTBatcher
+    monkeypatch.setattr(loop, "TBPTTBatcher", batcher)
     code = cli.main(["train", "--corpus", str(text), "--level", level, "--dry-run",
                      "--run-dir", str(run), *TINY])
     out = capsys.readouterr().out
     assert code == 0, out
+    assert len(batched) == 1 and isinstance(batched[0], np.memmap)
+    assert batched[0].filename.startswith(str(cache))
     assert (run / "best.npz").exists() and (run / "perplexity.png").exists()
     history = records(run)
     assert {r["kind"] for r in history} == {"train", "valid", "test"}
