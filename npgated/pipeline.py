@@ -26,13 +26,14 @@ is its stateful ``forward`` over the chunk, continuing from the state the chunk 
 left, with the window's masks drawn once at the first chunk (the draws ``forward`` makes for
 the whole window); :meth:`~npgated.layers.recurrent.RecurrentLayer.backward_chunk` is its
 ``backward`` over the chunk starting from the gradient ``dh`` (and ``dc``) the chunk after
-it left, the weight gradients accumulating over the chunks; ``TimeDropout`` applies its
+it left, the weight gradients summed over all chunks at the last; ``TimeDropout`` applies its
 chunk's part of the window's mask. Every generator draws what it draws in sequential order
 (each layer has its own and draws at its first chunk), so dropout masks, recurrent masks
 and the TBPTT state carried to the next window are the sequential ones. What differs is
-only how sums are grouped: the input projection and the weight gradients are one matrix
-product per chunk instead of one per window (``tests/test_pipeline.py`` holds both paths to
-the same numbers in float64).
+only how sums are grouped: the input projection and the input gradient are one matrix
+product per chunk instead of one per window, and the weight gradients (one product over the
+window, as in sequential backward) sum the rows in chunk order (``tests/test_pipeline.py``
+holds both paths to the same numbers in float64).
 
 Where it applies
 ----------------

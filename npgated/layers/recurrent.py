@@ -402,7 +402,8 @@ class RecurrentLayer(Layer):
         it computes what one ``backward`` of the whole window computes: the last chunk
         starts from a zero gradient after the window's last step (truncated BPTT), each
         earlier one from ``dh`` (and ``dc``) that the chunk after it left; the weight
-        gradients accumulate over the chunks. After t0 = 0, ``dh`` (and ``dc``) are the
+        gradients are added once, over every chunk's rows, by the backward of t0 = 0
+        (:meth:`_window_rows`). After t0 = 0, ``dh`` (and ``dc``) are the
         window's dL/dh_0 (and dL/dc_0) and ``grad_norms`` (if recorded) covers all T steps.
 
         Returns
