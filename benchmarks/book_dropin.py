@@ -60,19 +60,28 @@ CHAPTERS = ("ch06", "ch07", "ch08")
 IMPLS = ("book", "npgated")
 PRINT_EVERY = 20  # the book's trainers print every 20 iterations (eval_interval=20)
 TITLES = {
-    "ch06": "ch06/train_rnnlm.py: Rnnlm (D = H = 100) on PTB, SGD lr 20, clip 0.25, "
-            "batch 20 x 35",
+    "ch06": "ch06/train_rnnlm.py: Rnnlm (D = H = 100) on PTB, SGD lr 20, clip 0.25, batch 20 x 35",
     "ch07": "ch07/train_seq2seq.py: Seq2seq (D = 16, H = 128) on addition.txt, Adam, clip 5, "
-            "batch 128",
+    "batch 128",
     "ch08": "ch08/train.py: AttentionSeq2seq (D = 16, H = 256) on date.txt (reversed), Adam, "
-            "clip 5, batch 128",
+    "clip 5, batch 128",
 }
 NEEDS = {  # files of the book's checkout each chapter reads
     "ch06": ("common/time_layers.py", "common/trainer.py", "ch06/rnnlm.py"),
-    "ch07": ("common/time_layers.py", "ch07/seq2seq.py", "dataset/sequence.py",
-             "dataset/addition.txt"),
-    "ch08": ("common/time_layers.py", "ch08/attention_layer.py", "ch08/attention_seq2seq.py",
-             "ch07/seq2seq.py", "dataset/sequence.py", "dataset/date.txt"),
+    "ch07": (
+        "common/time_layers.py",
+        "ch07/seq2seq.py",
+        "dataset/sequence.py",
+        "dataset/addition.txt",
+    ),
+    "ch08": (
+        "common/time_layers.py",
+        "ch08/attention_layer.py",
+        "ch08/attention_seq2seq.py",
+        "ch07/seq2seq.py",
+        "dataset/sequence.py",
+        "dataset/date.txt",
+    ),
 }
 
 
@@ -85,12 +94,14 @@ def check_book_dir(book_dir, chapters) -> Path:
     if not book_dir:
         raise FileNotFoundError("no book checkout given: --book-dir or $NPGATED_BOOK_DIR")
     book_dir = Path(book_dir).resolve()
-    missing = sorted({rel for ch in chapters for rel in NEEDS[ch]
-                      if not (book_dir / rel).is_file()})
+    missing = sorted(
+        {rel for ch in chapters for rel in NEEDS[ch] if not (book_dir / rel).is_file()}
+    )
     if missing:
         raise FileNotFoundError(
             f"{book_dir} is not a usable checkout of the book's repository "
-            f"(oreilly-japan/deep-learning-from-scratch-2): missing {', '.join(missing)}")
+            f"(oreilly-japan/deep-learning-from-scratch-2): missing {', '.join(missing)}"
+        )
     return book_dir
 
 
@@ -101,13 +112,31 @@ def resolve_ptb(book_dir: Path, data_dir=None) -> Path:
             return Path(candidate).resolve()
     raise FileNotFoundError(
         f"chapter 6 needs PTB: none of --data-dir ({data_dir}), $NPGATED_DATA_DIR "
-        f"({os.environ.get('NPGATED_DATA_DIR')}) or {book_dir / 'dataset'} holds ptb.train.txt")
+        f"({os.environ.get('NPGATED_DATA_DIR')}) or {book_dir / 'dataset'} holds ptb.train.txt"
+    )
 
 
-def child_argv(python, workdir: Path, chapter, max_iters, *, seed=None, data_dir=None,
-               eval_questions=0, gpu=False) -> list:
-    argv = [python, str(workdir / "driver.py"), "--chapter", chapter,
-            "--max-iters", str(max_iters), "--eval-questions", str(eval_questions)]
+def child_argv(
+    python,
+    workdir: Path,
+    chapter,
+    max_iters,
+    *,
+    seed=None,
+    data_dir=None,
+    eval_questions=0,
+    gpu=False,
+) -> list:
+    argv = [
+        python,
+        str(workdir / "driver.py"),
+        "--chapter",
+        chapter,
+        "--max-iters",
+        str(max_iters),
+        "--eval-questions",
+        str(eval_questions),
+    ]
     if seed is not None:
         argv += ["--seed", str(seed)]
     if data_dir is not None:
@@ -120,28 +149,32 @@ def child_argv(python, workdir: Path, chapter, max_iters, *, seed=None, data_dir
 def child_pythonpath(impl, shim: Path, book_dir: Path, chapter) -> str:
     """The shim first for npgated, then npgated's checkout, the book's root and chapter."""
     parts = ([str(shim)] if impl == "npgated" else []) + [
-        str(ROOT), str(book_dir), str(book_dir / chapter)]
+        str(ROOT),
+        str(book_dir),
+        str(book_dir / chapter),
+    ]
     return os.pathsep.join(parts)
 
 
 def _run_child(argv, cwd, env, timeout):
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True,
-                              timeout=timeout, check=False)
+        proc = subprocess.run(
+            argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
     except subprocess.TimeoutExpired as exc:
         raise BookDropinError(f"`{' '.join(argv)}` ran past {timeout} s") from exc
     wall = time.perf_counter() - t0
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-6:]
-        raise BookDropinError(f"`{' '.join(argv)}` exited with {proc.returncode}: "
-                              + " | ".join(tail))
+        raise BookDropinError(
+            f"`{' '.join(argv)}` exited with {proc.returncode}: " + " | ".join(tail)
+        )
     try:
         result = json.loads(lines[-1])
     except ValueError as exc:
-        raise BookDropinError(f"`{' '.join(argv)}` printed no result: {lines[-1][:200]!r}") \
-            from exc
+        raise BookDropinError(f"`{' '.join(argv)}` printed no result: {lines[-1][:200]!r}") from exc
     result["process_s"] = wall
     return result
 
@@ -152,7 +185,7 @@ def printed_points(losses, chapter):
     points, start = [], 0
     for it in range(len(losses)):
         if it % PRINT_EVERY == 0:
-            window = losses[start:it + 1]
+            window = losses[start : it + 1]
             mean = sum(window) / len(window)
             points.append((it + 1, math.exp(mean) if chapter == "ch06" else mean))
             start = it + 1
@@ -174,8 +207,10 @@ def compare(chapter_result: dict) -> dict:
         "max_rel_loss_diff_first_20": max(rel[:20]) if rel else None,
         "first_iteration_off_by_1e-3": None if first_off is None else first_off + 1,
         "step_ms": {k: 1e3 * med(c["step_s"]) for k, c in (("book", b), ("npgated", n))},
-        "iteration_ms": {k: 1e3 * med([s + t for s, t in zip(c["step_s"], c["batch_s"])])
-                         for k, c in (("book", b), ("npgated", n))},
+        "iteration_ms": {
+            k: 1e3 * med([s + t for s, t in zip(c["step_s"], c["batch_s"])])
+            for k, c in (("book", b), ("npgated", n))
+        },
         "process_s": {"book": b["process_s"], "npgated": n["process_s"]},
     }
     out["step_speedup"] = out["step_ms"]["book"] / out["step_ms"]["npgated"]
@@ -185,10 +220,23 @@ def compare(chapter_result: dict) -> dict:
     return out
 
 
-def run_book_dropin(book_dir, *, chapters=CHAPTERS, max_iters=100, data_dir=None, seed=None,
-                    eval_questions=100, threads=2, unset_openblas_env=False, gpu=False,
-                    wait_quiet=0.0, max_busy=0.25, sample_s=1.0, timeout=1800.0,
-                    log=None) -> dict:
+def run_book_dropin(
+    book_dir,
+    *,
+    chapters=CHAPTERS,
+    max_iters=100,
+    data_dir=None,
+    seed=None,
+    eval_questions=100,
+    threads=2,
+    unset_openblas_env=False,
+    gpu=False,
+    wait_quiet=0.0,
+    max_busy=0.25,
+    sample_s=1.0,
+    timeout=1800.0,
+    log=None,
+) -> dict:
     """Run every chapter with both layer sets; the result as a dict (see the module docstring).
 
     On a failure the result holds ``error`` and the chapters done so far.
@@ -203,10 +251,19 @@ def run_book_dropin(book_dir, *, chapters=CHAPTERS, max_iters=100, data_dir=None
     ptb_dir = resolve_ptb(book_dir, data_dir) if "ch06" in chapters else None
     env = child_env(threads, unset_openblas_env)
     env["MPLBACKEND"] = "Agg"  # the book's common/trainer.py imports pyplot
-    result = {"book_dir": str(book_dir), "ptb_dir": None if ptb_dir is None else str(ptb_dir),
-              "python": sys.executable, "python_version": platform.python_version(),
-              "max_iters": max_iters, "seed": seed, "eval_questions": eval_questions,
-              "threads": threads, "gpu": gpu, "wait_quiet_s": wait_quiet, "chapters": {}}
+    result = {
+        "book_dir": str(book_dir),
+        "ptb_dir": None if ptb_dir is None else str(ptb_dir),
+        "python": sys.executable,
+        "python_version": platform.python_version(),
+        "max_iters": max_iters,
+        "seed": seed,
+        "eval_questions": eval_questions,
+        "threads": threads,
+        "gpu": gpu,
+        "wait_quiet_s": wait_quiet,
+        "chapters": {},
+    }
     work = Path(tempfile.mkdtemp(prefix="npgated-book-dropin-"))
     try:
         from npgated.book.shim import write_shim  # noqa: PLC0415
@@ -217,10 +274,16 @@ def run_book_dropin(book_dir, *, chapters=CHAPTERS, max_iters=100, data_dir=None
             order = IMPLS if i % 2 == 0 else IMPLS[::-1]
             done = {}
             for impl in order:
-                argv = child_argv(sys.executable, work, chapter, max_iters,
-                                  seed=seed, data_dir=ptb_dir if chapter == "ch06" else None,
-                                  eval_questions=0 if chapter == "ch06" else eval_questions,
-                                  gpu=gpu)
+                argv = child_argv(
+                    sys.executable,
+                    work,
+                    chapter,
+                    max_iters,
+                    seed=seed,
+                    data_dir=ptb_dir if chapter == "ch06" else None,
+                    eval_questions=0 if chapter == "ch06" else eval_questions,
+                    gpu=gpu,
+                )
                 child = dict(env, PYTHONPATH=child_pythonpath(impl, shim, book_dir, chapter))
                 load = wait_for_quiet(max_busy, wait_quiet, sample_s) if wait_quiet else None
                 try:
@@ -230,14 +293,20 @@ def run_book_dropin(book_dir, *, chapters=CHAPTERS, max_iters=100, data_dir=None
                     log(f"{chapter} {impl}: failed: {exc}")
                     continue
                 done[impl]["load_before"] = load
-                log(f"{chapter} {impl}: {len(done[impl]['losses'])} iterations, "
+                log(
+                    f"{chapter} {impl}: {len(done[impl]['losses'])} iterations, "
                     f"{done[impl]['process_s']:.1f} s, last loss {done[impl]['losses'][-1]:.4f}"
-                    f" (layers: {done[impl]['layers_module']})")
+                    f" (layers: {done[impl]['layers_module']})"
+                )
             if not any("error" in done[impl] for impl in IMPLS):
                 done["comparison"] = compare(done)
             result["chapters"][chapter] = done
-        failed = [f"{ch} {impl}" for ch, done in result["chapters"].items() for impl in IMPLS
-                  if "error" in done[impl]]
+        failed = [
+            f"{ch} {impl}"
+            for ch, done in result["chapters"].items()
+            for impl in IMPLS
+            if "error" in done[impl]
+        ]
         if failed:
             result["error"] = "failed: " + ", ".join(failed)
     except OSError as exc:
@@ -260,30 +329,52 @@ def markdown(result: dict) -> str:
             lines += [f"### {TITLES[chapter]}", ""]
             for impl, label in (("book", "book layers"), ("npgated", "npgated.book")):
                 c = r[impl]
-                lines.append(f"- {label}: " + (f"**failed**: {c['error']}" if "error" in c else
-                             f"{len(c['losses'])} iterations, last loss {c['losses'][-1]:.4f}, "
-                             f"step median {1e3 * statistics.median(c['step_s']):.2f} ms, "
-                             f"process {c['process_s']:.1f} s"))
+                lines.append(
+                    f"- {label}: "
+                    + (
+                        f"**failed**: {c['error']}"
+                        if "error" in c
+                        else f"{len(c['losses'])} iterations, last loss {c['losses'][-1]:.4f}, "
+                        f"step median {1e3 * statistics.median(c['step_s']):.2f} ms, "
+                        f"process {c['process_s']:.1f} s"
+                    )
+                )
             lines.append("")
             continue
         b, n, c = r["book"], r["npgated"], r["comparison"]
         what = "perplexity" if chapter == "ch06" else "loss"
-        lines += [f"### {TITLES[chapter]}", "",
-                  f"Layers: `{b['layers_module']}` against `{n['layers_module']}`"
-                  + (f" (attention: `{b.get('attention_module')}` against "
-                     f"`{n.get('attention_module')}`)" if chapter == "ch08" else "") + ".", "",
-                  f"| iteration | book {what} | npgated.book {what} | relative difference |",
-                  "|---:|---:|---:|---:|"]
-        for (it, vb), (_, vn) in zip(printed_points(b["losses"], chapter),
-                                     printed_points(n["losses"], chapter)):
+        lines += [
+            f"### {TITLES[chapter]}",
+            "",
+            f"Layers: `{b['layers_module']}` against `{n['layers_module']}`"
+            + (
+                f" (attention: `{b.get('attention_module')}` against `{n.get('attention_module')}`)"
+                if chapter == "ch08"
+                else ""
+            )
+            + ".",
+            "",
+            f"| iteration | book {what} | npgated.book {what} | relative difference |",
+            "|---:|---:|---:|---:|",
+        ]
+        for (it, vb), (_, vn) in zip(
+            printed_points(b["losses"], chapter), printed_points(n["losses"], chapter)
+        ):
             lines.append(f"| {it} | {vb:.4f} | {vn:.4f} | {abs(vb - vn) / abs(vb):.1e} |")
         off = c["first_iteration_off_by_1e-3"]
-        lines += ["", (
-            f"Per-iteration losses ({len(b['losses'])} iterations): largest relative difference "
-            f"{_f(c['max_rel_loss_diff_first_20'], '.1e')} over the first 20, "
-            f"{_f(c['max_rel_loss_diff'], '.1e')} over all"
-            + (f"; first above 1e-3 at iteration {off}" if off else "") + "."), "",
-            "| | book layers | npgated.book | speed-up |", "|---|---:|---:|---:|",
+        lines += [
+            "",
+            (
+                f"Per-iteration losses ({len(b['losses'])} iterations): "
+                f"largest relative difference "
+                f"{_f(c['max_rel_loss_diff_first_20'], '.1e')} over the first 20, "
+                f"{_f(c['max_rel_loss_diff'], '.1e')} over all"
+                + (f"; first above 1e-3 at iteration {off}" if off else "")
+                + "."
+            ),
+            "",
+            "| | book layers | npgated.book | speed-up |",
+            "|---|---:|---:|---:|",
             f"| step (forward, backward, merge, clip, update), median ms | "
             f"{c['step_ms']['book']:.2f} | {c['step_ms']['npgated']:.2f} | "
             f"{c['step_speedup']:.2f}× |",
@@ -292,21 +383,28 @@ def markdown(result: dict) -> str:
             f"{c['iteration_speedup']:.2f}× |",
             f"| whole process (imports, data, model, loop{', evaluation' if 'eval' in b else ''})"
             f", s | {b['process_s']:.1f} | {n['process_s']:.1f} | "
-            f"{b['process_s'] / n['process_s']:.2f}× |"]
+            f"{b['process_s'] / n['process_s']:.2f}× |",
+        ]
         if "eval" in b and "eval" in n:
             eb, en = b["eval"], n["eval"]
             lines.append(
                 f"| evaluation of {eb['questions']} test questions (the book's "
                 f"`eval_seq2seq`), s; correct | {eb['seconds']:.2f}; {eb['correct']} | "
-                f"{en['seconds']:.2f}; {en['correct']} | {c['eval_speedup']:.2f}× |")
+                f"{en['seconds']:.2f}; {en['correct']} | {c['eval_speedup']:.2f}× |"
+            )
         lines.append("")
     backend_name = "CuPy (the book's GPU switch)" if result["gpu"] else "NumPy"
     lines.append(
         f"Python {result['python_version']}, {result['threads']} BLAS thread(s), "
         f"{backend_name}; each chapter's two "
         "runs are processes of their own, one after the other"
-        + (f", each after waiting up to {result['wait_quiet_s']:.0f} s for a quiet machine"
-           if result["wait_quiet_s"] else " (no wait for a quiet machine)") + ".")
+        + (
+            f", each after waiting up to {result['wait_quiet_s']:.0f} s for a quiet machine"
+            if result["wait_quiet_s"]
+            else " (no wait for a quiet machine)"
+        )
+        + "."
+    )
     if result.get("error"):
         lines += ["", f"**Not complete**: {result['error']}"]
     return "\n".join(lines) + "\n"
@@ -315,27 +413,52 @@ def markdown(result: dict) -> str:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description="The book's ch. 6-8 training scripts with its own layers and with "
-                    "npgated.book's (see the module docstring).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--book-dir", default=os.environ.get("NPGATED_BOOK_DIR"),
-                   help="checkout of the book's repository (default $NPGATED_BOOK_DIR)")
-    p.add_argument("--data-dir", default=None,
-                   help="PTB for chapter 6 (default $NPGATED_DATA_DIR, else BOOK/dataset)")
+        "npgated.book's (see the module docstring).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--book-dir",
+        default=os.environ.get("NPGATED_BOOK_DIR"),
+        help="checkout of the book's repository (default $NPGATED_BOOK_DIR)",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="PTB for chapter 6 (default $NPGATED_DATA_DIR, else BOOK/dataset)",
+    )
     p.add_argument("--chapters", nargs="+", default=list(CHAPTERS), choices=CHAPTERS)
     p.add_argument("--max-iters", type=int, default=100, help="iterations per run")
-    p.add_argument("--seed", type=int, default=None,
-                   help="np.random.seed before the model is built (chapter 6: default 1984; "
-                        "chapters 7-8: default none, the book's own state)")
-    p.add_argument("--eval-questions", type=int, default=100,
-                   help="chapters 7-8: test questions scored after training (0: none)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="np.random.seed before the model is built (chapter 6: default 1984; "
+        "chapters 7-8: default none, the book's own state)",
+    )
+    p.add_argument(
+        "--eval-questions",
+        type=int,
+        default=100,
+        help="chapters 7-8: test questions scored after training (0: none)",
+    )
     p.add_argument("--threads", type=int, default=2, help="BLAS/OpenMP threads per process")
-    p.add_argument("--unset-openblas-env", action="store_true",
-                   help="remove OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE in the children")
-    p.add_argument("--gpu", action="store_true",
-                   help="the book's own switch common.config.GPU = True in both children "
-                        "(CuPy), set by the driver at run time")
-    p.add_argument("--wait-quiet", type=float, default=0.0,
-                   help="seconds to wait for a quiet machine before each run (0: no wait)")
+    p.add_argument(
+        "--unset-openblas-env",
+        action="store_true",
+        help="remove OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE in the children",
+    )
+    p.add_argument(
+        "--gpu",
+        action="store_true",
+        help="the book's own switch common.config.GPU = True in both children "
+        "(CuPy), set by the driver at run time",
+    )
+    p.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        help="seconds to wait for a quiet machine before each run (0: no wait)",
+    )
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per process")
     p.add_argument("--out", default=None, help="also write the result as JSON here")
     args = p.parse_args(argv)
@@ -350,10 +473,18 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         result = run_book_dropin(
-            args.book_dir, chapters=tuple(args.chapters), max_iters=args.max_iters,
-            data_dir=args.data_dir, seed=args.seed, eval_questions=args.eval_questions,
-            threads=args.threads, unset_openblas_env=args.unset_openblas_env, gpu=args.gpu,
-            wait_quiet=args.wait_quiet, timeout=args.timeout)
+            args.book_dir,
+            chapters=tuple(args.chapters),
+            max_iters=args.max_iters,
+            data_dir=args.data_dir,
+            seed=args.seed,
+            eval_questions=args.eval_questions,
+            threads=args.threads,
+            unset_openblas_env=args.unset_openblas_env,
+            gpu=args.gpu,
+            wait_quiet=args.wait_quiet,
+            timeout=args.timeout,
+        )
     except FileNotFoundError as exc:
         print(f"book_dropin: {exc}", file=sys.stderr)
         return 2

@@ -74,8 +74,16 @@ def run_ch06(args, out):
     trainer.time_idx = 0
     sync = _sync_for(sys.modules["common.np"].np)
     out["layers_module"] = type(model.layers[1]).__module__
-    out["hyper"] = dict(vocab=len(word_to_id), wordvec=100, hidden=100, batch=batch_size,
-                        time=time_size, lr=lr, max_grad=max_grad, seed=args.seed)
+    out["hyper"] = dict(
+        vocab=len(word_to_id),
+        wordvec=100,
+        hidden=100,
+        batch=batch_size,
+        time=time_size,
+        lr=lr,
+        max_grad=max_grad,
+        seed=args.seed,
+    )
     per_epoch = len(xs) // (batch_size * time_size)
     out["iters_per_epoch"] = per_epoch
     for _ in range(args.max_iters):
@@ -100,7 +108,8 @@ def run_seq2seq(args, out):
 
     ch07 = args.chapter == "ch07"
     (x_train, t_train), (x_test, t_test) = sequence.load_data(
-        "addition.txt" if ch07 else "date.txt")
+        "addition.txt" if ch07 else "date.txt"
+    )
     _, id_to_char = sequence.get_vocab()
     reverse = not ch07  # ch08/train.py reverses the questions; ch07's default does not
     if reverse:
@@ -119,8 +128,16 @@ def run_seq2seq(args, out):
     out["layers_module"] = type(model.encoder.lstm).__module__
     if not ch07:
         out["attention_module"] = type(model.decoder.attention).__module__
-    out["hyper"] = dict(vocab=V, wordvec=D, hidden=H, batch=batch_size, optimizer="Adam",
-                        max_grad=max_grad, reverse=reverse, seed=args.seed)
+    out["hyper"] = dict(
+        vocab=V,
+        wordvec=D,
+        hidden=H,
+        batch=batch_size,
+        optimizer="Adam",
+        max_grad=max_grad,
+        reverse=reverse,
+        seed=args.seed,
+    )
     per_epoch = len(x_train) // batch_size
     out["iters_per_epoch"] = per_epoch
     it = 0
@@ -131,8 +148,8 @@ def run_seq2seq(args, out):
             if it >= args.max_iters:
                 break
             t0 = time.perf_counter()
-            bx = x[k * batch_size:(k + 1) * batch_size]
-            bt = t[k * batch_size:(k + 1) * batch_size]
+            bx = x[k * batch_size : (k + 1) * batch_size]
+            bt = t[k * batch_size : (k + 1) * batch_size]
             t1 = time.perf_counter()
             loss = _step(model, optimizer, remove_duplicate, clip_grads, max_grad, bx, bt)
             sync()
@@ -148,8 +165,7 @@ def run_seq2seq(args, out):
         for i in range(K):
             correct += eval_seq2seq(model, x_test[[i]], t_test[[i]], id_to_char, False, reverse)
         sync()
-        out["eval"] = {"questions": K, "correct": int(correct),
-                       "seconds": time.perf_counter() - t0}
+        out["eval"] = {"questions": K, "correct": int(correct), "seconds": time.perf_counter() - t0}
 
 
 def main(argv=None) -> int:
@@ -159,16 +175,25 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--data-dir", default=None, help="PTB (ch06)")
     p.add_argument("--eval-questions", type=int, default=0)
-    p.add_argument("--gpu", action="store_true",
-                   help="the book's own switch, common.config.GPU = True (CuPy), set here "
-                        "before the book's modules read it; the book's files are not edited")
+    p.add_argument(
+        "--gpu",
+        action="store_true",
+        help="the book's own switch, common.config.GPU = True (CuPy), set here "
+        "before the book's modules read it; the book's files are not edited",
+    )
     args = p.parse_args(argv)
     if args.gpu:
         import common.config  # noqa: PLC0415
 
         common.config.GPU = True
-    out = {"chapter": args.chapter, "max_iters": args.max_iters, "gpu": args.gpu,
-           "losses": [], "batch_s": [], "step_s": []}
+    out = {
+        "chapter": args.chapter,
+        "max_iters": args.max_iters,
+        "gpu": args.gpu,
+        "losses": [],
+        "batch_s": [],
+        "step_s": [],
+    }
     t0 = time.perf_counter()
     if args.chapter == "ch06":
         if args.seed is None:

@@ -119,7 +119,8 @@ def resolve_data_dir(book_dir: Path, data_dir=None) -> Path:
     raise FileNotFoundError(
         f"no PTB text files for npgated: none of --data-dir ({data_dir}), $NPGATED_DATA_DIR "
         f"({os.environ.get('NPGATED_DATA_DIR')}) or {book_dir / 'dataset'} holds ptb.test.txt; "
-        "copy ptb.{train,valid,test}.txt into the book's dataset/ folder or set NPGATED_DATA_DIR")
+        "copy ptb.{train,valid,test}.txt into the book's dataset/ folder or set NPGATED_DATA_DIR"
+    )
 
 
 def check_book_dir(book_dir) -> Path:
@@ -131,20 +132,34 @@ def check_book_dir(book_dir) -> Path:
         ("dataset/ptb.train.txt", "dataset/ptb.vocab.pkl"): "the PTB train split (vocabulary)",
         ("dataset/ptb.test.txt", "dataset/ptb.test.npy"): "the PTB test split",
     }
-    missing = [f"{rels[0]} ({what})" for rels, what in need.items()
-               if not any((book_dir / rel).is_file() for rel in rels)]
+    missing = [
+        f"{rels[0]} ({what})"
+        for rels, what in need.items()
+        if not any((book_dir / rel).is_file() for rel in rels)
+    ]
     if missing:
         raise FileNotFoundError(
             f"{book_dir} is not a usable checkout of the book's repository: missing "
-            + ", ".join(missing) + ". Clone oreilly-japan/deep-learning-from-scratch-2 there, "
-            "copy ptb.{train,valid,test}.txt into dataset/ and Rnnlm.pkl into ch06/")
+            + ", ".join(missing)
+            + ". Clone oreilly-japan/deep-learning-from-scratch-2 there, "
+            "copy ptb.{train,valid,test}.txt into dataset/ and Rnnlm.pkl into ch06/"
+        )
     return book_dir
 
 
 def commands(book_dir: Path, run_dir: Path, data_dir: Path, python: str = sys.executable):
     """argv and working directory of the three timed commands."""
-    npg = [python, "-m", "npgated", "eval", str(run_dir), "--split", "test",
-           "--data-dir", str(data_dir)]
+    npg = [
+        python,
+        "-m",
+        "npgated",
+        "eval",
+        str(run_dir),
+        "--split",
+        "test",
+        "--data-dir",
+        str(data_dir),
+    ]
     return {
         "book": ([python, "eval.py"], book_dir / "ch06"),
         "npgated_book": (npg + ["--protocol", "book"], ROOT),
@@ -158,18 +173,22 @@ def _run(name, argv, cwd, env, timeout):
     with OthersMeter() as meter:
         t0 = time.perf_counter()
         try:
-            proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True,
-                                  timeout=timeout)
+            proc = subprocess.run(
+                argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+            )
         except subprocess.TimeoutExpired as exc:
             raise BookEvalError(f"{name}: `{' '.join(argv)}` ran past {timeout} s") from exc
         seconds = time.perf_counter() - t0
     cpu1 = os.times()
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        raise BookEvalError(f"{name}: `{' '.join(argv)}` (cwd {cwd}) exited with "
-                            f"{proc.returncode}: " + " | ".join(tail))
-    child_cpu = (cpu1.children_user - cpu0.children_user
-                 + cpu1.children_system - cpu0.children_system)
+        raise BookEvalError(
+            f"{name}: `{' '.join(argv)}` (cwd {cwd}) exited with "
+            f"{proc.returncode}: " + " | ".join(tail)
+        )
+    child_cpu = (
+        cpu1.children_user - cpu0.children_user + cpu1.children_system - cpu0.children_system
+    )
     others = None
     if meter.cores is not None:  # OthersMeter counts the child as "other": take it out
         others = round(max(0.0, meter.cores - child_cpu / seconds), 3)
@@ -179,29 +198,54 @@ def _run(name, argv, cwd, env, timeout):
 def _perplexity(name, stdout):
     parsed = parse_perplexity(stdout)
     if parsed is None:
-        raise BookEvalError(f"{name} printed no perplexity; its output ended: "
-                            f"{stdout.strip()[-200:]!r}")
+        raise BookEvalError(
+            f"{name} printed no perplexity; its output ended: {stdout.strip()[-200:]!r}"
+        )
     return parsed
 
 
 def _blas(env) -> dict:
     """What ``npgated info`` reports in the children's environment (the kernel they run)."""
-    proc = subprocess.run([sys.executable, "-m", "npgated", "info", "--json"], env=env,
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "npgated", "info", "--json"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     try:
         facts = json.loads(proc.stdout)
     except ValueError:
         return {"error": (proc.stderr or proc.stdout).strip()[-300:]}
-    kernels = [f"OpenBLAS {d.get('version')} kernel {d.get('architecture')}"
-               for d in facts["blas"]["libraries"] if d.get("internal_api") == "openblas"]
-    return {"kernel": kernels[0] if kernels else facts["blas"]["numpy_build"].get("name"),
-            "cpu": facts["cpu"]["model"], "numpy": facts["versions"]["numpy"],
-            "warnings": facts["warnings"]}
+    kernels = [
+        f"OpenBLAS {d.get('version')} kernel {d.get('architecture')}"
+        for d in facts["blas"]["libraries"]
+        if d.get("internal_api") == "openblas"
+    ]
+    return {
+        "kernel": kernels[0] if kernels else facts["blas"]["numpy_build"].get("name"),
+        "cpu": facts["cpu"]["model"],
+        "numpy": facts["versions"]["numpy"],
+        "warnings": facts["warnings"],
+    }
 
 
-def run_book_eval(book_dir, *, run_dir=None, data_dir=None, repeats=3, warmup=1, threads=2,
-                  unset_openblas_env=False, wait_quiet=60.0, max_busy=0.25, sample_s=1.0,
-                  timeout=900.0, log=None) -> dict:
+def run_book_eval(
+    book_dir,
+    *,
+    run_dir=None,
+    data_dir=None,
+    repeats=3,
+    warmup=1,
+    threads=2,
+    unset_openblas_env=False,
+    wait_quiet=60.0,
+    max_busy=0.25,
+    sample_s=1.0,
+    timeout=900.0,
+    log=None,
+) -> dict:
     """Time the book's eval.py against npgated's eval, whole processes; the result as a dict.
 
     Parameters
@@ -234,20 +278,42 @@ def run_book_eval(book_dir, *, run_dir=None, data_dir=None, repeats=3, warmup=1,
     data_dir = resolve_data_dir(book_dir, data_dir)
     env = child_env(threads, unset_openblas_env)
     result = {
-        "book_dir": str(book_dir), "data_dir": str(data_dir), "python": sys.executable,
+        "book_dir": str(book_dir),
+        "data_dir": str(data_dir),
+        "python": sys.executable,
         "python_version": platform.python_version(),
-        "repeats": repeats, "warmup": warmup, "threads": threads,
-        "unset_openblas_env": unset_openblas_env, "wait_quiet_s": wait_quiet,
+        "repeats": repeats,
+        "warmup": warmup,
+        "threads": threads,
+        "unset_openblas_env": unset_openblas_env,
+        "wait_quiet_s": wait_quiet,
         "max_busy_cores": max_busy,
-        "env": {k: env.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
-                                         "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                         "MKL_NUM_THREADS", "NPGATED_DATA_DIR")},
+        "env": {
+            k: env.get(k)
+            for k in (
+                "OPENBLAS_CORETYPE",
+                "OPENBLAS_L2_SIZE",
+                "OMP_NUM_THREADS",
+                "OPENBLAS_NUM_THREADS",
+                "MKL_NUM_THREADS",
+                "NPGATED_DATA_DIR",
+            )
+        },
         "book_caches_before": all((book_dir / "dataset" / f).is_file() for f in BOOK_CACHES),
         "expected_book_ppl": BOOK_RNNLM_TEST_PPL,
-        "commands": {name: {"label": LABELS[name], "seconds": [], "perplexities": [],
-                            "child_cores": [], "others_cores": [], "load_before": []}
-                     for name in COMMANDS},
-        "perplexity_check": None, "ratios": None,
+        "commands": {
+            name: {
+                "label": LABELS[name],
+                "seconds": [],
+                "perplexities": [],
+                "child_cores": [],
+                "others_cores": [],
+                "load_before": [],
+            }
+            for name in COMMANDS
+        },
+        "perplexity_check": None,
+        "ratios": None,
     }
     tmp_run = None
     try:
@@ -255,9 +321,17 @@ def run_book_eval(book_dir, *, run_dir=None, data_dir=None, repeats=3, warmup=1,
         if run_dir is None:
             tmp_run = Path(tempfile.mkdtemp(prefix="npgated-book-eval-"))
             run_dir = tmp_run
-            argv = [sys.executable, "-m", "npgated", "import-book",
-                    str(book_dir / "ch06" / "Rnnlm.pkl"), "--out", str(run_dir),
-                    "--data-dir", str(data_dir)]
+            argv = [
+                sys.executable,
+                "-m",
+                "npgated",
+                "import-book",
+                str(book_dir / "ch06" / "Rnnlm.pkl"),
+                "--out",
+                str(run_dir),
+                "--data-dir",
+                str(data_dir),
+            ]
             _run("import-book", argv, ROOT, env, timeout)
             log(f"imported {book_dir / 'ch06' / 'Rnnlm.pkl'} into {run_dir}")
         result["run_dir"] = str(run_dir)
@@ -287,8 +361,10 @@ def run_book_eval(book_dir, *, run_dir=None, data_dir=None, repeats=3, warmup=1,
                 c["child_cores"].append(child)
                 c["others_cores"].append(others)
                 c["load_before"].append(load)
-                log(f"round {r + 1}/{repeats} {name}: {seconds:.2f} s, perplexity "
-                    f"{printed[name][0]}, busy before {load['busy_cores']}")
+                log(
+                    f"round {r + 1}/{repeats} {name}: {seconds:.2f} s, perplexity "
+                    f"{printed[name][0]}, busy before {load['busy_cores']}"
+                )
             _check(result, printed["book"], printed["npgated_book"], f"round {r + 1}")
     except (BookEvalError, subprocess.SubprocessError, OSError) as exc:
         result["error"] = str(exc)
@@ -299,8 +375,12 @@ def run_book_eval(book_dir, *, run_dir=None, data_dir=None, repeats=3, warmup=1,
             result["run_dir"] = f"{tmp_run} (temporary, removed)"
     for name in COMMANDS:
         c = result["commands"][name]
-        c.update(median_s=statistics.median(c["seconds"]), min_s=min(c["seconds"]),
-                 max_s=max(c["seconds"]), perplexity=c["perplexities"][-1])
+        c.update(
+            median_s=statistics.median(c["seconds"]),
+            min_s=min(c["seconds"]),
+            max_s=max(c["seconds"]),
+            perplexity=c["perplexities"][-1],
+        )
     book_s = result["commands"]["book"]["median_s"]
     result["ratios"] = {
         "book_protocol": book_s / result["commands"]["npgated_book"]["median_s"],
@@ -312,36 +392,63 @@ def run_book_eval(book_dir, *, run_dir=None, data_dir=None, repeats=3, warmup=1,
 def _check(result, book, npg, when):
     """Refuse (raise) unless npgated's book-protocol number is the book's; record the check."""
     ok, tol = agree(book[0], npg[0], npg[1])
-    result["perplexity_check"] = {"book": book[0], "npgated_book": npg[0], "tolerance": tol,
-                                  "agree": ok, "when": when}
+    result["perplexity_check"] = {
+        "book": book[0],
+        "npgated_book": npg[0],
+        "tolerance": tol,
+        "agree": ok,
+        "when": when,
+    }
     if not ok or not math.isfinite(npg[0]):
         raise BookEvalError(
             f"refused: npgated's book protocol printed test perplexity {npg[0]} but the book's "
             f"eval.py printed {book[0]} ({when}; tolerance {tol:g}); a faster wrong number is "
-            "no result")
+            "no result"
+        )
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description="Whole-process evaluation time: the book's ch06/eval.py against npgated "
-                    "eval (see the module docstring).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--book-dir", default=os.environ.get("NPGATED_BOOK_DIR"),
-                   help="checkout of the book's repository (default $NPGATED_BOOK_DIR)")
-    p.add_argument("--run-dir", default=None,
-                   help="npgated run directory with the book's weights imported already "
-                        "(default: import-book into a temporary one)")
-    p.add_argument("--data-dir", default=None,
-                   help="PTB for npgated (default $NPGATED_DATA_DIR, else BOOK/dataset)")
+        "eval (see the module docstring).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--book-dir",
+        default=os.environ.get("NPGATED_BOOK_DIR"),
+        help="checkout of the book's repository (default $NPGATED_BOOK_DIR)",
+    )
+    p.add_argument(
+        "--run-dir",
+        default=None,
+        help="npgated run directory with the book's weights imported already "
+        "(default: import-book into a temporary one)",
+    )
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="PTB for npgated (default $NPGATED_DATA_DIR, else BOOK/dataset)",
+    )
     p.add_argument("--repeats", type=int, default=3, help="timed rounds of the three commands")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs of each command first")
     p.add_argument("--threads", type=int, default=2, help="BLAS/OpenMP threads per process")
-    p.add_argument("--unset-openblas-env", action="store_true",
-                   help="remove OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE in the children")
-    p.add_argument("--wait-quiet", type=float, default=60.0,
-                   help="seconds to wait for a quiet machine before each timed process")
-    p.add_argument("--max-busy", type=float, default=0.25,
-                   help="'quiet' means at most this many cores busy (sampled over 1 s)")
+    p.add_argument(
+        "--unset-openblas-env",
+        action="store_true",
+        help="remove OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE in the children",
+    )
+    p.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=60.0,
+        help="seconds to wait for a quiet machine before each timed process",
+    )
+    p.add_argument(
+        "--max-busy",
+        type=float,
+        default=0.25,
+        help="'quiet' means at most this many cores busy (sampled over 1 s)",
+    )
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per process")
     p.add_argument("--out", default=None, help="also write the result as JSON here")
     args = p.parse_args(argv)
@@ -356,11 +463,18 @@ def main(argv=None) -> int:
     from report import book_eval_markdown  # noqa: PLC0415 (benchmarks/report.py)
 
     args = parse_args(argv)
-    result = run_book_eval(args.book_dir, run_dir=args.run_dir, data_dir=args.data_dir,
-                           repeats=args.repeats, warmup=args.warmup, threads=args.threads,
-                           unset_openblas_env=args.unset_openblas_env,
-                           wait_quiet=args.wait_quiet, max_busy=args.max_busy,
-                           timeout=args.timeout)
+    result = run_book_eval(
+        args.book_dir,
+        run_dir=args.run_dir,
+        data_dir=args.data_dir,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        threads=args.threads,
+        unset_openblas_env=args.unset_openblas_env,
+        wait_quiet=args.wait_quiet,
+        max_busy=args.max_busy,
+        timeout=args.timeout,
+    )
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(book_eval_markdown(result))

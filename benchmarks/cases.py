@@ -34,11 +34,22 @@ def preset_spec(name: str, cell: str, smoke: bool = False) -> dict:
         V, N, T = SMOKE["vocab_size"], SMOKE["batch_size"], SMOKE["time_size"]
     kw = dict(vocab_size=V, wordvec_size=D, hidden_size=H, cell=cell, init=init)
     if p["model"] == "BetterRnnlm":
-        kw.update(num_layers=p["num_layers"], dropout_ratio=p.get("dropout", 0.0),
-                  variational=p.get("variational", True),
-                  tie_weights=p.get("tie_weights", False))
-    return dict(preset=name, cell=cell, model=p["model"], model_kwargs=kw, N=N, T=T,
-                lr=p["lr"], max_grad_norm=p["max_grad_norm"])
+        kw.update(
+            num_layers=p["num_layers"],
+            dropout_ratio=p.get("dropout", 0.0),
+            variational=p.get("variational", True),
+            tie_weights=p.get("tie_weights", False),
+        )
+    return dict(
+        preset=name,
+        cell=cell,
+        model=p["model"],
+        model_kwargs=kw,
+        N=N,
+        T=T,
+        lr=p["lr"],
+        max_grad_norm=p["max_grad_norm"],
+    )
 
 
 def make_batches(path: Path, spec: dict, n_train: int, n_eval: int, data: str, seed: int = 0):
@@ -63,6 +74,11 @@ def make_batches(path: Path, spec: dict, n_train: int, n_eval: int, data: str, s
         txs, tts = rng.integers(0, V, (2, n_train, N, T))
         exs, ets = rng.integers(0, V, (2, n_eval, N, T))
         source = f"random ids (seed {seed})"
-    np.savez(path, train_xs=txs.astype(np.int32), train_ts=tts.astype(np.int32),
-             eval_xs=exs.astype(np.int32), eval_ts=ets.astype(np.int32))
+    np.savez(
+        path,
+        train_xs=txs.astype(np.int32),
+        train_ts=tts.astype(np.int32),
+        eval_xs=exs.astype(np.int32),
+        eval_ts=ets.astype(np.int32),
+    )
     return source

@@ -69,15 +69,15 @@ def _child_npgated(spec, result):
         return run_profile(spec, result, model, train_step)
     tokens = spec["N"] * spec["T"]
     model.train()
-    result["train"] = time_runs(train_step, 0, spec["warmup"], spec["iters"],
-                                 spec["repeats"], tokens)
+    result["train"] = time_runs(
+        train_step, 0, spec["warmup"], spec["iters"], spec["repeats"], tokens
+    )
     result["rss_after_train_mib"] = rss_mib()
     dtypes = {f"loss:{getattr(losses[-1], 'dtype', type(losses[-1]).__name__)}"}
     train_losses, losses[:] = [float(x) for x in losses], []
     model.eval()
     model.reset_state()
-    result["eval"] = time_runs(eval_step, 0, spec["warmup"], spec["iters"], spec["repeats"],
-                                tokens)
+    result["eval"] = time_runs(eval_step, 0, spec["warmup"], spec["iters"], spec["repeats"], tokens)
     dtypes |= {f"eval loss:{getattr(losses[-1], 'dtype', type(losses[-1]).__name__)}"}
     dtypes |= {str(p.dtype) for p in model.params} | {str(g.dtype) for g in model.grads}
     result["dtypes"] = sorted(dtypes)
@@ -85,10 +85,12 @@ def _child_npgated(spec, result):
     result["peak_rss_mib"] = rss_mib()
     parallel.use_threads(1)  # the GEMM-only steps: plain NumPy calls, BLAS on --threads threads
     gemm_train, gemm_eval = gemm_only_steps(spec)
-    result["gemm_only_train"] = time_runs(gemm_train, 0, spec["warmup"], spec["iters"],
-                                           spec["repeats"], tokens)
-    result["gemm_only_eval"] = time_runs(gemm_eval, 0, spec["warmup"], spec["iters"],
-                                          spec["repeats"], tokens)
+    result["gemm_only_train"] = time_runs(
+        gemm_train, 0, spec["warmup"], spec["iters"], spec["repeats"], tokens
+    )
+    result["gemm_only_eval"] = time_runs(
+        gemm_eval, 0, spec["warmup"], spec["iters"], spec["repeats"], tokens
+    )
     result["loss_first_last"] = [train_losses[0], train_losses[-1]]
     result["eval_loss_mean"] = float(np.mean([float(x) for x in losses]))
 
@@ -126,13 +128,13 @@ def _child_torch(spec, result):
         losses.append(trainer.eval_step(b["eval_xs"][j], b["eval_ts"][j]))
 
     tokens = spec["N"] * spec["T"]
-    result["train"] = time_runs(train_step, 0, spec["warmup"], spec["iters"],
-                                 spec["repeats"], tokens)
+    result["train"] = time_runs(
+        train_step, 0, spec["warmup"], spec["iters"], spec["repeats"], tokens
+    )
     result["rss_after_train_mib"] = rss_mib()
     train_losses, losses[:] = [float(x) for x in losses], []
     model.reset_state()
-    result["eval"] = time_runs(eval_step, 0, spec["warmup"], spec["iters"], spec["repeats"],
-                                tokens)
+    result["eval"] = time_runs(eval_step, 0, spec["warmup"], spec["iters"], spec["repeats"], tokens)
     result["dtypes"] = sorted({str(p.dtype).replace("torch.", "") for p in model.parameters()})
     result["loss_first_last"] = [train_losses[0], train_losses[-1]]
     result["eval_loss_mean"] = float(np.mean([float(x) for x in losses]))
@@ -141,16 +143,23 @@ def _child_torch(spec, result):
 TORCH_KINDS = ("gemm-torch", "torch")
 
 
-CHILDREN = {"gemm-numpy": child_gemm_numpy, "gemm-torch": child_gemm_torch,
-            "npgated": _child_npgated, "npgated-threads": _child_npgated,
-            "profile": _child_npgated,
-            "torch": _child_torch}
+CHILDREN = {
+    "gemm-numpy": child_gemm_numpy,
+    "gemm-torch": child_gemm_torch,
+    "npgated": _child_npgated,
+    "npgated-threads": _child_npgated,
+    "profile": _child_npgated,
+    "torch": _child_torch,
+}
 
 
 def child_main(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
-    result = {"kind": spec["kind"], "pid": os.getpid(),
-              "env": {v: os.environ.get(v) for v in OPENBLAS_VARS + THREAD_VARS}}
+    result = {
+        "kind": spec["kind"],
+        "pid": os.getpid(),
+        "env": {v: os.environ.get(v) for v in OPENBLAS_VARS + THREAD_VARS},
+    }
     code = 0
     try:
         if spec.get("keep_freed_memory", True) and spec["kind"] not in TORCH_KINDS:

@@ -51,8 +51,9 @@ def child_gemm_numpy(spec, result):
         a = rng.standard_normal((n, n), dtype=np.float32)
         b = rng.standard_normal((n, n), dtype=np.float32)
         c = np.empty((n, n), dtype=np.float32)
-        rates[str(n)] = _best_gemm_rate(lambda a=a, b=b, c=c: np.matmul(a, b, out=c), n,
-                                        spec["gemm_min_s"])
+        rates[str(n)] = _best_gemm_rate(
+            lambda a=a, b=b, c=c: np.matmul(a, b, out=c), n, spec["gemm_min_s"]
+        )
     result["gflops_by_size"] = rates
     result["best_gflops"] = max(rates.values())
 
@@ -68,8 +69,9 @@ def child_gemm_torch(spec, result):
             a = torch.randn(n, n, generator=g)
             b = torch.randn(n, n, generator=g)
             c = torch.empty(n, n)
-            rates[str(n)] = _best_gemm_rate(lambda a=a, b=b, c=c: torch.mm(a, b, out=c), n,
-                                            spec["gemm_min_s"])
+            rates[str(n)] = _best_gemm_rate(
+                lambda a=a, b=b, c=c: torch.mm(a, b, out=c), n, spec["gemm_min_s"]
+            )
     result["gflops_by_size"] = rates
     result["best_gflops"] = max(rates.values())
     result["torch_version"] = torch.__version__
@@ -118,10 +120,15 @@ def gemm_only_steps(spec):
         gates, da = a(N * T, G), a(N, T, G)
         dhT, dxs, dWx, dWh = a(H, N), a(N * T, d_in), a(d_in, G), a(H, G)
         fwd.append([(xs, Wx, gates)] + [(hs[:, t], Wh, a(N, G)) for t in range(T)])
-        bwd.insert(0, [(Wh, da[:, t].T, dhT) for t in reversed(range(T))]
-                   + [(da.reshape(N * T, G), Wx.T, dxs),
-                      (xs.T, da.reshape(N * T, G), dWx),
-                      (hs[:, :-1].reshape(N * T, H).T, da.reshape(N * T, G), dWh)])
+        bwd.insert(
+            0,
+            [(Wh, da[:, t].T, dhT) for t in reversed(range(T))]
+            + [
+                (da.reshape(N * T, G), Wx.T, dxs),
+                (xs.T, da.reshape(N * T, G), dWx),
+                (hs[:, :-1].reshape(N * T, H).T, da.reshape(N * T, G), dWh),
+            ],
+        )
     logits, dx = a(N * T, V), a(N * T, H)
     if tied:  # x @ W.T; dx = dy @ W; dW = dy.T @ x (bias added separately)
         W, x, dW = a(V, H), a(N * T, H), a(V, H)
@@ -138,6 +145,7 @@ def gemm_only_steps(spec):
         def step(k):
             for A, B, out in calls:
                 np.matmul(A, B, out=out)
+
         return step
 
     return runner(train_calls), runner(eval_calls)

@@ -111,8 +111,12 @@ def run_child(spec: dict, workdir: Path, env: dict, timeout: float) -> dict:
     spec_path.write_text(json.dumps(spec))
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run([sys.executable, str(BENCH), "--_child", str(spec_path)],
-                              env=env, timeout=timeout, cwd=ROOT)
+        proc = subprocess.run(
+            [sys.executable, str(BENCH), "--_child", str(spec_path)],
+            env=env,
+            timeout=timeout,
+            cwd=ROOT,
+        )
         rc = proc.returncode
     except subprocess.TimeoutExpired:
         rc = "timeout"

@@ -28,9 +28,11 @@ def run_profile(spec, result, model, train_step):
     wall = time.perf_counter() - t0
     out = Path(spec["profile_out"])
     prof.dump_stats(str(out))
-    print(f"\n=== cProfile: {spec['preset']} {spec['cell']} npgated, {spec['iters']} training "
-          f"iterations, {1e3 * wall / spec['iters']:.1f} ms/iter under the profiler "
-          f"(stats in {out}) ===")
+    print(
+        f"\n=== cProfile: {spec['preset']} {spec['cell']} npgated, {spec['iters']} training "
+        f"iterations, {1e3 * wall / spec['iters']:.1f} ms/iter under the profiler "
+        f"(stats in {out}) ==="
+    )
     stats = pstats.Stats(prof, stream=sys.stdout).strip_dirs()
     stats.sort_stats("tottime").print_stats(spec["profile_top"])
     result["profile"] = str(out)
@@ -54,8 +56,12 @@ def _line_profile(spec, result, model, train_step):
     from npgated.optim import clip, sgd  # noqa: PLC0415
 
     names = ("forward", "backward", "_forward_rows", "_backward_rows", "_scatter", "_lookup")
-    funcs = {id(f): f for layer in model.layers.values() for n in names
-             if callable(f := getattr(type(layer), n, None))}
+    funcs = {
+        id(f): f
+        for layer in model.layers.values()
+        for n in names
+        if callable(f := getattr(type(layer), n, None))
+    }
     for f in (sgd.SGD._step, clip.clip_grads, clip.global_norm, type(model).zero_grads):
         funcs[id(f)] = f
     lp = LineProfiler()
@@ -73,11 +79,20 @@ def _line_profile(spec, result, model, train_step):
             code = linecache.getline(filename, lineno).strip()
             if any(c in code for c in callees):  # its time is listed line by line elsewhere
                 continue
-            rows.append((t * stats.unit * 1e3 / spec["iters"], hits // spec["iters"],
-                         f"{Path(filename).name}:{lineno}", func, code))
+            rows.append(
+                (
+                    t * stats.unit * 1e3 / spec["iters"],
+                    hits // spec["iters"],
+                    f"{Path(filename).name}:{lineno}",
+                    func,
+                    code,
+                )
+            )
     rows.sort(reverse=True)
-    print(f"\n=== lines: {spec['preset']} {spec['cell']} npgated, {wall_ms:.1f} ms/iter under "
-          "line_profiler; ms and calls per training iteration ===")
+    print(
+        f"\n=== lines: {spec['preset']} {spec['cell']} npgated, {wall_ms:.1f} ms/iter under "
+        "line_profiler; ms and calls per training iteration ==="
+    )
     print(f"{'ms':>8} {'%':>5} {'calls':>6}  {'where':<18} {'function':<28} code")
     listed = []
     for ms, calls, where, func, code in rows[: spec["profile_top"]]:

@@ -82,6 +82,7 @@ def _worker(spec_path: str) -> int:
                 out = fn(*a, **k)
                 clock[key] += time.perf_counter() - t
                 return out
+
             return call
 
         dp.allreduce = timed(reduce_, "allreduce")
@@ -116,11 +117,15 @@ def _worker(spec_path: str) -> int:
         reduce_share.append(clock["allreduce"] / wall)
         pack_share.append(clock["pack"] / wall)
     wall = statistics.median(walls)
-    result = dict(ranks=K, threads=spec["threads"], params=model.num_params(),
-                  buffer_bytes=None if dp is None else int(dp.buffer.host.nbytes),
-                  tok_s=N * T * spec["iters"] / wall,
-                  tok_s_repeats=[round(N * T * spec["iters"] / w, 1) for w in walls],
-                  ms_per_step=1e3 * wall / spec["iters"])
+    result = dict(
+        ranks=K,
+        threads=spec["threads"],
+        params=model.num_params(),
+        buffer_bytes=None if dp is None else int(dp.buffer.host.nbytes),
+        tok_s=N * T * spec["iters"] / wall,
+        tok_s_repeats=[round(N * T * spec["iters"] / w, 1) for w in walls],
+        ms_per_step=1e3 * wall / spec["iters"],
+    )
     if dp is not None:
         result["allreduce_share_in_step"] = statistics.median(reduce_share)
         result["pack_unpack_share"] = statistics.median(pack_share)
@@ -174,17 +179,21 @@ def _touched_rows(dp, model, txs, iters):
         dp.comm.Allgatherv(rows, (all_rows, counts * D))
         t2 = time.perf_counter()
         emb[...] = 0  # the real path would scatter into a zeroed gradient
-        np.add.at(emb.reshape(-1), (all_ids[:, None] * D + np.arange(D)).ravel(),
-                  all_rows.ravel())
+        np.add.at(emb.reshape(-1), (all_ids[:, None] * D + np.arange(D)).ravel(), all_rows.ravel())
         t3 = time.perf_counter()
         sparse.append(t2 - t1)
         extra.append((t1 - t0) + (t3 - t2))
         uniques.append(len(ids))
     dense_ms, sparse_ms = 1e3 * statistics.median(dense), 1e3 * statistics.median(sparse)
     extra_ms = 1e3 * statistics.median(extra)
-    return dict(dense_allreduce_ms=dense_ms, rows_exchange_ms=sparse_ms,
-                rows_gather_scatter_ms=extra_ms, saving_ms=dense_ms - sparse_ms - extra_ms,
-                touched_rows_per_rank=statistics.median(uniques), vocab=V)
+    return dict(
+        dense_allreduce_ms=dense_ms,
+        rows_exchange_ms=sparse_ms,
+        rows_gather_scatter_ms=extra_ms,
+        saving_ms=dense_ms - sparse_ms - extra_ms,
+        touched_rows_per_rank=statistics.median(uniques),
+        vocab=V,
+    )
 
 
 # =======================================================================================
@@ -223,11 +232,22 @@ def run_ranks(args, preset_spec, make_batches, machine_info, wait_for_quiet, log
     cores = args.threads  # the single process gets all of them; each rank one
     date = _dt.datetime.now().astimezone()
     out = Path(args.out) if args.out else HERE / "results" / f"{date:%Y-%m-%d}-ranks.json"
-    data = args.data if args.data != "auto" else (
-        "ptb" if os.environ.get("NPGATED_DATA_DIR") else "random")
-    report = dict(date=date.isoformat(timespec="seconds"), command=sys.argv, ranks=K,
-                  machine=machine_info(), data=data, iters=args.iters, repeats=args.repeats,
-                  warmup=args.warmup, cases=[])
+    data = (
+        args.data
+        if args.data != "auto"
+        else ("ptb" if os.environ.get("NPGATED_DATA_DIR") else "random")
+    )
+    report = dict(
+        date=date.isoformat(timespec="seconds"),
+        command=sys.argv,
+        ranks=K,
+        machine=machine_info(),
+        data=data,
+        iters=args.iters,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        cases=[],
+    )
     with tempfile.TemporaryDirectory(prefix="npgated-ranks-") as tmp:
         workdir = Path(tmp)
         for preset in args.presets:
@@ -237,8 +257,9 @@ def run_ranks(args, preset_spec, make_batches, machine_info, wait_for_quiet, log
                 continue
             batches = workdir / f"batches-{preset}.npz"
             source = make_batches(batches, spec, max(args.iters, 4), 1, data)
-            spec.update(batches=str(batches), iters=args.iters, repeats=args.repeats,
-                        warmup=args.warmup)
+            spec.update(
+                batches=str(batches), iters=args.iters, repeats=args.repeats, warmup=args.warmup
+            )
             case = dict(preset=preset, data_source=source, N=spec["N"], T=spec["T"])
             for ranks, threads in ((1, cores), (K, max(1, cores // K))):
                 quiet = wait_for_quiet(args.max_busy, args.wait_quiet)
@@ -260,29 +281,38 @@ def run_ranks(args, preset_spec, make_batches, machine_info, wait_for_quiet, log
 
 def markdown(report: dict) -> str:
     K = report["ranks"]
-    lines = [f"Data-parallel training, {report['date']} ({report['data']} windows, LSTM, "
-             f"float32, median of {report['repeats']} x {report['iters']} steps)", "",
-             f"| preset | 1 process x {K} threads tok/s | {K} ranks x 1 thread tok/s | "
-             "speed-up | all-reduce share of the step (alone, ms) | pack + unpack share |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Data-parallel training, {report['date']} ({report['data']} windows, LSTM, "
+        f"float32, median of {report['repeats']} x {report['iters']} steps)",
+        "",
+        f"| preset | 1 process x {K} threads tok/s | {K} ranks x 1 thread tok/s | "
+        "speed-up | all-reduce share of the step (alone, ms) | pack + unpack share |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for c in report["cases"]:
         s, r = c["single"], c["ranks"]
         lines.append(
             f"| {c['preset']} | {s['tok_s']:,.0f} | {r['tok_s']:,.0f} | {c['speedup']:.2f}x | "
             f"{100 * r['allreduce_share_in_step']:.1f} % ({r['allreduce_alone_ms']:.2f} ms "
-            f"for {r['buffer_bytes'] / 2**20:.1f} MiB) | {100 * r['pack_unpack_share']:.1f} % |")
+            f"for {r['buffer_bytes'] / 2**20:.1f} MiB) | {100 * r['pack_unpack_share']:.1f} % |"
+        )
     rows = [c for c in report["cases"] if "touched_rows" in c["ranks"]]
     if rows:
-        lines += ["", "Touched embedding rows instead of the dense (V, D) gradient (untied "
-                  "models):", "",
-                  "| preset | rows per rank | dense all-reduce ms | rows exchange ms | "
-                  "gather + scatter-add ms | saving per step ms |",
-                  "|---|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "Touched embedding rows instead of the dense (V, D) gradient (untied models):",
+            "",
+            "| preset | rows per rank | dense all-reduce ms | rows exchange ms | "
+            "gather + scatter-add ms | saving per step ms |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
         for c in rows:
             t = c["ranks"]["touched_rows"]
-            lines.append(f"| {c['preset']} | {t['touched_rows_per_rank']:.0f} of {t['vocab']:,} | "
-                         f"{t['dense_allreduce_ms']:.2f} | {t['rows_exchange_ms']:.2f} | "
-                         f"{t['rows_gather_scatter_ms']:.2f} | {t['saving_ms']:.2f} |")
+            lines.append(
+                f"| {c['preset']} | {t['touched_rows_per_rank']:.0f} of {t['vocab']:,} | "
+                f"{t['dense_allreduce_ms']:.2f} | {t['rows_exchange_ms']:.2f} | "
+                f"{t['rows_gather_scatter_ms']:.2f} | {t['saving_ms']:.2f} |"
+            )
     return "\n".join(lines) + "\n"
 
 

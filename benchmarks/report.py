@@ -41,51 +41,88 @@ def table_rows(report: dict) -> list[dict]:
         gflops = train * r["flops_per_token"]["train"] / 1e9 if train else None
         g_train = (r.get("gemm_only_train") or {}).get("tok_s")
         g_eval = (r.get("gemm_only_eval") or {}).get("tok_s")
-        others = [x for rep in ("train", "eval")
-                  for x in ((r.get(rep) or {}).get("others_cores") or []) if x is not None]
-        rows.append({
-            "preset": r["preset"], "cell": r["cell"], "impl": r["impl"],
-            "train": train, "eval": ev,
-            "eval_over_train": ev / train if ev and train else None,
-            "train_ratio": train / t_train if train and t_train else None,
-            "eval_ratio": ev / t_eval if ev and t_eval else None,
-            "gflops": gflops,
-            "ceiling_frac": gflops / ceiling if gflops and ceiling else None,
-            "ceiling_tok_s": ceiling * 1e9 / r["flops_per_token"]["train"] if ceiling else None,
-            "gemm_only": g_train,
-            "of_gemm_only": train / g_train if train and g_train else None,
-            "gemm_only_ratio": g_train / t_train if g_train and t_train else None,
-            "eval_of_gemm_only": ev / g_eval if ev and g_eval else None,
-            "rss": r.get("peak_rss_mib"),
-            "busy_before": (r.get("load_before") or {}).get("busy_cores"),
-            "others_max": max(others) if others else None,
-            "error": r.get("error"),
-        })
+        others = [
+            x
+            for rep in ("train", "eval")
+            for x in ((r.get(rep) or {}).get("others_cores") or [])
+            if x is not None
+        ]
+        rows.append(
+            {
+                "preset": r["preset"],
+                "cell": r["cell"],
+                "impl": r["impl"],
+                "train": train,
+                "eval": ev,
+                "eval_over_train": ev / train if ev and train else None,
+                "train_ratio": train / t_train if train and t_train else None,
+                "eval_ratio": ev / t_eval if ev and t_eval else None,
+                "gflops": gflops,
+                "ceiling_frac": gflops / ceiling if gflops and ceiling else None,
+                "ceiling_tok_s": ceiling * 1e9 / r["flops_per_token"]["train"] if ceiling else None,
+                "gemm_only": g_train,
+                "of_gemm_only": train / g_train if train and g_train else None,
+                "gemm_only_ratio": g_train / t_train if g_train and t_train else None,
+                "eval_of_gemm_only": ev / g_eval if ev and g_eval else None,
+                "rss": r.get("peak_rss_mib"),
+                "busy_before": (r.get("load_before") or {}).get("busy_cores"),
+                "others_max": max(others) if others else None,
+                "error": r.get("error"),
+            }
+        )
     return rows
 
 
-HEADER = ["preset", "cell", "impl", "train tok/s", "eval tok/s", "eval/train", "train ×torch",
-          "eval ×torch", "GFLOP/s", "of GEMM ceiling", "ceiling tok/s", "GEMM-only tok/s",
-          "of GEMM-only", "GEMM-only ×torch", "eval of GEMM-only", "peak RSS MiB",
-          "busy before", "others during"]
+HEADER = [
+    "preset",
+    "cell",
+    "impl",
+    "train tok/s",
+    "eval tok/s",
+    "eval/train",
+    "train ×torch",
+    "eval ×torch",
+    "GFLOP/s",
+    "of GEMM ceiling",
+    "ceiling tok/s",
+    "GEMM-only tok/s",
+    "of GEMM-only",
+    "GEMM-only ×torch",
+    "eval of GEMM-only",
+    "peak RSS MiB",
+    "busy before",
+    "others during",
+]
 
 
 def _cells(row):
     if row["error"]:
         first = row["error"].strip().splitlines()[-1][:60]
         return [row["preset"], row["cell"], row["impl"], f"error: {first}"] + [""] * 14
-    return [row["preset"], row["cell"], row["impl"], _fmt_int(row["train"]), _fmt_int(row["eval"]),
-            _fmt(row["eval_over_train"], ".2f", "×"), _fmt(row["train_ratio"], ".2f", "×"),
-            _fmt(row["eval_ratio"], ".2f", "×"), _fmt(row["gflops"], ".1f"),
-            _fmt(None if row["ceiling_frac"] is None else 100 * row["ceiling_frac"], ".0f", " %"),
-            _fmt_int(row["ceiling_tok_s"]), _fmt_int(row.get("gemm_only")),
-            _fmt(None if row.get("of_gemm_only") is None else 100 * row["of_gemm_only"], ".0f",
-                 " %"),
-            _fmt(row.get("gemm_only_ratio"), ".2f", "×"),
-            _fmt(None if row.get("eval_of_gemm_only") is None
-                 else 100 * row["eval_of_gemm_only"], ".0f", " %"),
-            _fmt(row["rss"], ".0f"),
-            _fmt(row["busy_before"], ".2f"), _fmt(row["others_max"], ".2f")]
+    return [
+        row["preset"],
+        row["cell"],
+        row["impl"],
+        _fmt_int(row["train"]),
+        _fmt_int(row["eval"]),
+        _fmt(row["eval_over_train"], ".2f", "×"),
+        _fmt(row["train_ratio"], ".2f", "×"),
+        _fmt(row["eval_ratio"], ".2f", "×"),
+        _fmt(row["gflops"], ".1f"),
+        _fmt(None if row["ceiling_frac"] is None else 100 * row["ceiling_frac"], ".0f", " %"),
+        _fmt_int(row["ceiling_tok_s"]),
+        _fmt_int(row.get("gemm_only")),
+        _fmt(None if row.get("of_gemm_only") is None else 100 * row["of_gemm_only"], ".0f", " %"),
+        _fmt(row.get("gemm_only_ratio"), ".2f", "×"),
+        _fmt(
+            None if row.get("eval_of_gemm_only") is None else 100 * row["eval_of_gemm_only"],
+            ".0f",
+            " %",
+        ),
+        _fmt(row["rss"], ".0f"),
+        _fmt(row["busy_before"], ".2f"),
+        _fmt(row["others_max"], ".2f"),
+    ]
 
 
 def text_table(rows) -> str:
@@ -94,8 +131,11 @@ def text_table(rows) -> str:
     right = set(range(3, len(HEADER)))
     out = []
     for n, c in enumerate(cells):
-        out.append("  ".join(s.rjust(w) if i in right else s.ljust(w)
-                             for i, (s, w) in enumerate(zip(c, widths))))
+        out.append(
+            "  ".join(
+                s.rjust(w) if i in right else s.ljust(w) for i, (s, w) in enumerate(zip(c, widths))
+            )
+        )
         if n == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)
@@ -116,8 +156,12 @@ def markdown_report(report: dict) -> str:
         f"PyTorch {m['torch'] or 'not installed'}; npgated {m.get('npgated_git') or '?'}.",
         f"Float32, {s['iters']} iterations per repeat after {s['warmup']} warm-up, median of "
         f"{s['repeats']} repeats"
-        + (f", then the median over {s['rounds']} rounds (a child each, the implementations "
-           f"alternating)" if s.get("rounds", 1) > 1 else "")
+        + (
+            f", then the median over {s['rounds']} rounds (a child each, the implementations "
+            f"alternating)"
+            if s.get("rounds", 1) > 1
+            else ""
+        )
         + f"; data: {s['data_source']}; "
         f"OPENBLAS_CORETYPE={m['env'].get('OPENBLAS_CORETYPE')!s}, "
         f"OPENBLAS_L2_SIZE={m['env'].get('OPENBLAS_L2_SIZE')!s}"
@@ -125,30 +169,37 @@ def markdown_report(report: dict) -> str:
         f"{'; SMOKE RUN (tiny sizes, numbers meaningless)' if s['smoke'] else ''}.",
         f"GEMM ceiling (best fp32 GEMM, NumPy): "
         f"{_fmt((gemm.get('numpy') or {}).get('best_gflops'), '.1f')} GFLOP/s"
-        + (f"; PyTorch: {_fmt(gemm['torch'].get('best_gflops'), '.1f')} GFLOP/s"
-           if gemm.get("torch") else "") + ".",
+        + (
+            f"; PyTorch: {_fmt(gemm['torch'].get('best_gflops'), '.1f')} GFLOP/s"
+            if gemm.get("torch")
+            else ""
+        )
+        + ".",
         "",
         "| " + " | ".join(HEADER) + " |",
         "|" + "|".join("---" if i < 3 else "---:" for i in range(len(HEADER))) + "|",
     ]
     for row in table_rows(report):
         lines.append("| " + " | ".join(_cells(row)) + " |")
-    lines += ["", "`npgated`: npgated's own threads off, BLAS with its threads; "
-              "`npgated-threads`: npgated.parallel's threads on, BLAS one thread per call "
-              "(`npgated eval` runs so, and `npgated train` for models whose recurrent step "
-              "product is too small to split, such as book-small; `NPGATED_THREADS` "
-              "chooses). "
-              "`train ×torch` and `eval ×torch`: npgated tokens/s over PyTorch's in the same "
-              "run. `GFLOP/s`: training GEMM FLOPs per token × tokens/s; `of GEMM ceiling`: that "
-              "over the best NumPy GEMM rate; `ceiling tok/s`: the GEMM-only limit at that "
-              "best rate. `GEMM-only tok/s`: measured in the npgated process, a training step "
-              "that makes only npgated's GEMM calls, at their exact shapes and layouts (the "
-              "most this design reaches with this BLAS: everything else free); `of GEMM-only`: "
-              "npgated's training rate over it; `GEMM-only ×torch`: it over PyTorch's training "
-              "rate, the largest `train ×torch` possible; `eval of GEMM-only`: the same for "
-              "evaluation (forward GEMMs only). `busy before`: cores busy (all processes) in "
-              "the second before the child started; `others during`: most cores used by other "
-              "processes during a timed repeat."]
+    lines += [
+        "",
+        "`npgated`: npgated's own threads off, BLAS with its threads; "
+        "`npgated-threads`: npgated.parallel's threads on, BLAS one thread per call "
+        "(`npgated eval` runs so, and `npgated train` for models whose recurrent step "
+        "product is too small to split, such as book-small; `NPGATED_THREADS` "
+        "chooses). "
+        "`train ×torch` and `eval ×torch`: npgated tokens/s over PyTorch's in the same "
+        "run. `GFLOP/s`: training GEMM FLOPs per token × tokens/s; `of GEMM ceiling`: that "
+        "over the best NumPy GEMM rate; `ceiling tok/s`: the GEMM-only limit at that "
+        "best rate. `GEMM-only tok/s`: measured in the npgated process, a training step "
+        "that makes only npgated's GEMM calls, at their exact shapes and layouts (the "
+        "most this design reaches with this BLAS: everything else free); `of GEMM-only`: "
+        "npgated's training rate over it; `GEMM-only ×torch`: it over PyTorch's training "
+        "rate, the largest `train ×torch` possible; `eval of GEMM-only`: the same for "
+        "evaluation (forward GEMMs only). `busy before`: cores busy (all processes) in "
+        "the second before the child started; `others during`: most cores used by other "
+        "processes during a timed repeat.",
+    ]
     if report.get("book_eval"):  # bench.py --book-dir: the whole-process table (book_eval.py)
         lines += ["", book_eval_markdown(report["book_eval"]).rstrip("\n")]
     # npgated.info's check of the BLAS kernel against the CPU (e.g. OPENBLAS_CORETYPE=Haswell
@@ -158,15 +209,21 @@ def markdown_report(report: dict) -> str:
 
 
 BOOK_EVAL_TITLE = "Evaluation, whole process, against the book's eval.py"
-BOOK_EVAL_HEADER = ["command", "protocol", "median s", "min s", "max s", "test perplexity",
-                    "book ÷ this", "its cores", "others during"]
+BOOK_EVAL_HEADER = [
+    "command",
+    "protocol",
+    "median s",
+    "min s",
+    "max s",
+    "test perplexity",
+    "book ÷ this",
+    "its cores",
+    "others during",
+]
 _BOOK_EVAL_ROWS = (  # (key in result["commands"], command as typed, protocol, ratio key)
-    ("book", "`python eval.py` (the book's, in `ch06/`)", "book (10 × 35, whole windows)",
-     None),
-    ("npgated_book", "`npgated eval RUN --split test --protocol book`", "book",
-     "book_protocol"),
-    ("npgated", "`npgated eval RUN --split test`", "default (every target)",
-     "default_protocol"),
+    ("book", "`python eval.py` (the book's, in `ch06/`)", "book (10 × 35, whole windows)", None),
+    ("npgated_book", "`npgated eval RUN --split test --protocol book`", "book", "book_protocol"),
+    ("npgated", "`npgated eval RUN --split test`", "default (every target)", "default_protocol"),
 )
 
 
@@ -179,41 +236,66 @@ def book_eval_markdown(result: dict) -> str:
     if result.get("error"):
         return f"{title}: no result. {result['error']}\n"
     ratios, cmds = result["ratios"], result["commands"]
-    lines = [title, "", "| " + " | ".join(BOOK_EVAL_HEADER) + " |",
-             "|---|---|" + "---:|" * (len(BOOK_EVAL_HEADER) - 2)]
+    lines = [
+        title,
+        "",
+        "| " + " | ".join(BOOK_EVAL_HEADER) + " |",
+        "|---|---|" + "---:|" * (len(BOOK_EVAL_HEADER) - 2),
+    ]
     for key, typed, protocol, ratio in _BOOK_EVAL_ROWS:
         c = cmds[key]
         d = c.get("decimals")
         ppl = _fmt(c["perplexity"], f".{4 if d is None else min(d, 4)}f")
         others = [x for x in c["others_cores"] if x is not None]
-        lines.append("| " + " | ".join([
-            typed, protocol, _fmt(c["median_s"]), _fmt(c["min_s"]), _fmt(c["max_s"]), ppl,
-            _fmt(ratios[ratio], ".2f", "×") if ratio else "–",
-            _fmt(statistics.median(c["child_cores"]), ".2f"),
-            _fmt(max(others) if others else None, ".2f")]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    typed,
+                    protocol,
+                    _fmt(c["median_s"]),
+                    _fmt(c["min_s"]),
+                    _fmt(c["max_s"]),
+                    ppl,
+                    _fmt(ratios[ratio], ".2f", "×") if ratio else "–",
+                    _fmt(statistics.median(c["child_cores"]), ".2f"),
+                    _fmt(max(others) if others else None, ".2f"),
+                ]
+            )
+            + " |"
+        )
     check, blas, env = result["perplexity_check"], result.get("blas") or {}, result["env"]
-    caches = ("existed before" if result["book_caches_before"] else
-              "were written by the warm-up" if result["warmup"] else
-              "were written by its first timed run (no warm-up: that run is slower)")
-    lines += ["", (
-        f"From the interpreter's start to the printed perplexity (wall clock around "
-        f"`subprocess.run`), median, min and max over {result['repeats']} round(s) after "
-        f"{result['warmup']} untimed warm-up(s) of each command; the three commands alternate "
-        f"(order reversed every other round), each after waiting up to "
-        f"{_fmt(result.get('wait_quiet_s'), '.0f')} s for at most "
-        f"{_fmt(result.get('max_busy_cores'), '.2f')} busy cores. The same interpreter "
-        f"(Python {result.get('python_version') or '?'}) and environment for all: "
-        f"OMP/OPENBLAS/MKL threads "
-        f"{env.get('OPENBLAS_NUM_THREADS')}, OPENBLAS_CORETYPE={env.get('OPENBLAS_CORETYPE')!s}, "
-        f"OPENBLAS_L2_SIZE={env.get('OPENBLAS_L2_SIZE')!s}"
-        f"{' (unset in the children)' if result.get('unset_openblas_env') else ''}; "
-        f"{blas.get('kernel') or 'BLAS kernel unknown'} on {blas.get('cpu') or '?'}. "
-        f"The book's corpus caches (`dataset/ptb.vocab.pkl`, `ptb.test.npy`) {caches}. "
-        f"npgated's book protocol printed "
-        f"{check['npgated_book']} and the book's script {check['book']} (agreeing within "
-        f"{check['tolerance']:g}; a mismatch refuses the speed). `book ÷ this`: the book's "
-        f"median seconds over this command's; `its cores`: CPU time of the process over its "
-        f"wall time; `others during`: most cores other processes used during one run.")]
+    caches = (
+        "existed before"
+        if result["book_caches_before"]
+        else "were written by the warm-up"
+        if result["warmup"]
+        else "were written by its first timed run (no warm-up: that run is slower)"
+    )
+    lines += [
+        "",
+        (
+            f"From the interpreter's start to the printed perplexity (wall clock around "
+            f"`subprocess.run`), median, min and max over {result['repeats']} round(s) after "
+            f"{result['warmup']} untimed warm-up(s) of each command; the three commands alternate "
+            f"(order reversed every other round), each after waiting up to "
+            f"{_fmt(result.get('wait_quiet_s'), '.0f')} s for at most "
+            f"{_fmt(result.get('max_busy_cores'), '.2f')} busy cores. The same interpreter "
+            f"(Python {result.get('python_version') or '?'}) and environment for all: "
+            f"OMP/OPENBLAS/MKL threads "
+            f"{env.get('OPENBLAS_NUM_THREADS')}, "
+            f"OPENBLAS_CORETYPE={env.get('OPENBLAS_CORETYPE')!s}, "
+            f"OPENBLAS_L2_SIZE={env.get('OPENBLAS_L2_SIZE')!s}"
+            f"{' (unset in the children)' if result.get('unset_openblas_env') else ''}; "
+            f"{blas.get('kernel') or 'BLAS kernel unknown'} on {blas.get('cpu') or '?'}. "
+            f"The book's corpus caches (`dataset/ptb.vocab.pkl`, `ptb.test.npy`) {caches}. "
+            f"npgated's book protocol printed "
+            f"{check['npgated_book']} and the book's script {check['book']} (agreeing within "
+            f"{check['tolerance']:g}; a mismatch refuses the speed). `book ÷ this`: the book's "
+            f"median seconds over this command's; `its cores`: CPU time of the process over its "
+            f"wall time; `others during`: most cores other processes used during one run."
+        ),
+    ]
     return "\n".join(lines) + "\n"
 
 

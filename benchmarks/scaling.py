@@ -70,20 +70,28 @@ def inputs(case: dict) -> dict:
     r = case["ranks"]
     K = r["ranks"]
     step = r["ms_per_step"] / 1e3
-    return dict(preset=case["preset"], t_compute=step * (1 - r["allreduce_share_in_step"]),
-                nbytes=r["buffer_bytes"], tokens_per_rank=case["N"] // K * case["T"],
-                measured_allreduce_ms=r["allreduce_alone_ms"], measured_ranks=K)
+    return dict(
+        preset=case["preset"],
+        t_compute=step * (1 - r["allreduce_share_in_step"]),
+        nbytes=r["buffer_bytes"],
+        tokens_per_rank=case["N"] // K * case["T"],
+        measured_allreduce_ms=r["allreduce_alone_ms"],
+        measured_ranks=K,
+    )
 
 
 def table(cases: list[dict]) -> str:
     lines = []
     for c in cases:
-        lines += [f"**{c['preset']}**: t_c = {1e3 * c['t_compute']:.1f} ms per step "
-                  f"({c['tokens_per_rank']} tokens per rank), {c['nbytes'] / 2**20:.1f} MiB "
-                  f"exchanged per step (measured on one machine: "
-                  f"{c['measured_allreduce_ms']:.2f} ms for {c['measured_ranks']} ranks)", "",
-                  "| K | " + " | ".join(f"{name}: tok/s (eff.)" for name, _, _ in LINKS) + " |",
-                  "|---:|" + "---:|" * len(LINKS)]
+        lines += [
+            f"**{c['preset']}**: t_c = {1e3 * c['t_compute']:.1f} ms per step "
+            f"({c['tokens_per_rank']} tokens per rank), {c['nbytes'] / 2**20:.1f} MiB "
+            f"exchanged per step (measured on one machine: "
+            f"{c['measured_allreduce_ms']:.2f} ms for {c['measured_ranks']} ranks)",
+            "",
+            "| K | " + " | ".join(f"{name}: tok/s (eff.)" for name, _, _ in LINKS) + " |",
+            "|---:|" + "---:|" * len(LINKS),
+        ]
         for K in KS:
             cells = []
             for link in LINKS:
@@ -104,16 +112,20 @@ def plot(cases: list[dict], path: Path) -> None:
     ks = list(range(1, 65))
     for ax, c in zip(axes[0], cases):
         for link in LINKS:
-            eff = [predict(c["t_compute"], c["nbytes"], c["tokens_per_rank"], K, link)
-                   ["efficiency"] for K in ks]
+            eff = [
+                predict(c["t_compute"], c["nbytes"], c["tokens_per_rank"], K, link)["efficiency"]
+                for K in ks
+            ]
             ax.plot(ks, [100 * e for e in eff], label=link[0])
         ax.set_xscale("log", base=2)
         ax.set_xticks(KS, [str(k) for k in KS])
         ax.set_ylim(0, 105)
         ax.set_xlabel("ranks K (one per machine)")
         ax.set_ylabel("predicted efficiency (%)")
-        ax.set_title(f"{c['preset']}: {c['nbytes'] / 2**20:.0f} MiB per step, "
-                     f"t_c = {1e3 * c['t_compute']:.0f} ms")
+        ax.set_title(
+            f"{c['preset']}: {c['nbytes'] / 2**20:.0f} MiB per step, "
+            f"t_c = {1e3 * c['t_compute']:.0f} ms"
+        )
         ax.grid(alpha=0.3)
         ax.legend(title="ring all-reduce over")
     fig.tight_layout()
@@ -124,19 +136,26 @@ def plot(cases: list[dict], path: Path) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--ranks-json", default=None,
-                   help="a bench.py --ranks report (default: the newest results/*-ranks.json)")
+    p.add_argument(
+        "--ranks-json",
+        default=None,
+        help="a bench.py --ranks report (default: the newest results/*-ranks.json)",
+    )
     p.add_argument("--png", default=str(ROOT / "docs" / "figures" / "scaling.png"))
     p.add_argument("--md", default=None, help="also write the table to this file")
     args = p.parse_args(argv)
-    path = Path(args.ranks_json) if args.ranks_json else max(
-        (HERE / "results").glob("*-ranks.json"), default=None)
+    path = (
+        Path(args.ranks_json)
+        if args.ranks_json
+        else max((HERE / "results").glob("*-ranks.json"), default=None)
+    )
     if path is None or not path.exists():
         print("no ranks report: run python benchmarks/bench.py --ranks 2 first", file=sys.stderr)
         return 2
     cases = [inputs(c) for c in json.loads(path.read_text())["cases"]]
-    md = f"Predicted from {path.name} (model and assumptions: benchmarks/scaling.py)\n\n" + \
-        table(cases)
+    md = f"Predicted from {path.name} (model and assumptions: benchmarks/scaling.py)\n\n" + table(
+        cases
+    )
     print(md)
     if args.md:
         Path(args.md).write_text(md)

@@ -70,14 +70,22 @@ def time_parts(model, optimizer, max_norm, xs, ts, iters: int) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--preset", default="book-small", choices=sorted(PRESETS),
-                   help="a preset of npgated.training.config (its model, N and T; the "
-                        "regularizers beyond dropout are not part of the benchmark's step)")
+    p.add_argument(
+        "--preset",
+        default="book-small",
+        choices=sorted(PRESETS),
+        help="a preset of npgated.training.config (its model, N and T; the "
+        "regularizers beyond dropout are not part of the benchmark's step)",
+    )
     p.add_argument("--cell", default="lstm", choices=("lstm", "gru", "rnn"))
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--threads", type=int, default=max(2, parallel.available_cores()),
-                   help="npgated.parallel's threads in the 'on' column")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=max(2, parallel.available_cores()),
+        help="npgated.parallel's threads in the 'on' column",
+    )
     args = p.parse_args(argv)
     if args.threads < 2 or args.iters < 1 or args.rounds < 1:
         p.error("--threads must be >= 2 (the 'on' column), --iters and --rounds >= 1")
@@ -88,7 +96,7 @@ def main(argv=None) -> int:
     optimizer = SGD(lr=lr)
     runs = {1: [], args.threads: []}
     for r in range(args.rounds):
-        for n in (runs if r % 2 == 0 else list(runs)[::-1]):
+        for n in runs if r % 2 == 0 else list(runs)[::-1]:
             parallel.use_threads(n)
             time_parts(model, optimizer, max_norm, xs, ts, 2)  # warm-up
             runs[n].append(time_parts(model, optimizer, max_norm, xs, ts, args.iters))
@@ -96,16 +104,20 @@ def main(argv=None) -> int:
     names = list(runs[1][0])
     med = {n: {k: statistics.median(run[k] for run in runs[n]) for k in names} for n in runs}
     on = args.threads
-    print(f"{args.preset} {args.cell}, N={N}, T={T}: ms per step, median of {args.rounds} "
-          f"rounds of {args.iters} steps")
+    print(
+        f"{args.preset} {args.cell}, N={N}, T={T}: ms per step, median of {args.rounds} "
+        f"rounds of {args.iters} steps"
+    )
     print(f"| part | threads off | {on} threads |")
     print("|---|---:|---:|")
     for k in names:
         print(f"| {k} | {med[1][k]:.2f} | {med[on][k]:.2f} |")
     total = {n: sum(med[n].values()) for n in runs}
     print(f"| **sum** | **{total[1]:.1f}** | **{total[on]:.1f}** |")
-    print(f"tokens/s from the sums: {N * T / total[1] * 1e3:,.0f} off, "
-          f"{N * T / total[on] * 1e3:,.0f} on")
+    print(
+        f"tokens/s from the sums: {N * T / total[1] * 1e3:,.0f} off, "
+        f"{N * T / total[on] * 1e3:,.0f} on"
+    )
     return 0
 
 

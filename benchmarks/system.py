@@ -65,8 +65,12 @@ def wait_for_quiet(max_busy: float, wait_s: float, sample_s: float = 1.0) -> dic
         waited = time.monotonic() - start
         quiet = busy <= max_busy
         if quiet or waited >= wait_s:
-            return {"busy_cores": round(busy, 3), "loadavg": [round(x, 2) for x in os.getloadavg()],
-                    "waited_s": round(waited, 1), "quiet": quiet}
+            return {
+                "busy_cores": round(busy, 3),
+                "loadavg": [round(x, 2) for x in os.getloadavg()],
+                "waited_s": round(waited, 1),
+                "quiet": quiet,
+            }
         time.sleep(min(4.0, max(0.0, wait_s - waited)))
 
 
@@ -114,10 +118,20 @@ def _mem_total_gib():
 
 def _git_revision():
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
-                             capture_output=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=ROOT, text=True, capture_output=True, timeout=10).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            text=True,
+            capture_output=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            text=True,
+            capture_output=True,
+            timeout=10,
+        ).stdout.strip()
         return f"{rev}{'+dirty' if dirty else ''}" if rev else None
     except (OSError, subprocess.SubprocessError):
         return None

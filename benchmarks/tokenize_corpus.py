@@ -60,21 +60,24 @@ _ALPHABETS = {
     "latin": "abcdefghijklmnopqrstuvwxyz",
     "accented": "abcdefghijklmnopqrstuvwxyzéèàüöäçñßø",
     "japanese": "あいうえおかきくけこさしすせそたちつてとなにぬねのはひふへほ"
-                "まみむめもやゆよらりるれろわをん日本語文字猫犬山川田中人大小月火水木金土年時間",
+    "まみむめもやゆよらりるれろわをん日本語文字猫犬山川田中人大小月火水木金土年時間",
 }
 
 
 # ---------------------------------------------------------------------------------------
 # the corpus
 # ---------------------------------------------------------------------------------------
-def generate(path: Path, size_mb: float, n_words: int = 50_000, alphabet: str = "latin",
-             seed: int = 0) -> int:
+def generate(
+    path: Path, size_mb: float, n_words: int = 50_000, alphabet: str = "latin", seed: int = 0
+) -> int:
     """Write about ``size_mb`` MB of generated text to ``path``; returns its size in bytes."""
     rng = np.random.default_rng(seed)
     letters = _ALPHABETS[alphabet]
     lengths = np.clip(rng.poisson(4.2, size=n_words) + 1, 1, 12)
-    vocab = np.array(["".join(letters[i] for i in rng.integers(0, len(letters), size=n))
-                      for n in lengths], dtype=object)
+    vocab = np.array(
+        ["".join(letters[i] for i in rng.integers(0, len(letters), size=n)) for n in lengths],
+        dtype=object,
+    )
     cdf = np.cumsum(1.0 / np.arange(1, n_words + 1))
     cdf /= cdf[-1]
     sep = "" if alphabet == "japanese" else " "
@@ -109,11 +112,19 @@ def child_tokenize(path: str, level: str, cache: str) -> dict:
     c = load_corpus(path, level, fractions="0.9,0.05,0.05")
     seconds, cpu = time.perf_counter() - tic, time.process_time() - cpu
     size = Path(path).stat().st_size
-    return {"level": level, "seconds": seconds, "mb_per_s": size / 1e6 / seconds,
-            "cpu_seconds": cpu, "mb_per_cpu_s": size / 1e6 / cpu,
-            "peak_rss_mb": _rss_mb(), "baseline_rss_mb": baseline, "bytes": size,
-            "tokens": int(sum(len(c[s]) for s in ("train", "valid", "test"))),
-            "vocab": len(c.vocab), "dtype": str(c.train.dtype)}
+    return {
+        "level": level,
+        "seconds": seconds,
+        "mb_per_s": size / 1e6 / seconds,
+        "cpu_seconds": cpu,
+        "mb_per_cpu_s": size / 1e6 / cpu,
+        "peak_rss_mb": _rss_mb(),
+        "baseline_rss_mb": baseline,
+        "bytes": size,
+        "tokens": int(sum(len(c[s]) for s in ("train", "valid", "test"))),
+        "vocab": len(c.vocab),
+        "dtype": str(c.train.dtype),
+    }
 
 
 def child_train(path: str, cache: str, steps: int, rounds: int) -> dict:
@@ -127,11 +138,16 @@ def child_train(path: str, cache: str, steps: int, rounds: int) -> dict:
     c = load_corpus(path, "word", splits=["train"])  # from the cache written before
     mapped = c.train
     in_memory = np.array(mapped)  # the same ids, in memory
-    model = build_model(dict(model="Rnnlm", vocab_size=len(c.vocab), wordvec_size=100,
-                             hidden_size=100), dtype=np.float32, seed=0)
+    model = build_model(
+        dict(model="Rnnlm", vocab_size=len(c.vocab), wordvec_size=100, hidden_size=100),
+        dtype=np.float32,
+        seed=0,
+    )
     optimizer = make_optimizer("sgd", 1.0)
-    batchers = {"memmap": TBPTTBatcher(mapped, 20, 35),
-                "in memory": TBPTTBatcher(in_memory, 20, 35)}
+    batchers = {
+        "memmap": TBPTTBatcher(mapped, 20, 35),
+        "in memory": TBPTTBatcher(in_memory, 20, 35),
+    }
     times = {name: [] for name in batchers}
     for _ in range(rounds):
         for name, batcher in batchers.items():
@@ -144,14 +160,22 @@ def child_train(path: str, cache: str, steps: int, rounds: int) -> dict:
                 clip_grads(model.grads, 0.25)
                 optimizer.update(model.params, model.grads)
             times[name].append(1000.0 * (time.perf_counter() - tic) / steps)
-    return {"ms_per_step": {k: float(np.median(v)) for k, v in times.items()},
-            "rounds": rounds, "steps": steps, "tokens": len(mapped),
-            "memmap_type": type(mapped).__name__}
+    return {
+        "ms_per_step": {k: float(np.median(v)) for k, v in times.items()},
+        "rounds": rounds,
+        "steps": steps,
+        "tokens": len(mapped),
+        "memmap_type": type(mapped).__name__,
+    }
 
 
 def _run_child(*args) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", *map(str, args)],
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if out.returncode != 0:
         raise SystemExit(f"child {args} failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -168,29 +192,39 @@ def machine() -> str:
     except OSError:
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{cpu}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}, "
-            f"NumPy {np.__version__}; load average {load:.1f} at the start")
+    return (
+        f"{cpu}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}, "
+        f"NumPy {np.__version__}; load average {load:.1f} at the start"
+    )
 
 
 def markdown(results: dict) -> str:
-    lines = [f"Corpus: {results['size_mb']:.0f} MB generated ({results['alphabet']}), "
-             f"{results['words']:,} distinct words. Machine: {results['machine']}.", "",
-             "| level | MB/s | target | seconds | MB per CPU second | tokens | vocabulary | "
-             "peak RSS (MB) | of which interpreter + NumPy | target |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Corpus: {results['size_mb']:.0f} MB generated ({results['alphabet']}), "
+        f"{results['words']:,} distinct words. Machine: {results['machine']}.",
+        "",
+        "| level | MB/s | target | seconds | MB per CPU second | tokens | vocabulary | "
+        "peak RSS (MB) | of which interpreter + NumPy | target |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in results["tokenize"]:
-        lines.append(f"| {r['level']} | {r['mb_per_s']:.1f} | >= {TARGETS[r['level']]:.0f} | "
-                     f"{r['seconds']:.1f} | {r['mb_per_cpu_s']:.1f} | {r['tokens']:,} | "
-                     f"{r['vocab']:,} | "
-                     f"{r['peak_rss_mb']:.0f} | {r['baseline_rss_mb']:.0f} | "
-                     f"<= {RSS_TARGET_MB:.0f} |")
+        lines.append(
+            f"| {r['level']} | {r['mb_per_s']:.1f} | >= {TARGETS[r['level']]:.0f} | "
+            f"{r['seconds']:.1f} | {r['mb_per_cpu_s']:.1f} | {r['tokens']:,} | "
+            f"{r['vocab']:,} | "
+            f"{r['peak_rss_mb']:.0f} | {r['baseline_rss_mb']:.0f} | "
+            f"<= {RSS_TARGET_MB:.0f} |"
+        )
     if results.get("train"):
         t = results["train"]
         ms = t["ms_per_step"]
-        lines += ["", f"Training step (Rnnlm 100/100, N 20, T 35, word level, {t['tokens']:,} "
-                      f"train tokens; median of {t['rounds']} rounds of {t['steps']} steps): "
-                      f"memory-mapped {ms['memmap']:.2f} ms, in memory {ms['in memory']:.2f} ms "
-                      f"({ms['memmap'] / ms['in memory']:.3f}x)."]
+        lines += [
+            "",
+            f"Training step (Rnnlm 100/100, N 20, T 35, word level, {t['tokens']:,} "
+            f"train tokens; median of {t['rounds']} rounds of {t['steps']} steps): "
+            f"memory-mapped {ms['memmap']:.2f} ms, in memory {ms['in memory']:.2f} ms "
+            f"({ms['memmap'] / ms['in memory']:.3f}x).",
+        ]
     return "\n".join(lines)
 
 
@@ -199,13 +233,21 @@ def main(argv=None) -> int:
     p.add_argument("--size-mb", type=float, default=1000.0, help="corpus size (default 1 GB)")
     p.add_argument("--words", type=int, default=50_000, help="distinct words")
     p.add_argument("--alphabet", default="latin", choices=sorted(_ALPHABETS))
-    p.add_argument("--levels", nargs="+", default=None, choices=LEVELS,
-                   help="default: both; character level only for --alphabet japanese (its "
-                        "lines have no spaces: every line would be a word)")
+    p.add_argument(
+        "--levels",
+        nargs="+",
+        default=None,
+        choices=LEVELS,
+        help="default: both; character level only for --alphabet japanese (its "
+        "lines have no spaces: every line would be a word)",
+    )
     p.add_argument("--train-steps", type=int, default=30, help="steps per round (0: skip)")
     p.add_argument("--train-rounds", type=int, default=5)
-    p.add_argument("--dir", default=None, help="where the corpus and the cache go (default: "
-                                                "$TMPDIR); both are deleted at the end")
+    p.add_argument(
+        "--dir",
+        default=None,
+        help="where the corpus and the cache go (default: $TMPDIR); both are deleted at the end",
+    )
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--smoke", action="store_true", help="1 MB, 2 steps: checks that it runs")
     p.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
@@ -227,21 +269,31 @@ def main(argv=None) -> int:
         path = work / "corpus.txt"
         tic = time.perf_counter()
         size = generate(path, args.size_mb, args.words, args.alphabet)
-        print(f"generated {size / 1e6:.0f} MB in {time.perf_counter() - tic:.0f} s: {path}",
-              flush=True)
-        results = {"size_mb": size / 1e6, "alphabet": args.alphabet, "words": args.words,
-                   "machine": machine(), "tokenize": [], "train": None}
+        print(
+            f"generated {size / 1e6:.0f} MB in {time.perf_counter() - tic:.0f} s: {path}",
+            flush=True,
+        )
+        results = {
+            "size_mb": size / 1e6,
+            "alphabet": args.alphabet,
+            "words": args.words,
+            "machine": machine(),
+            "tokenize": [],
+            "train": None,
+        }
         for level in args.levels:
             cache = work / f"cache-{level}"
             r = _run_child("tokenize", path, level, cache)
             results["tokenize"].append(r)
-            print(f"{level}: {r['mb_per_s']:.1f} MB/s, peak RSS {r['peak_rss_mb']:.0f} MB",
-                  flush=True)
+            print(
+                f"{level}: {r['mb_per_s']:.1f} MB/s, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True
+            )
             if level != "word" or not args.train_steps:
                 shutil.rmtree(cache)
         if args.train_steps and "word" in args.levels:
-            results["train"] = _run_child("train", path, work / "cache-word", args.train_steps,
-                                          args.train_rounds)
+            results["train"] = _run_child(
+                "train", path, work / "cache-word", args.train_steps, args.train_rounds
+            )
         print(markdown(results))
         if args.json:
             Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

@@ -66,8 +66,19 @@ class TorchLM(nn.Module):
     seed : int
     """
 
-    def __init__(self, vocab_size, wordvec_size, hidden_size, num_layers=1, dropout=0.0,
-                 variational=True, tie_weights=False, cell="lstm", init="book", seed=0):
+    def __init__(
+        self,
+        vocab_size,
+        wordvec_size,
+        hidden_size,
+        num_layers=1,
+        dropout=0.0,
+        variational=True,
+        tie_weights=False,
+        cell="lstm",
+        init="book",
+        seed=0,
+    ):
         super().__init__()
         if cell not in _CELLS:
             raise ValueError(f"unknown cell {cell!r}; choose one of {sorted(_CELLS)}")
@@ -83,9 +94,11 @@ class TorchLM(nn.Module):
             _CELLS[cell](D if i == 0 else H, H, num_layers=1, batch_first=True)
             for i in range(num_layers)
         )
-        self.drops = nn.ModuleList(
-            SequenceDropout(dropout, variational) for _ in range(num_layers + 1)
-        ) if dropout > 0 else None
+        self.drops = (
+            nn.ModuleList(SequenceDropout(dropout, variational) for _ in range(num_layers + 1))
+            if dropout > 0
+            else None
+        )
         self.decoder = nn.Linear(H, V)
         if tie_weights:
             self.decoder.weight = self.embed.weight  # one Parameter, one gradient
@@ -179,8 +192,14 @@ def build(config: dict, seed: int = 0) -> TorchLM:
     ``npgated.models.rnnlm.BetterRnnlm``).
     """
     return TorchLM(
-        config["vocab_size"], config["wordvec_size"], config["hidden_size"],
-        num_layers=config.get("num_layers", 1), dropout=config.get("dropout_ratio", 0.0),
-        variational=config.get("variational", True), tie_weights=config.get("tie_weights", False),
-        cell=config["cell"], init=config.get("init", "book"), seed=seed,
+        config["vocab_size"],
+        config["wordvec_size"],
+        config["hidden_size"],
+        num_layers=config.get("num_layers", 1),
+        dropout=config.get("dropout_ratio", 0.0),
+        variational=config.get("variational", True),
+        tie_weights=config.get("tie_weights", False),
+        cell=config["cell"],
+        init=config.get("init", "book"),
+        seed=seed,
     )

@@ -21,8 +21,9 @@ rng = np.random.default_rng(0)
 N, T_enc, T_dec, D, H = 2, 5, 3, 4, 3
 
 # A bidirectional LSTM encoder (2H features per position), decoder states of the same size.
-encoder = TimeBiLSTM(*(rng.normal(scale=0.5, size=s) for s in
-                       [(D, 4 * H), (H, 4 * H), (4 * H,)] * 2))
+encoder = TimeBiLSTM(
+    *(rng.normal(scale=0.5, size=s) for s in [(D, 4 * H), (H, 4 * H), (4 * H,)] * 2)
+)
 xs = rng.normal(size=(N, T_enc, D))
 hs_dec = rng.normal(size=(N, T_dec, 2 * H))
 valid_lens = np.array([5, 3])  # sequence 1 is padded after 3 positions
@@ -65,6 +66,8 @@ worst = max(r.error for r in results)
 forward()
 dhs_enc, _ = attention.backward(dcontexts)
 padded = dhs_enc[1, 3:]  # the encoder states at the padding get exactly 0 from attention
-print(f"attention over a BiLSTM encoder: max relative gradient error {worst:.1e} over "
-      f"{len(results)} arrays; largest gradient at the padded encoder states "
-      f"{np.abs(padded).max():.1e}; {'OK' if worst < 1e-6 and not padded.any() else 'FAILED'}")
+print(
+    f"attention over a BiLSTM encoder: max relative gradient error {worst:.1e} over "
+    f"{len(results)} arrays; largest gradient at the padded encoder states "
+    f"{np.abs(padded).max():.1e}; {'OK' if worst < 1e-6 and not padded.any() else 'FAILED'}"
+)

@@ -42,9 +42,11 @@ class BookStyleLM:
         Wx = (rn((D, 4 * D)) / np.sqrt(D)).astype("f")
         Wh = (rn((D, 4 * D)) / np.sqrt(D)).astype("f")
         b = np.zeros(4 * D, "f")  # gate blocks f, g, i, o, as the book's model files build them
-        self.layers = [layers["TimeEmbedding"](E),
-                       layers["TimeLSTM"](gates(Wx), gates(Wh), gates(b), stateful=True),
-                       layers["TimeAffine"](E.T, np.zeros(V, "f"))]
+        self.layers = [
+            layers["TimeEmbedding"](E),
+            layers["TimeLSTM"](gates(Wx), gates(Wh), gates(b), stateful=True),
+            layers["TimeAffine"](E.T, np.zeros(V, "f")),
+        ]
         self.loss_layer = layers["TimeSoftmaxWithLoss"]()
         self.params, self.grads = [], []
         for layer in self.layers:
@@ -102,8 +104,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     V, D = 12, 16
     data = np.tile(np.arange(V), 50)  # 0, 1, ..., 11, 0, 1, ...: each next word is determined
-    own = {"TimeEmbedding": TimeEmbedding, "TimeLSTM": TimeLSTM, "TimeAffine": TimeAffine,
-           "TimeSoftmaxWithLoss": TimeSoftmaxWithLoss}
+    own = {
+        "TimeEmbedding": TimeEmbedding,
+        "TimeLSTM": TimeLSTM,
+        "TimeAffine": TimeAffine,
+        "TimeSoftmaxWithLoss": TimeSoftmaxWithLoss,
+    }
     drop_in = {name: getattr(book, name) for name in own}
     runs = {
         "A npgated.book, book's loop": (BookStyleLM(drop_in, V, D), False),
@@ -112,8 +118,10 @@ def main(argv=None) -> int:
     }
     for label, (model, zero_first) in runs.items():
         losses = train_the_books_way(model, data, args.iters, zero_first)
-        print(f"{label:32s} loss {losses[0]:.4f} -> {np.mean(losses[-10:]):.4f} "
-              f"(mean of the last 10 of {args.iters} iterations)")
+        print(
+            f"{label:32s} loss {losses[0]:.4f} -> {np.mean(losses[-10:]):.4f} "
+            f"(mean of the last 10 of {args.iters} iterations)"
+        )
     reference = runs["B npgated's layers, zeroed"][0].params
     for label in ("A npgated.book, book's loop", "C npgated's layers, book's loop"):
         params = list(runs[label][0].params)

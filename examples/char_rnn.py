@@ -31,8 +31,10 @@ def generated_text(n_lines=600, seed=0) -> str:
     rng = np.random.default_rng(seed)
     words = ["love", "night", "light", "sweet", "my", "the", "o", "rose", "name", "by", "any"]
     speakers = ["ROMEO:", "JULIET:"]
-    return "".join(f"{speakers[i % 2]}\n{' '.join(rng.choice(words, size=rng.integers(3, 8)))}"
-                   ".\n\n" for i in range(n_lines))
+    return "".join(
+        f"{speakers[i % 2]}\n{' '.join(rng.choice(words, size=rng.integers(3, 8)))}.\n\n"
+        for i in range(n_lines)
+    )
 
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -48,22 +50,29 @@ with tempfile.TemporaryDirectory() as tmp:
     text = Path(args.text) if args.text else Path(tmp) / "input.txt"
     if args.text is None:
         text.write_text(generated_text(), encoding="utf-8")
-    config = preset("char-small", corpus=str(text), log_interval=500, progress=False,
-                    run_dir=args.run_dir or f"{tmp}/run")
+    config = preset(
+        "char-small",
+        corpus=str(text),
+        log_interval=500,
+        progress=False,
+        run_dir=args.run_dir or f"{tmp}/run",
+    )
     train_ids, valid, test, vocab, _ = load_corpora(config)  # memory-mapped ids, Vocabulary
     per_epoch = (len(train_ids) - 1) // (config.batch_size * config.time_size)
-    config = config.replace(epochs=-(-args.iters // per_epoch),
-                            max_iters=min(args.iters, per_epoch))
+    config = config.replace(
+        epochs=-(-args.iters // per_epoch), max_iters=min(args.iters, per_epoch)
+    )
     result = train(config, (train_ids, valid, test, vocab))
-    print(f"valid {np.log2(result.best_val_ppl):.3f} bits per character, test "
-          f"{np.log2(result.test_ppl):.3f} (uniform over {len(vocab)} symbols: "
-          f"{np.log2(len(vocab)):.3f})")
+    print(
+        f"valid {np.log2(result.best_val_ppl):.3f} bits per character, test "
+        f"{np.log2(result.test_ppl):.3f} (uniform over {len(vocab)} symbols: "
+        f"{np.log2(len(vocab)):.3f})"
+    )
 
     # sampling needs only the checkpoint: the vocabulary is in its metadata
     ckpt = load_checkpoint(Path(config.run_dir) / "best.npz")
     vocab = Vocabulary.from_dict(ckpt.meta["vocab"])
     model = build_model(ckpt.meta["config"], dtype=np.float32)
     restore(model, ckpt, vocab_checksum=vocab.checksum)
-    ids = generate(model, vocab.encode(args.start), args.length, skip_ids=[vocab.unk_id],
-                   seed=0)
+    ids = generate(model, vocab.encode(args.start), args.length, skip_ids=[vocab.unk_id], seed=0)
     print(vocab.decode(ids))

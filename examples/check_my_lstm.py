@@ -27,12 +27,22 @@ def my_lstm_forward(x, h_prev, c_prev, Wx, Wh, b):
     """One step; gate blocks i, f, g, o along the last axis (npgated's and PyTorch's order)."""
     H = h_prev.shape[1]
     a = x @ Wx + h_prev @ Wh + b
-    i, f, o = sigmoid(a[:, :H]), sigmoid(a[:, H:2 * H]), sigmoid(a[:, 3 * H:])
-    g = np.tanh(a[:, 2 * H:3 * H])
+    i, f, o = sigmoid(a[:, :H]), sigmoid(a[:, H : 2 * H]), sigmoid(a[:, 3 * H :])
+    g = np.tanh(a[:, 2 * H : 3 * H])
     c_next = f * c_prev + i * g
     h_next = o * np.tanh(c_next)
-    cache = {"x": x, "h_prev": h_prev, "c_prev": c_prev, "i": i, "f": f, "g": g, "o": o,
-             "c_next": c_next, "Wx": Wx, "Wh": Wh}
+    cache = {
+        "x": x,
+        "h_prev": h_prev,
+        "c_prev": c_prev,
+        "i": i,
+        "f": f,
+        "g": g,
+        "o": o,
+        "c_next": c_next,
+        "Wx": Wx,
+        "Wh": Wh,
+    }
     return h_next, c_next, cache
 
 
@@ -68,9 +78,13 @@ def main(argv=None) -> int:
         return my_lstm_backward(dh_next, dc_next, cache, fixed=args.fixed)
 
     try:
-        report = assert_step_backward(my_lstm_forward, backward,
-                                      (x, h_prev, c_prev, Wx, Wh, b), gates="ifgo",
-                                      title="my_lstm_backward")
+        report = assert_step_backward(
+            my_lstm_forward,
+            backward,
+            (x, h_prev, c_prev, Wx, Wh, b),
+            gates="ifgo",
+            title="my_lstm_backward",
+        )
     except AssertionError as exc:
         print(exc)
     else:

@@ -26,8 +26,16 @@ from npgated.optim import SGD, clip_grads
 def train(flat: bool, pipelined: bool, args) -> tuple[list, float]:
     """The parameters after ``args.steps`` steps, and the milliseconds per step."""
     os.environ[pipeline.ENV_VAR] = "1" if pipelined else "0"
-    model = BetterRnnlm(args.vocab, args.hidden, args.hidden, num_layers=2, dropout_ratio=0.3,
-                        seed=0, dtype=np.dtype(args.dtype), flat=flat)
+    model = BetterRnnlm(
+        args.vocab,
+        args.hidden,
+        args.hidden,
+        num_layers=2,
+        dropout_ratio=0.3,
+        seed=0,
+        dtype=np.dtype(args.dtype),
+        flat=flat,
+    )
     optimizer = SGD(lr=1.0)
     rng = np.random.default_rng(0)
     tic = time.perf_counter()
@@ -55,8 +63,11 @@ def main() -> None:
         for pipelined in (False, True):
             params, ms = train(flat, pipelined, args)
             results[flat, pipelined] = params
-            print(f"flat buffers {'on ' if flat else 'off'}, pipeline {'on ' if pipelined else 'off'}:"
-                  f" {ms:7.1f} ms/step")
+            print(
+                f"flat buffers {'on ' if flat else 'off'}, "
+                f"pipeline {'on ' if pipelined else 'off'}:"
+                f" {ms:7.1f} ms/step"
+            )
     reference = results[False, False]
     rtol = 1e-10 if args.dtype == "float64" else 1e-3
     for key, params in results.items():

@@ -31,6 +31,12 @@ restore(model, ckpt, vocab_checksum=ptb.vocab_checksum(word_to_id))
 
 start_ids = ptb.words_to_ids(args.start.split(), word_to_id)
 skip_ids = [word_to_id[w] for w in ("<unk>", "N") if w in word_to_id]
-ids = model.generate(start_ids, args.length, temperature=args.temperature, top_k=args.top_k,
-                     skip_ids=skip_ids, seed=args.seed)
+ids = model.generate(
+    start_ids,
+    args.length,
+    temperature=args.temperature,
+    top_k=args.top_k,
+    skip_ids=skip_ids,
+    seed=args.seed,
+)
 print(" ".join(ptb.ids_to_words(ids, id_to_word)).replace(" <eos>", ".\n"))

@@ -56,20 +56,28 @@ def main():
             data = sequence.load_task("addition", args.data_dir, reverse=args.reverse)
         except FileNotFoundError as exc:
             print(f"({exc}; using random sums instead)")
-            data = sequence.load_file(synthetic_addition(Path(tmp)), reverse=args.reverse,
-                                      task="addition")
+            data = sequence.load_file(
+                synthetic_addition(Path(tmp)), reverse=args.reverse, task="addition"
+            )
     print(f"{len(data.x_train):,} training questions, {data.vocab_size} characters")
 
-    model = build_seq2seq({"model": args.model, "vocab_size": data.vocab_size,
-                           "wordvec_size": args.wordvec_size, "hidden_size": args.hidden_size,
-                           "cell": args.cell}, seed=args.seed)
+    model = build_seq2seq(
+        {
+            "model": args.model,
+            "vocab_size": data.vocab_size,
+            "wordvec_size": args.wordvec_size,
+            "hidden_size": args.hidden_size,
+            "cell": args.cell,
+        },
+        seed=args.seed,
+    )
     optimizer = make_optimizer("adam", 0.001)
     rng = np.random.default_rng(args.seed)
     order, at, total = rng.permutation(len(data.x_train)), 0, 0.0
     for it in range(1, args.iters + 1):
         if at + args.batch_size > len(order):  # a new epoch: a new order
             order, at = rng.permutation(len(data.x_train)), 0
-        rows = order[at:at + args.batch_size]
+        rows = order[at : at + args.batch_size]
         at += args.batch_size
         model.zero_grads()
         total += float(model.forward(data.x_train[rows], data.t_train[rows]))
@@ -84,10 +92,14 @@ def main():
     x, t = data.x_test[:1000], data.t_test[:1000]
     correct, n = seq2seq_accuracy(model, x, t)
     print(f"test accuracy {100 * correct / n:.1f} % ({correct} of {n} sums right)")
-    guesses = sequence.decode(model.generate(x[:5], data.start_id, data.answer_width),
-                              data.id_to_char)
-    for q, a, g in zip(sequence.decode(x[:5], data.id_to_char),
-                       sequence.decode(t[:5, 1:], data.id_to_char), guesses):
+    guesses = sequence.decode(
+        model.generate(x[:5], data.start_id, data.answer_width), data.id_to_char
+    )
+    for q, a, g in zip(
+        sequence.decode(x[:5], data.id_to_char),
+        sequence.decode(t[:5, 1:], data.id_to_char),
+        guesses,
+    ):
         q = q[::-1] if data.reverse else q
         print(f"{q} = {a}  model: {g}  {'ok' if g == a else 'wrong'}")
 

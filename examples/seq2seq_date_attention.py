@@ -31,8 +31,20 @@ from npgated.models.seq2seq import AttentionSeq2seq, seq2seq_accuracy
 from npgated.optim import make_optimizer
 from npgated.optim.clip import clip_grads
 
-MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august",
-          "september", "october", "november", "december")
+MONTHS = (
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+)
 
 
 def synthetic_dates(folder: Path, n: int = 5000, seed: int = 0) -> Path:
@@ -41,8 +53,11 @@ def synthetic_dates(folder: Path, n: int = 5000, seed: int = 0) -> Path:
     lines = []
     for _ in range(n):
         y, m, d = int(rng.integers(1950, 2050)), int(rng.integers(1, 13)), int(rng.integers(1, 29))
-        q = (f"{MONTHS[m - 1]} {d}, {y}", f"{m}/{d}/{y % 100:02d}",
-             f"{d} {MONTHS[m - 1][:3].upper()} {y}")[int(rng.integers(3))]
+        q = (
+            f"{MONTHS[m - 1]} {d}, {y}",
+            f"{m}/{d}/{y % 100:02d}",
+            f"{d} {MONTHS[m - 1][:3].upper()} {y}",
+        )[int(rng.integers(3))]
         lines.append(q.ljust(29) + "_" + f"{y}-{m:02d}-{d:02d}\n")
     path = folder / "date.txt"
     path.write_text("".join(lines))
@@ -69,11 +84,16 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=None, help="folder with the book's date.txt")
     parser.add_argument("--pkl", default=None, help="the book's AttentionSeq2seq.pkl")
-    parser.add_argument("--question", action="append", default=None,
-                        help="a date to read (repeat for several)")
+    parser.add_argument(
+        "--question", action="append", default=None, help="a date to read (repeat for several)"
+    )
     parser.add_argument("--n-test", type=int, default=1000, help="test questions to score")
-    parser.add_argument("--iters", type=int, default=600,
-                        help="training iterations when the book's files are absent")
+    parser.add_argument(
+        "--iters",
+        type=int,
+        default=600,
+        help="training iterations when the book's files are absent",
+    )
     parser.add_argument("--out", default="attention_date.png", help="the attention map")
     args = parser.parse_args()
     questions = args.question or ["september 27, 1994", "2/10/93", "Tuesday, March 4, 2025"]
@@ -97,8 +117,9 @@ def main():
     # every question in one batch, padded and reversed as the model reads them
     xs = sequence.encode_questions(questions, data.char_to_id, data.question_width, reverse=True)
     greedy = sequence.decode(model.generate(xs, data.start_id, data.answer_width), data.id_to_char)
-    beam = sequence.decode(model.generate(xs, data.start_id, data.answer_width, beam_size=3),
-                           data.id_to_char)
+    beam = sequence.decode(
+        model.generate(xs, data.start_id, data.answer_width, beam_size=3), data.id_to_char
+    )
     for q, g, b in zip(questions, greedy, beam):
         print(f"{q:<29} -> {g}   (beam of 3: {b})")
 

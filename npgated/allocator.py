@@ -74,8 +74,9 @@ def _glibc():
     return libc
 
 
-def keep_freed_memory(mmap_threshold: int = MAX_MMAP_THRESHOLD,
-                      trim_threshold: int = _DEFAULT_TRIM_THRESHOLD) -> bool:
+def keep_freed_memory(
+    mmap_threshold: int = MAX_MMAP_THRESHOLD, trim_threshold: int = _DEFAULT_TRIM_THRESHOLD
+) -> bool:
     """Let ``malloc`` reuse freed large blocks instead of returning them to the system.
 
     Parameters
@@ -99,9 +100,15 @@ def keep_freed_memory(mmap_threshold: int = MAX_MMAP_THRESHOLD,
         glibc refused a setting.
     """
     for name, value, low, high, why in (
-            ("mmap_threshold", mmap_threshold, 1, MAX_MMAP_THRESHOLD,
-             " (glibc's limit on 64-bit systems is 32 MiB)"),
-            ("trim_threshold", trim_threshold, 0, 2**31 - 1, " (a C int)")):
+        (
+            "mmap_threshold",
+            mmap_threshold,
+            1,
+            MAX_MMAP_THRESHOLD,
+            " (glibc's limit on 64-bit systems is 32 MiB)",
+        ),
+        ("trim_threshold", trim_threshold, 0, 2**31 - 1, " (a C int)"),
+    ):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{name} must be an integer number of bytes, got {value!r}")
         if not low <= value <= high:
@@ -109,8 +116,10 @@ def keep_freed_memory(mmap_threshold: int = MAX_MMAP_THRESHOLD,
     libc = _glibc()
     if libc is None:
         return False
-    for param, value, name in ((_M_MMAP_THRESHOLD, mmap_threshold, "M_MMAP_THRESHOLD"),
-                               (_M_TRIM_THRESHOLD, trim_threshold, "M_TRIM_THRESHOLD")):
+    for param, value, name in (
+        (_M_MMAP_THRESHOLD, mmap_threshold, "M_MMAP_THRESHOLD"),
+        (_M_TRIM_THRESHOLD, trim_threshold, "M_TRIM_THRESHOLD"),
+    ):
         if libc.mallopt(param, value) != 1:
             raise RuntimeError(f"glibc's mallopt refused {name} = {value}")
     return True

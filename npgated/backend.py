@@ -64,9 +64,7 @@ def use(name: str) -> None:
     """
     global _active
     if name not in BACKENDS:
-        raise ValueError(
-            f"unknown backend {name!r}; valid backends are: {', '.join(BACKENDS)}"
-        )
+        raise ValueError(f"unknown backend {name!r}; valid backends are: {', '.join(BACKENDS)}")
     if name == "cupy":
         _import_cupy()  # raises a BackendError that says what is missing
     _active = name
@@ -79,8 +77,7 @@ def current() -> str:
         name = os.environ.get(_ENV_VAR, "numpy").strip().lower() or "numpy"
         if name not in BACKENDS:
             raise ValueError(
-                f"{_ENV_VAR}={name!r} is not a backend; valid backends are: "
-                f"{', '.join(BACKENDS)}"
+                f"{_ENV_VAR}={name!r} is not a backend; valid backends are: {', '.join(BACKENDS)}"
             )
         use(name)
     return _active
@@ -218,8 +215,9 @@ def scatter_add(target, indices, values) -> None:
         if target.ndim == 2 and target.flags.c_contiguous:
             D = target.shape[1]
             flat_positions = np.asarray(indices, dtype=np.intp)[:, None] * D + np.arange(D)
-            np.add.at(target.reshape(-1), flat_positions.reshape(-1),
-                      np.asarray(values).reshape(-1))
+            np.add.at(
+                target.reshape(-1), flat_positions.reshape(-1), np.asarray(values).reshape(-1)
+            )
         else:
             np.add.at(target, indices, values)
     elif mod is fakecupy:

@@ -40,8 +40,7 @@ def check_param_shape(a, expected, symbolic: str, name: str) -> None:
         check_shape(a, expected, name)
     except ValueError:
         raise ValueError(
-            f"{name} must have shape {symbolic} = {shape_str(expected)}, "
-            f"got {shape_str(a.shape)}"
+            f"{name} must have shape {symbolic} = {shape_str(expected)}, got {shape_str(a.shape)}"
         ) from None
 
 
@@ -75,9 +74,7 @@ def check_ids(ids, vocab_size: int, name: str = "ids", ignore_label=None, ndim=N
             f"(convert with {name}.astype(np.int64))"
         )
     if ndim is not None and ids.ndim != ndim:
-        raise ValueError(
-            f"{name} must have {ndim} dimensions, got shape {shape_str(ids.shape)}"
-        )
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {shape_str(ids.shape)}")
     if ids.size == 0:
         return
     xp = backend.get_array_module(ids)

@@ -85,8 +85,11 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 def _config_from_args(args):
     from npgated.training.config import PRESETS, TrainConfig, preset  # noqa: PLC0415
 
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-             if getattr(args, f.name) is not None}
+    given = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(TrainConfig)
+        if getattr(args, f.name) is not None
+    }
     if args.dry_run:
         if given.get("max_iters") is not None or given.get("epochs") is not None:
             raise ValueError("--dry-run sets --epochs 1 --max-iters 3: do not combine them")
@@ -159,21 +162,29 @@ def cmd_train(args) -> int:
         keep = 10 * config.batch_size * config.time_size + 1
         valid, test = valid[:keep], test[:keep]
     unit = "characters" if config.level == "char" else "tokens"
-    print(f"npgated {__version__}: training {config.model} ({config.cell}) on "
-          f"{len(train_c):,} {unit}, vocabulary {len(word_to_id):,}; run dir {config.run_dir}")
+    print(
+        f"npgated {__version__}: training {config.model} ({config.cell}) on "
+        f"{len(train_c):,} {unit}, vocabulary {len(word_to_id):,}; run dir {config.run_dir}"
+    )
     try:
-        result = train(config, (train_c, valid, test, word_to_id), resume=args.resume,
-                       data_parallel=dp)
+        result = train(
+            config, (train_c, valid, test, word_to_id), resume=args.resume, data_parallel=dp
+        )
     except TrainingDiverged as exc:
         print(f"npgated: training stopped: {exc}", file=sys.stderr)
         return 1
     if result.interrupted is not None:
-        print(f"interrupted: resumable checkpoint in {Path(config.run_dir) / 'last.npz'}; "
-              "continue with the same command and --resume", file=sys.stderr)
+        print(
+            f"interrupted: resumable checkpoint in {Path(config.run_dir) / 'last.npz'}; "
+            "continue with the same command and --resume",
+            file=sys.stderr,
+        )
         return 128 + int(result.interrupted)
     if result.best_val_ppl is not None:
-        print(f"best valid perplexity {result.best_val_ppl:.2f}"
-              f"{_bpc_text(config.level, result.best_val_ppl)}")
+        print(
+            f"best valid perplexity {result.best_val_ppl:.2f}"
+            f"{_bpc_text(config.level, result.best_val_ppl)}"
+        )
     if result.test_ppl is not None:
         print(f"test perplexity {result.test_ppl:.2f}{_bpc_text(config.level, result.test_ppl)}")
     return 0
@@ -204,11 +215,15 @@ def cmd_eval(args) -> int:
     from npgated.training.evaluate import eval_perplexity, eval_perplexity_book  # noqa: PLC0415
 
     if args.protocol == "book":  # the book's eval_perplexity: 10 streams, windows of 35
-        for flag, value, book in (("--batch-size", args.batch_size, 10),
-                                  ("--time-size", args.time_size, 35)):
+        for flag, value, book in (
+            ("--batch-size", args.batch_size, 10),
+            ("--time-size", args.time_size, 35),
+        ):
             if value is not None and value != book:
-                return _usage_error(f"--protocol book evaluates with {flag} {book} exactly, "
-                                    f"got {flag} {value}; drop the flag or use --protocol default")
+                return _usage_error(
+                    f"--protocol book evaluates with {flag} {book} exactly, "
+                    f"got {flag} {value}; drop the flag or use --protocol default"
+                )
     dp = _data_parallel()  # None unless mpiexec started several ranks
     if dp is not None:
         dp.use_local_device()
@@ -216,8 +231,10 @@ def cmd_eval(args) -> int:
     corpus, vocab, what = _eval_text(args, meta)
     if args.protocol == "book":
         ppl = eval_perplexity_book(model, corpus, 10, 35, progress=True)
-        print(f"{what} perplexity {ppl:.4f} (book protocol: N=10, T=35, whole windows)"
-              f"{_bpc_text(vocab.level, ppl)}")
+        print(
+            f"{what} perplexity {ppl:.4f} (book protocol: N=10, T=35, whole windows)"
+            f"{_bpc_text(vocab.level, ppl)}"
+        )
         return 0
     batch_size = 10 if args.batch_size is None else args.batch_size
     time_size = 35 if args.time_size is None else args.time_size
@@ -243,9 +260,11 @@ def _run_vocabulary(meta, data_dir, word_to_id=None):
     vocab = Vocabulary.of(word_to_id)
     if meta.get("vocab_checksum") not in (None, vocab.checksum):
         what = stored.difference(vocab) if stored is not None else "another checksum"
-        raise DataError(f"the checkpoint was trained with another vocabulary than PTB's from "
-                        f"{ptb.resolve_data_dir(data_dir)} ({what}): evaluate it on its own text "
-                        "(drop --data-dir) or on another with --corpus PATH")
+        raise DataError(
+            f"the checkpoint was trained with another vocabulary than PTB's from "
+            f"{ptb.resolve_data_dir(data_dir)} ({what}): evaluate it on its own text "
+            "(drop --data-dir) or on another with --corpus PATH"
+        )
     return vocab
 
 
@@ -259,22 +278,37 @@ def _eval_text(args, meta):
     batch_size = 10 if args.batch_size is None else args.batch_size
     if args.corpus is not None:
         if not meta.get("vocab"):
-            raise text.DataError("this checkpoint stores no vocabulary (imported, or written "
-                                 "before npgated kept it): --corpus needs one; evaluate it on "
-                                 "PTB (--data-dir)")
+            raise text.DataError(
+                "this checkpoint stores no vocabulary (imported, or written "
+                "before npgated kept it): --corpus needs one; evaluate it on "
+                "PTB (--data-dir)"
+            )
         if args.data_dir is not None:
             raise ValueError("give either --corpus (another text) or --data-dir (PTB), not both")
         vocab = text.Vocabulary.from_dict(meta["vocab"])
-        ids, source, _ = text.load_text(args.corpus, vocab, split=args.split,
-                                        encoding=args.encoding or "utf-8", batch_size=batch_size)
+        ids, source, _ = text.load_text(
+            args.corpus,
+            vocab,
+            split=args.split,
+            encoding=args.encoding or "utf-8",
+            batch_size=batch_size,
+        )
         return ids, vocab, source.describe()
     if config.get("corpus") is not None and args.data_dir is None:
         vocab = _run_vocabulary(meta, None)
-        options = dict(fractions=config.get("fractions", text.DEFAULT_FRACTIONS),
-                       encoding=args.encoding or config.get("encoding", "utf-8"))
+        options = dict(
+            fractions=config.get("fractions", text.DEFAULT_FRACTIONS),
+            encoding=args.encoding or config.get("encoding", "utf-8"),
+        )
         text.check_unchanged(vocab, config["corpus"], **options)
-        c = text.load_corpus(config["corpus"], vocab.level, vocab=vocab, splits=[args.split],
-                             batch=(batch_size, 1), **options)
+        c = text.load_corpus(
+            config["corpus"],
+            vocab.level,
+            vocab=vocab,
+            splits=[args.split],
+            batch=(batch_size, 1),
+            **options,
+        )
         return c[args.split], vocab, args.split
     if args.encoding is not None:
         raise ValueError("--encoding is for --corpus or a run on its own text, not PTB")
@@ -289,8 +323,10 @@ def cmd_import_book(args) -> int:
     if kind == "seq2seq":  # the book's ch. 7-8 models
         return seq2seq_cli.cmd_import_book(args)
     if kind == "lm" and (args.task is not None or args.reverse):
-        return _usage_error(f"{args.file} holds a language model (the book's Rnnlm), not an "
-                            "encoder-decoder: drop --task/--reverse")
+        return _usage_error(
+            f"{args.file} holds a language model (the book's Rnnlm), not an "
+            "encoder-decoder: drop --task/--reverse"
+        )
     from npgated.data import ptb  # noqa: PLC0415
     from npgated.interop.book import book_ptb_vocabulary, model_from_book  # noqa: PLC0415
     from npgated.training.checkpoint import save_checkpoint  # noqa: PLC0415
@@ -305,21 +341,29 @@ def cmd_import_book(args) -> int:
         data_dir = ptb.resolve_data_dir(args.data_dir, download=False)
         _, word_to_id, _ = ptb.load_data("train", data_dir)
     except (FileNotFoundError, ptb.DataError) as exc:
-        print(f"npgated: note: no vocabulary checksum stored (PTB not found: {exc})",
-              file=sys.stderr)
+        print(
+            f"npgated: note: no vocabulary checksum stored (PTB not found: {exc})", file=sys.stderr
+        )
     else:
         if len(word_to_id) != V:
-            print(f"npgated: note: no vocabulary checksum stored: the model has V={V}, "
-                  f"PTB's vocabulary {len(word_to_id)} words", file=sys.stderr)
+            print(
+                f"npgated: note: no vocabulary checksum stored: the model has V={V}, "
+                f"PTB's vocabulary {len(word_to_id)} words",
+                file=sys.stderr,
+            )
         elif book_ptb_vocabulary(data_dir / ptb.PTB_FILES["train"]) != word_to_id:
-            raise ValueError(f"the book's PTB vocabulary built from {data_dir} differs from "
-                             "npgated's: the word ids would not match")
+            raise ValueError(
+                f"the book's PTB vocabulary built from {data_dir} differs from "
+                "npgated's: the word ids would not match"
+            )
         else:
             meta["vocab_checksum"] = ptb.vocab_checksum(word_to_id)
     save_checkpoint(target, model, meta=meta)
     c = model.config
-    print(f"imported the book's {c['model']} (V={V}, D={c['wordvec_size']}, "
-          f"H={c['hidden_size']}, gates f,g,i,o -> i,f,g,o) into {target}")
+    print(
+        f"imported the book's {c['model']} (V={V}, D={c['wordvec_size']}, "
+        f"H={c['hidden_size']}, gates f,g,i,o -> i,f,g,o) into {target}"
+    )
     return 0
 
 
@@ -342,8 +386,10 @@ def cmd_generate(args) -> int:
     if seq2seq_cli.is_seq2seq_run(args.checkpoint):  # answers to --question
         return seq2seq_cli.cmd_generate(args)
     if args.question or args.beam_size is not None:
-        return _usage_error("--question/--beam-size are for encoder-decoder runs; this is a "
-                            "language model (use --start)")
+        return _usage_error(
+            "--question/--beam-size are for encoder-decoder runs; this is a "
+            "language model (use --start)"
+        )
     args.length = 100 if args.length is None else args.length
     from npgated.data.corpus import EOS, UNK  # noqa: PLC0415
     from npgated.models.generation import generate  # noqa: PLC0415
@@ -369,8 +415,16 @@ def cmd_generate(args) -> int:
             sys.stdout.flush()
 
     t0 = time.perf_counter()
-    ids = generate(model, start, args.length, temperature=args.temperature, top_k=args.top_k,
-                   skip_ids=skip, seed=args.seed, on_token=on_token)
+    ids = generate(
+        model,
+        start,
+        args.length,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        skip_ids=skip,
+        seed=args.seed,
+        on_token=on_token,
+    )
     seconds = time.perf_counter() - t0  # the prompt's steps and the sampled ones
     print() if chars else print(vocab.decode(ids))
     # the speed on stderr, so that stdout stays just the text (for pipes and files)
@@ -403,9 +457,11 @@ def cmd_gradcheck(args) -> int:
 
     if args.target not in GRADCHECK_SUITES:
         if ":" not in args.target:
-            return _usage_error(f"gradcheck: unknown target {args.target!r}; choose one of "
-                                f"{', '.join(GRADCHECK_SUITES)} or FILE.py:NAME (your own layer "
-                                "class, a factory, or forward_fn,backward_fn)")
+            return _usage_error(
+                f"gradcheck: unknown target {args.target!r}; choose one of "
+                f"{', '.join(GRADCHECK_SUITES)} or FILE.py:NAME (your own layer "
+                "class, a factory, or forward_fn,backward_fn)"
+            )
         return _gradcheck_user_code(args)
     if args.gates is not None:
         return _usage_error("--gates is for FILE.py:NAME targets (npgated's layers know theirs)")
@@ -417,8 +473,9 @@ def cmd_gradcheck(args) -> int:
         print(f"== {title}: {status} (worst {worst:.1e}, tolerance {tol:.0e})")
         if args.verbose or status == "FAIL":
             print(report(results))
-    print("all gradients agree with finite differences" if not failed
-          else f"{failed} check(s) failed")
+    print(
+        "all gradients agree with finite differences" if not failed else f"{failed} check(s) failed"
+    )
     return 1 if failed else 0
 
 
@@ -428,8 +485,10 @@ def cmd_exercise(args) -> int:
 
     if args.what == "check":
         if args.file is None or args.out is not None:
-            return _usage_error("exercise check takes the exercise file and no --out, e.g. "
-                                "npgated exercise check ex/lstm.py")
+            return _usage_error(
+                "exercise check takes the exercise file and no --out, e.g. "
+                "npgated exercise check ex/lstm.py"
+            )
         try:
             ok, text = exercises.check_exercise(args.file)
         except usercode.UserCodeRaised as exc:
@@ -443,8 +502,10 @@ def cmd_exercise(args) -> int:
     if args.out is None:
         return _usage_error(f"exercise {args.what}: say where to write it, e.g. --out ex")
     paths = exercises.write_exercise(args.what, args.out, force=args.force)
-    print(f"wrote {paths[0]} (the exercise) and {paths[1]} (its tests); fill in the regions "
-          f"marked '>>> your code', then run: npgated exercise check {paths[0]}")
+    print(
+        f"wrote {paths[0]} (the exercise) and {paths[1]} (its tests); fill in the regions "
+        f"marked '>>> your code', then run: npgated exercise check {paths[0]}"
+    )
     return 0
 
 
@@ -470,14 +531,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"npgated {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("train", help="train a language model on PTB or your own text",
-                       description="Train a language model; flags override the preset.")
-    p.add_argument("--preset", help="book-small, book-better, zaremba-small, cpu-hour; "
-                                    "encoder-decoders: book-addition, book-addition-peeky, "
-                                    "book-date-attention")
+    p = sub.add_parser(
+        "train",
+        help="train a language model on PTB or your own text",
+        description="Train a language model; flags override the preset.",
+    )
+    p.add_argument(
+        "--preset",
+        help="book-small, book-better, zaremba-small, cpu-hour; "
+        "encoder-decoders: book-addition, book-addition-peeky, "
+        "book-date-attention",
+    )
     p.add_argument("--resume", action="store_true", help="continue from <run-dir>/last.npz")
-    p.add_argument("--dry-run", action="store_true",
-                   help="one epoch of 3 iterations and a short evaluation (end-to-end check)")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="one epoch of 3 iterations and a short evaluation (end-to-end check)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no log lines")
     _add_config_flags(p)
     from npgated import seq2seq_cli  # noqa: PLC0415 (light: argparse and dataclasses)
@@ -485,118 +555,193 @@ def build_parser() -> argparse.ArgumentParser:
     seq2seq_cli.add_train_flags(p)  # --task, --reverse; --model Seq2seq ... (chapters 7-8)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="perplexity of a checkpoint on a split of its text (or "
-                                    "PTB), or on another text (--corpus)")
+    p = sub.add_parser(
+        "eval",
+        help="perplexity of a checkpoint on a split of its text (or "
+        "PTB), or on another text (--corpus)",
+    )
     p.set_defaults(threads=None)  # npgated.parallel: every available core
     p.add_argument("checkpoint", help="a .npz checkpoint or a run directory")
     p.add_argument("--split", default="test", choices=("train", "valid", "val", "test"))
-    p.add_argument("--data-dir", default=None,
-                   help="PTB folder (default: $NPGATED_DATA_DIR); for an encoder-decoder run "
-                        "the folder with the book's addition.txt/date.txt (default: "
-                        "$NPGATED_BOOK_DATA_DIR, else book/ beside $NPGATED_DATA_DIR)")
-    p.add_argument("--beam-size", type=int, default=None,
-                   help="encoder-decoder: beam search with this many beams instead of the "
-                        "book's greedy decoding")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="PTB folder (default: $NPGATED_DATA_DIR); for an encoder-decoder run "
+        "the folder with the book's addition.txt/date.txt (default: "
+        "$NPGATED_BOOK_DATA_DIR, else book/ beside $NPGATED_DATA_DIR)",
+    )
+    p.add_argument(
+        "--beam-size",
+        type=int,
+        default=None,
+        help="encoder-decoder: beam search with this many beams instead of the "
+        "book's greedy decoding",
+    )
     p.add_argument("--batch-size", type=int, default=None, help="parallel streams (default 10)")
     p.add_argument("--time-size", type=int, default=None, help="window length (default 35)")
-    p.add_argument("--protocol", default="default", choices=("default", "book"),
-                   help="default: every target of N contiguous streams; book: the book's "
-                        "eval_perplexity (N=10, T=35, whole windows only)")
-    p.add_argument("--corpus", default=None,
-                   help="another text under the run's vocabulary: a folder (its --split file) "
-                        "or one file (read whole); unseen tokens become <unk>")
-    p.add_argument("--encoding", default=None,
-                   help="encoding of --corpus (default utf-8; the run's own for its corpus)")
+    p.add_argument(
+        "--protocol",
+        default="default",
+        choices=("default", "book"),
+        help="default: every target of N contiguous streams; book: the book's "
+        "eval_perplexity (N=10, T=35, whole windows only)",
+    )
+    p.add_argument(
+        "--corpus",
+        default=None,
+        help="another text under the run's vocabulary: a folder (its --split file) "
+        "or one file (read whole); unseen tokens become <unk>",
+    )
+    p.add_argument(
+        "--encoding",
+        default=None,
+        help="encoding of --corpus (default utf-8; the run's own for its corpus)",
+    )
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("import-book", help="checkpoint from the book's weight pickle (Rnnlm.pkl, "
-                                           "AttentionSeq2seq.pkl, ...)",
-                       description="Read one of the book's (DLfS2) weight pickles safely and "
-                                   "write it as an npgated checkpoint RUN_DIR/best.npz.")
+    p = sub.add_parser(
+        "import-book",
+        help="checkpoint from the book's weight pickle (Rnnlm.pkl, AttentionSeq2seq.pkl, ...)",
+        description="Read one of the book's (DLfS2) weight pickles safely and "
+        "write it as an npgated checkpoint RUN_DIR/best.npz.",
+    )
     p.add_argument("file", help="the book's pickle, e.g. ch06/Rnnlm.pkl")
     p.add_argument("--out", required=True, help="run directory for best.npz")
-    p.add_argument("--data-dir", default=None,
-                   help="PTB folder, to record the vocabulary checksum "
-                        "(default: $NPGATED_DATA_DIR); with --task the folder with the "
-                        "book's addition.txt/date.txt (default: $NPGATED_BOOK_DATA_DIR, "
-                        "else book/ beside $NPGATED_DATA_DIR)")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="PTB folder, to record the vocabulary checksum "
+        "(default: $NPGATED_DATA_DIR); with --task the folder with the "
+        "book's addition.txt/date.txt (default: $NPGATED_BOOK_DATA_DIR, "
+        "else book/ beside $NPGATED_DATA_DIR)",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing best.npz")
-    p.add_argument("--task", default=None, choices=("addition", "date"),
-                   help="an encoder-decoder pickle (ch. 7-8): the task whose characters its "
-                        "ids are; --data-dir is then the folder with the task's file")
-    p.add_argument("--reverse", action="store_true",
-                   help="the encoder-decoder was trained on reversed questions")
+    p.add_argument(
+        "--task",
+        default=None,
+        choices=("addition", "date"),
+        help="an encoder-decoder pickle (ch. 7-8): the task whose characters its "
+        "ids are; --data-dir is then the folder with the task's file",
+    )
+    p.add_argument(
+        "--reverse",
+        action="store_true",
+        help="the encoder-decoder was trained on reversed questions",
+    )
     p.set_defaults(func=cmd_import_book)
 
-    p = sub.add_parser("export-book", help="write a checkpoint as the book's weight pickle",
-                       description="Write an LSTM Rnnlm or a tied 2-layer BetterRnnlm in the "
-                                   "book's format (a pickled list of float16 arrays).")
+    p = sub.add_parser(
+        "export-book",
+        help="write a checkpoint as the book's weight pickle",
+        description="Write an LSTM Rnnlm or a tied 2-layer BetterRnnlm in the "
+        "book's format (a pickled list of float16 arrays).",
+    )
     p.add_argument("checkpoint", help="a .npz checkpoint or a run directory")
     p.add_argument("--out", required=True, help="the .pkl file to write")
     p.set_defaults(func=cmd_export_book)
 
     p = sub.add_parser("generate", help="sample text from a checkpoint")
     p.add_argument("checkpoint", help="a .npz checkpoint or a run directory")
-    p.add_argument("--start", default=None,
-                   help="prompt: words, space separated (default 'you' on PTB, else <eos>), "
-                        "or characters for a char-level run (default a newline)")
-    p.add_argument("--length", type=int, default=None,
-                   help="number of words to sample (default 100; an encoder-decoder: the "
-                        "answer's width)")
-    p.add_argument("--question", action="append", default=[],
-                   help="encoder-decoder: a question to answer (repeat for several, answered "
-                        "together), e.g. --question '16+75'")
-    p.add_argument("--beam-size", type=int, default=None,
-                   help="encoder-decoder: beam search with this many beams (default greedy)")
+    p.add_argument(
+        "--start",
+        default=None,
+        help="prompt: words, space separated (default 'you' on PTB, else <eos>), "
+        "or characters for a char-level run (default a newline)",
+    )
+    p.add_argument(
+        "--length",
+        type=int,
+        default=None,
+        help="number of words to sample (default 100; an encoder-decoder: the answer's width)",
+    )
+    p.add_argument(
+        "--question",
+        action="append",
+        default=[],
+        help="encoder-decoder: a question to answer (repeat for several, answered "
+        "together), e.g. --question '16+75'",
+    )
+    p.add_argument(
+        "--beam-size",
+        type=int,
+        default=None,
+        help="encoder-decoder: beam search with this many beams (default greedy)",
+    )
     p.add_argument("--temperature", type=float, default=1.0, help="> 1 flatter, < 1 sharper")
     p.add_argument("--top-k", type=int, default=None, help="sample among the k most likely")
-    p.add_argument("--skip", nargs="*", default=None,
-                   help="tokens never sampled (default: <unk> and N; <unk> at char level)")
+    p.add_argument(
+        "--skip",
+        nargs="*",
+        default=None,
+        help="tokens never sampled (default: <unk> and N; <unk> at char level)",
+    )
     p.add_argument("--seed", type=int, default=0, help="same seed, same text")
     p.add_argument("--data-dir", default=None, help="PTB folder (default: $NPGATED_DATA_DIR)")
     p.set_defaults(func=cmd_generate)
 
     seq2seq_cli.add_attention_parser(sub)  # npgated attention RUN QUESTION --out FILE
 
-    p = sub.add_parser("gradcheck", help="finite-difference report for every layer or a model, "
-                                         "or for your own code (FILE.py:NAME)")
-    p.add_argument("target", nargs="?", default="layers",
-                   help="layers (default: every layer), rnnlm, better, all; or FILE.py:NAME -- "
-                        "your layer class (built with small random shapes from its "
-                        "constructor's signature), a factory returning (layer, inputs), or "
-                        "forward_fn,backward_fn (step functions); see docs/check-your-backward.md")
-    p.add_argument("--gates", default=None,
-                   help="FILE.py:NAME only: gate packing of the parameters' last axis, e.g. "
-                        "ifgo (npgated, PyTorch), fgio (the book's LSTM), rzn (GRU)")
+    p = sub.add_parser(
+        "gradcheck",
+        help="finite-difference report for every layer or a model, "
+        "or for your own code (FILE.py:NAME)",
+    )
+    p.add_argument(
+        "target",
+        nargs="?",
+        default="layers",
+        help="layers (default: every layer), rnnlm, better, all; or FILE.py:NAME -- "
+        "your layer class (built with small random shapes from its "
+        "constructor's signature), a factory returning (layer, inputs), or "
+        "forward_fn,backward_fn (step functions); see docs/check-your-backward.md",
+    )
+    p.add_argument(
+        "--gates",
+        default=None,
+        help="FILE.py:NAME only: gate packing of the parameters' last axis, e.g. "
+        "ifgo (npgated, PyTorch), fgio (the book's LSTM), rzn (GRU)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-v", "--verbose", action="store_true", help="one line per array")
     p.set_defaults(func=cmd_gradcheck)
 
-    p = sub.add_parser("exercise", help="write your own backward pass: an exercise to fill in "
-                                        "(rnn, lstm, gru, attention), or check one",
-                       description="npgated exercise lstm --out ex writes ex/lstm.py (forward "
-                                   "complete, backward to write) and ex/test_lstm.py; npgated "
-                                   "exercise check ex/lstm.py says what is wrong where (exit 1 "
-                                   "until it is right). See docs/check-your-backward.md.")
-    p.add_argument("what", choices=("rnn", "lstm", "gru", "attention", "check"),
-                   help="the exercise to write, or check")
+    p = sub.add_parser(
+        "exercise",
+        help="write your own backward pass: an exercise to fill in "
+        "(rnn, lstm, gru, attention), or check one",
+        description="npgated exercise lstm --out ex writes ex/lstm.py (forward "
+        "complete, backward to write) and ex/test_lstm.py; npgated "
+        "exercise check ex/lstm.py says what is wrong where (exit 1 "
+        "until it is right). See docs/check-your-backward.md.",
+    )
+    p.add_argument(
+        "what",
+        choices=("rnn", "lstm", "gru", "attention", "check"),
+        help="the exercise to write, or check",
+    )
     p.add_argument("file", nargs="?", default=None, help="check: the exercise file")
     p.add_argument("--out", default=None, help="the folder to write the exercise into")
     p.add_argument("--force", action="store_true", help="replace existing files")
     p.set_defaults(func=cmd_exercise)
 
-    p = sub.add_parser("demo", help="offline: vanishing gradients and long-range tasks, "
-                                    "RNN vs LSTM vs GRU (no data needed)")
+    p = sub.add_parser(
+        "demo",
+        help="offline: vanishing gradients and long-range tasks, "
+        "RNN vs LSTM vs GRU (no data needed)",
+    )
     p.add_argument("--out", default="demo", help="folder for the table and figures")
     p.add_argument("--quick", action="store_true", help="fewer lengths and steps")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("info", help="versions, BLAS kernel, CPU and environment for a bug report",
-                       description="What a bug report needs: versions, the backend, the BLAS "
-                                   "library and the kernel it runs, the CPU's vector "
-                                   "extensions and the OPENBLAS_*/thread variables, with a "
-                                   "WARNING when the kernel is below what the CPU supports.")
+    p = sub.add_parser(
+        "info",
+        help="versions, BLAS kernel, CPU and environment for a bug report",
+        description="What a bug report needs: versions, the backend, the BLAS "
+        "library and the kernel it runs, the CPU's vector "
+        "extensions and the OPENBLAS_*/thread variables, with a "
+        "WARNING when the kernel is below what the CPU supports.",
+    )
     p.add_argument("--json", action="store_true", help="print the facts as JSON")
     p.set_defaults(func=cmd_info)
     return parser

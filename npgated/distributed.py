@@ -78,14 +78,21 @@ from npgated.training.loop import Run
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DataParallel", "DistributedError", "GradientBuffer", "abort_if_running",
-           "blas_threads", "device_for", "launcher_env", "shard"]
+__all__ = [
+    "DataParallel",
+    "DistributedError",
+    "GradientBuffer",
+    "abort_if_running",
+    "blas_threads",
+    "device_for",
+    "launcher_env",
+    "shard",
+]
 
 INSTALL_HINT = "pip install npgated[mpi]"
 _TAIL = ("loss_sum", "count", "sigint", "sigterm")  # scalars after the gradients in the buffer
 # Where a run starts (compared across ranks at the start; timings are not compared)
-_POSITION = ("epoch", "iteration", "total_iterations", "lr", "best_val_ppl", "schedule",
-             "batcher")
+_POSITION = ("epoch", "iteration", "total_iterations", "lr", "best_val_ppl", "schedule", "batcher")
 
 
 class DistributedError(RuntimeError):
@@ -218,21 +225,24 @@ class GradientBuffer:
         self.in_place = storage is not None
         if self.in_place:
             if storage.size != self.size + len(_TAIL) or not flat.tiles(
-                    grads, storage[:self.size]):
+                grads, storage[: self.size]
+            ):
                 raise ValueError(
                     f"storage must be the ({self.size} + {len(_TAIL)},) buffer of which the "
-                    "gradients are the consecutive pieces (model.flat_buffers[0].storage)")
+                    "gradients are the consecutive pieces (model.flat_buffers[0].storage)"
+                )
             self.flat = storage
             self.views = grads  # the gradients live in the buffer already
         else:
             self.flat = xp.zeros(self.size + len(_TAIL), dtype=dtype)
             # Views of the buffer shaped like each gradient, made once (no per-step objects).
-            self.views = flat.views_like(self.flat[:self.size], grads)
+            self.views = flat.views_like(self.flat[: self.size], grads)
         self.on_device = xp is not np
         self.host = self.flat if not self.on_device else None
 
-    def pack(self, loss_sum: float, count: float, sigint: bool = False,
-             sigterm: bool = False) -> np.ndarray:
+    def pack(
+        self, loss_sum: float, count: float, sigint: bool = False, sigterm: bool = False
+    ) -> np.ndarray:
         """The scalars in (and the gradients, unless in place); returns the host array to
         reduce in place."""
         if not self.in_place:
@@ -240,12 +250,12 @@ class GradientBuffer:
                 v[...] = g  # D2 (packing)
         if self.on_device:  # stage through host memory for MPI
             self.host = backend.to_cpu(self.flat)
-        self.host[self.size:] = (loss_sum, count, float(sigint), float(sigterm))
+        self.host[self.size :] = (loss_sum, count, float(sigint), float(sigterm))
         return self.host
 
     def tail(self) -> dict:
         """The four reduced scalars as Python floats."""
-        return dict(zip(_TAIL, (float(v) for v in self.host[self.size:])))
+        return dict(zip(_TAIL, (float(v) for v in self.host[self.size :])))
 
     def finish(self, max_grad_norm: float) -> tuple[float, float]:
         """After the Allreduce: unpack ``S`` into the gradients as the clipped mean gradient.
@@ -419,8 +429,13 @@ class DataParallel:
         self.buffer = None
         if gradients:  # the model's own gradient buffer when it has one: reduced in place
             fb = getattr(model, "flat_buffers", [])
-            storage = fb[0].storage if len(fb) == 1 and fb[0].spare.size == len(_TAIL) \
-                and flat.tiles(model.grads, fb[0].grads) else None
+            storage = (
+                fb[0].storage
+                if len(fb) == 1
+                and fb[0].spare.size == len(_TAIL)
+                and flat.tiles(model.grads, fb[0].grads)
+                else None
+            )
             self.buffer = GradientBuffer(model.grads, storage)
         model.data_parallel = self
 
@@ -478,15 +493,16 @@ class DataParallel:
         The buffer holds the gradient of the rank's *sum* of losses (backward with dout =
         its count of targets), the loss sum, the count and this rank's stop requests.
         """
-        xs, ts = xs[self.start:self.stop], ts[self.start:self.stop]
+        xs, ts = xs[self.start : self.stop], ts[self.start : self.stop]
         model.zero_grads()
         loss = float(model.forward(xs, ts))
         ignore = getattr(model.layers.get("loss"), "ignore_label", None)
         count = ts.size if ignore is None else int((backend.to_cpu(ts) != ignore).sum())
         model.backward(float(count))  # D1: the gradient of the rank's sum of losses
         signum = getattr(getattr(self._stop, "local", None), "signum", None)
-        return self.buffer.pack(loss * count, count, signum == signal.SIGINT,
-                                signum == signal.SIGTERM)
+        return self.buffer.pack(
+            loss * count, count, signum == signal.SIGINT, signum == signal.SIGTERM
+        )
 
     def allreduce(self, host) -> None:
         """Sum ``host`` (a contiguous host array) over the ranks, in place."""
@@ -525,7 +541,7 @@ class DataParallel:
                     f"saved recurrent state {name} has {a.shape[0]} rows but the batch has "
                     f"N = {self.n_global} streams: resume with the batch size it was saved with"
                 )
-            out[name] = a[self.start:self.stop]
+            out[name] = a[self.start : self.stop]
         return out
 
     def check_same(self, items: dict, when: str) -> None:
@@ -542,15 +558,22 @@ class DataParallel:
 
     def check_start(self, config, model, corpus, vocab_checksum, progress) -> None:
         """Compare the configuration, data, position and initial parameters of all ranks."""
-        self.check_same({
-            "configuration": _digest(config.to_json().encode()),
-            "vocabulary": str(vocab_checksum),
-            "training data": _digest(np.asarray(corpus)),
-            "starting position": _digest(json.dumps(
-                {k: getattr(progress, k, None) for k in _POSITION}, sort_keys=True,
-                default=str).encode()),
-            "initial parameters": _digest(*model.params),
-        }, "at the start")
+        self.check_same(
+            {
+                "configuration": _digest(config.to_json().encode()),
+                "vocabulary": str(vocab_checksum),
+                "training data": _digest(np.asarray(corpus)),
+                "starting position": _digest(
+                    json.dumps(
+                        {k: getattr(progress, k, None) for k in _POSITION},
+                        sort_keys=True,
+                        default=str,
+                    ).encode()
+                ),
+                "initial parameters": _digest(*model.params),
+            },
+            "at the start",
+        )
 
     def check_params(self, model, epoch: int) -> None:
         """Compare a checksum of the parameters of all ranks (they must be identical)."""

@@ -61,8 +61,19 @@ from npgated import backend
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ENV_VAR", "SPARE", "FlatBuffers", "covering", "enabled", "layer_like", "overlapping",
-           "stale_references", "tiles", "views_like", "zeros_like_all"]
+__all__ = [
+    "ENV_VAR",
+    "SPARE",
+    "FlatBuffers",
+    "covering",
+    "enabled",
+    "layer_like",
+    "overlapping",
+    "stale_references",
+    "tiles",
+    "views_like",
+    "zeros_like_all",
+]
 
 ENV_VAR = "NPGATED_FLAT"
 SPARE = 4  # elements after the gradients in the gradient buffer (data parallel's scalars)
@@ -147,14 +158,18 @@ def covering(arrays):
     for a in arrays:
         if a.dtype != dtype or not a.flags.c_contiguous or a.size == 0:
             return None
-        if backend.get_array_module(a) is not xp or _address(a) != end \
-                or _allocation(a) is not owner:
+        if (
+            backend.get_array_module(a) is not xp
+            or _address(a) != end
+            or _allocation(a) is not owner
+        ):
             return None
         end += a.size * dtype.itemsize
         total += a.size
     if isinstance(first, np.ndarray):  # NumPy, and the stand-in keeps its type (subok)
-        return np.lib.stride_tricks.as_strided(first, shape=(total,),
-                                               strides=(dtype.itemsize,), subok=True)
+        return np.lib.stride_tricks.as_strided(
+            first, shape=(total,), strides=(dtype.itemsize,), subok=True
+        )
     return xp.ndarray((total,), dtype=dtype, memptr=first.data)  # CuPy: a header, no copy
 
 
@@ -215,7 +230,7 @@ class FlatBuffers:
         self.size = sum(int(p.size) for p in params)
         self.params = xp.empty(self.size, dtype=dtype)
         self.storage = xp.zeros(self.size + spare, dtype=dtype)
-        self.grads, self.spare = self.storage[:self.size], self.storage[self.size:]
+        self.grads, self.spare = self.storage[: self.size], self.storage[self.size :]
         self.param_views = views_like(self.params, params)
         self.grad_views = views_like(self.grads, params)
         for pv, gv, p, g in zip(self.param_views, self.grad_views, params, grads):
@@ -223,8 +238,10 @@ class FlatBuffers:
             gv[...] = g
 
     def __repr__(self) -> str:
-        return (f"FlatBuffers({len(self.param_views)} arrays, {self.size:,} "
-                f"{self.params.dtype} elements)")
+        return (
+            f"FlatBuffers({len(self.param_views)} arrays, {self.size:,} "
+            f"{self.params.dtype} elements)"
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -239,8 +256,11 @@ def _children(obj):
         return list(obj.items())
     if isinstance(obj, (list, tuple)):
         return list(enumerate(obj))
-    if hasattr(obj, "__dict__") and not isinstance(obj, (type, types.ModuleType)) \
-            and (hasattr(obj, "params") or not callable(obj)):  # not into functions, modules
+    if (
+        hasattr(obj, "__dict__")
+        and not isinstance(obj, (type, types.ModuleType))
+        and (hasattr(obj, "params") or not callable(obj))
+    ):  # not into functions, modules
         return list(vars(obj).items())
     return []
 
@@ -266,9 +286,12 @@ def _walk(roots, max_depth: int = 6):
 def layer_like(roots):
     """Every object reachable from ``roots`` that holds ``params`` and ``grads`` lists:
     the layers and any layer inside one (the book's composite layers keep their parts)."""
-    return [obj for _, obj in _walk(roots)
-            if isinstance(getattr(obj, "params", None), list)
-            and isinstance(getattr(obj, "grads", None), list)]
+    return [
+        obj
+        for _, obj in _walk(roots)
+        if isinstance(getattr(obj, "params", None), list)
+        and isinstance(getattr(obj, "grads", None), list)
+    ]
 
 
 def stale_references(roots, old_arrays, skip=()):
@@ -305,7 +328,7 @@ def views_like(buffer, arrays) -> list:
     """Views of the 1-D ``buffer``, consecutive, shaped like ``arrays`` (sizes must add up)."""
     out, start = [], 0
     for a in arrays:
-        out.append(buffer[start:start + a.size].reshape(a.shape))
+        out.append(buffer[start : start + a.size].reshape(a.shape))
         start += a.size
     if start != buffer.size:
         raise ValueError(f"views_like: the arrays hold {start} elements, the buffer {buffer.size}")
@@ -325,6 +348,10 @@ def tiles(arrays, buffer) -> bool:
     """True when ``arrays`` are the consecutive pieces of all of the 1-D ``buffer``."""
     arrays = list(arrays)
     whole = covering(arrays)
-    return whole is not None and whole.size == buffer.size and whole.dtype == buffer.dtype \
-        and _address(whole) == _address(buffer) \
+    return (
+        whole is not None
+        and whole.size == buffer.size
+        and whole.dtype == buffer.dtype
+        and _address(whole) == _address(buffer)
         and _allocation(arrays[0]) is _allocation(buffer)
+    )

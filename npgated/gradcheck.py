@@ -370,13 +370,22 @@ def _layer_cases(rng):
     yield "TimeSoftmaxWithLoss", TimeSoftmaxWithLoss(), (arr(N, T, V), ts), None, None
     h0, c0 = arr(N, H), arr(N, H)
     yield "TimeRNN", TimeRNN(arr(D, H), arr(H, H), arr(H), stateful=True), (xs,), {"h": h0}, None
-    yield ("TimeLSTM", TimeLSTM(arr(D, 4 * H), arr(H, 4 * H), arr(4 * H), stateful=True), (xs,),
-           {"h": h0, "c": c0}, None)
+    yield (
+        "TimeLSTM",
+        TimeLSTM(arr(D, 4 * H), arr(H, 4 * H), arr(4 * H), stateful=True),
+        (xs,),
+        {"h": h0, "c": c0},
+        None,
+    )
     for reset_after in (False, True):
         b = arr(2, 3 * H) if reset_after else arr(3 * H)
-        yield (f"TimeGRU (reset_after={reset_after})",
-               TimeGRU(arr(D, 3 * H), arr(H, 3 * H), b, stateful=True, reset_after=reset_after),
-               (xs,), {"h": h0}, None)
+        yield (
+            f"TimeGRU (reset_after={reset_after})",
+            TimeGRU(arr(D, 3 * H), arr(H, 3 * H), b, stateful=True, reset_after=reset_after),
+            (xs,),
+            {"h": h0},
+            None,
+        )
     # Regularized recurrence (Gal & Ghahramani 2016; Wan et al. 2013): masks frozen.
     reg = {"recurrent_dropout": 0.3, "weight_drop": 0.3}
     title = "(recurrent_dropout, weight_drop, frozen masks)"
@@ -386,10 +395,16 @@ def _layer_cases(rng):
     yield f"TimeLSTM {title}", layer, (xs,), {"h": h0, "c": c0}, frozen(layer)
     for reset_after in (False, True):
         b = arr(2, 3 * H) if reset_after else arr(3 * H)
-        layer = TimeGRU(arr(D, 3 * H), arr(H, 3 * H), b, stateful=True, reset_after=reset_after,
-                        **reg)
-        yield (f"TimeGRU (reset_after={reset_after}) {title}", layer, (xs,), {"h": h0},
-               frozen(layer))
+        layer = TimeGRU(
+            arr(D, 3 * H), arr(H, 3 * H), b, stateful=True, reset_after=reset_after, **reg
+        )
+        yield (
+            f"TimeGRU (reset_after={reset_after}) {title}",
+            layer,
+            (xs,),
+            {"h": h0},
+            frozen(layer),
+        )
     # Embedding dropout (Gal & Ghahramani 2016): whole word types, mask frozen.
     embed = TimeEmbedding(arr(V, D), embedding_dropout=0.4)
     yield "TimeEmbedding (embedding_dropout, frozen mask)", embed, (ts,), None, frozen(embed)
@@ -403,10 +418,13 @@ def _model_cases(target):
             model = Rnnlm(11, 5, 6, cell=cell, seed=0, dtype=np.float64, init=0.5)
             yield f"Rnnlm ({cell})", model, ()
     if target in ("better", "all"):
-        yield ("BetterRnnlm (2 layers, tied, variational dropout)",
-               BetterRnnlm(11, 6, 6, num_layers=2, dropout_ratio=0.3, seed=0, dtype=np.float64,
-                           init=0.5),
-               ("embed.W",))
+        yield (
+            "BetterRnnlm (2 layers, tied, variational dropout)",
+            BetterRnnlm(
+                11, 6, 6, num_layers=2, dropout_ratio=0.3, seed=0, dtype=np.float64, init=0.5
+            ),
+            ("embed.W",),
+        )
 
 
 def run_suite(target: str = "layers", seed: int = 0):
@@ -421,8 +439,11 @@ def run_suite(target: str = "layers", seed: int = 0):
             wrt = None
             if state:
                 wrt = ["xs", *layer.param_names, *(("h0", "c0") if "c" in state else ("h0",))]
-            yield title, check_layer(layer, inputs, wrt=wrt, state=state, before_forward=before,
-                                     seed=seed), 1e-7
+            yield (
+                title,
+                check_layer(layer, inputs, wrt=wrt, state=state, before_forward=before, seed=seed),
+                1e-7,
+            )
     for title, model, directional in _model_cases(target):
         N, T, V = 2, 3, model.vocab_size
         xs = rng.integers(0, V, (N, T))
@@ -434,5 +455,8 @@ def run_suite(target: str = "layers", seed: int = 0):
             for i, layer in enumerate(drops):
                 layer.rng = np.random.default_rng(100 + i)
 
-        yield title, check_model(model, xs, ts, before_forward=before, seed=seed,
-                                 directional=directional), 1e-6
+        yield (
+            title,
+            check_model(model, xs, ts, before_forward=before, seed=seed, directional=directional),
+            1e-6,
+        )

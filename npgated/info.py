@@ -30,13 +30,32 @@ import numpy as np
 from npgated import __version__, backend, parallel
 
 #: Environment variables that change BLAS's kernel, cache sizes or threads (and the backend).
-ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
-            "MKL_NUM_THREADS", "NPGATED_BACKEND", "NPGATED_THREADS", "NPGATED_FLAT",
-            "NPGATED_PIPELINE")
+ENV_VARS = (
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_L2_SIZE",
+    "OPENBLAS_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NPGATED_BACKEND",
+    "NPGATED_THREADS",
+    "NPGATED_FLAT",
+    "NPGATED_PIPELINE",
+)
 
 #: The /proc/cpuinfo flags reported, from the oldest extension to the newest.
-VECTOR_FLAGS = ("sse4_2", "avx", "fma", "avx2", "avx512f", "avx512bw", "avx512_vnni",
-                "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+VECTOR_FLAGS = (
+    "sse4_2",
+    "avx",
+    "fma",
+    "avx2",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+)
 
 # Vector levels, lowest first; a kernel and a CPU are compared by their index here.
 LEVELS = ("sse2", "sse3", "ssse3", "sse4_2", "avx", "avx2", "avx512")
@@ -44,16 +63,33 @@ LEVELS = ("sse2", "sse3", "ssse3", "sse4_2", "avx", "avx2", "avx512")
 # OpenBLAS's x86-64 core names (as in OPENBLAS_CORETYPE and threadpoolctl's "architecture",
 # compared in lower case) -> the widest vector extension that kernel uses.
 CORETYPE_LEVELS = {
-    "prescott": "sse3", "core2": "ssse3", "penryn": "ssse3", "dunnington": "ssse3",
-    "nehalem": "sse4_2", "atom": "ssse3", "nano": "sse3",
-    "opteron": "sse2", "opteron_sse3": "sse3", "barcelona": "sse3", "bobcat": "sse3",
-    "sandybridge": "avx", "bulldozer": "avx", "piledriver": "avx", "steamroller": "avx",
-    "haswell": "avx2", "excavator": "avx2", "zen": "avx2",
-    "skylakex": "avx512", "cooperlake": "avx512", "sapphirerapids": "avx512",
+    "prescott": "sse3",
+    "core2": "ssse3",
+    "penryn": "ssse3",
+    "dunnington": "ssse3",
+    "nehalem": "sse4_2",
+    "atom": "ssse3",
+    "nano": "sse3",
+    "opteron": "sse2",
+    "opteron_sse3": "sse3",
+    "barcelona": "sse3",
+    "bobcat": "sse3",
+    "sandybridge": "avx",
+    "bulldozer": "avx",
+    "piledriver": "avx",
+    "steamroller": "avx",
+    "haswell": "avx2",
+    "excavator": "avx2",
+    "zen": "avx2",
+    "skylakex": "avx512",
+    "cooperlake": "avx512",
+    "sapphirerapids": "avx512",
 }
 
-MEASURED = ("measured by npgated: with OPENBLAS_CORETYPE=Haswell on an AVX-512 machine the "
-            "book-better preset trained at 0.83x PyTorch's speed instead of 1.22x")
+MEASURED = (
+    "measured by npgated: with OPENBLAS_CORETYPE=Haswell on an AVX-512 machine the "
+    "book-better preset trained at 0.83x PyTorch's speed instead of 1.22x"
+)
 
 
 # ---------------------------------------------------------------------------------------
@@ -88,8 +124,7 @@ def cpu_info(cpuinfo_path="/proc/cpuinfo") -> dict:
     be read, e.g. not Linux) and ``vector_level`` (one of :data:`LEVELS` or None).
     """
     model, flags = _read_cpuinfo(cpuinfo_path)
-    available = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                 else os.cpu_count())
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     vector = None if flags is None else [f for f in VECTOR_FLAGS if f in set(flags)]
     return {
         "model": model or platform.processor() or platform.machine() or "unknown",
@@ -131,16 +166,23 @@ def blas_info() -> dict:
     out = {"numpy_build": None, "libraries": None}
     try:
         blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-        out["numpy_build"] = {k: blas.get(k) for k in ("name", "version",
-                                                       "openblas configuration")}
+        out["numpy_build"] = {k: blas.get(k) for k in ("name", "version", "openblas configuration")}
     except Exception:  # noqa: BLE001 (older NumPy: no dict mode; a bug report must not fail)
         pass
     try:
         from threadpoolctl import threadpool_info  # noqa: PLC0415
     except ImportError:
         return out
-    keep = ("user_api", "internal_api", "version", "architecture", "num_threads",
-            "threading_layer", "prefix", "filepath")
+    keep = (
+        "user_api",
+        "internal_api",
+        "version",
+        "architecture",
+        "num_threads",
+        "threading_layer",
+        "prefix",
+        "filepath",
+    )
     out["libraries"] = [{k: d.get(k) for k in keep} for d in threadpool_info()]
     return out
 
@@ -168,7 +210,7 @@ def versions() -> dict:
     return {
         "npgated": __version__,
         "python": f"{platform.python_version()} ({platform.python_implementation()}, "
-                  f"{sys.executable})",
+        f"{sys.executable})",
         "numpy": np.__version__,
         "cupy": _cupy_version(),
         "torch": _package_version("torch"),
@@ -219,8 +261,10 @@ def kernel_warnings(cpu_flags, env=None, openblas_architectures=()) -> list[str]
     if forced:
         kernel = CORETYPE_LEVELS.get(forced.lower())
         if kernel is None:
-            found.append(f"OPENBLAS_CORETYPE={forced} is not an x86-64 core name this check "
-                         "knows; OpenBLAS may ignore it (unset it to let OpenBLAS choose)")
+            found.append(
+                f"OPENBLAS_CORETYPE={forced} is not an x86-64 core name this check "
+                "knows; OpenBLAS may ignore it (unset it to let OpenBLAS choose)"
+            )
         elif level is not None and LEVELS.index(kernel) < LEVELS.index(level):
             found.append(
                 f"OPENBLAS_CORETYPE={forced} forces an {kernel.upper()} kernel on a CPU with "
@@ -236,8 +280,7 @@ def kernel_warnings(cpu_flags, env=None, openblas_architectures=()) -> list[str]
         return found
     for arch in openblas_architectures:
         kernel = CORETYPE_LEVELS.get(str(arch or "").lower())
-        if kernel is not None and level is not None \
-                and LEVELS.index(kernel) < LEVELS.index(level):
+        if kernel is not None and level is not None and LEVELS.index(kernel) < LEVELS.index(level):
             found.append(
                 f"OpenBLAS runs its {arch} ({kernel.upper()}) kernel on a CPU with "
                 f"{level.upper()}: this OpenBLAS build lacks the newer kernel and is slower "
@@ -260,8 +303,11 @@ def collect(cpuinfo_path="/proc/cpuinfo", environ=None) -> dict:
     cpu = cpu_info(cpuinfo_path)
     blas = blas_info()
     env = environment(environ)
-    archs = [d.get("architecture") for d in blas["libraries"] or []
-             if d.get("internal_api") == "openblas"]
+    archs = [
+        d.get("architecture")
+        for d in blas["libraries"] or []
+        if d.get("internal_api") == "openblas"
+    ]
     return {
         "versions": versions(),
         "backend": _active_backend(),
@@ -277,28 +323,42 @@ def collect(cpuinfo_path="/proc/cpuinfo", environ=None) -> dict:
 def format_info(info: dict) -> str:
     """The dict of :func:`collect` as the text ``npgated info`` prints."""
     v, cpu, blas = info["versions"], info["cpu"], info["blas"]
-    lines = [f"npgated        {v['npgated']}",
-             f"python         {v['python']}",
-             f"numpy          {v['numpy']}"]
+    lines = [
+        f"npgated        {v['npgated']}",
+        f"python         {v['python']}",
+        f"numpy          {v['numpy']}",
+    ]
     for name in ("cupy", "torch", "mpi4py", "threadpoolctl"):
         lines.append(f"{name:<15}{v.get(name) or 'not installed'}")
-    lines += [f"backend        {info['backend']}",
-              f"platform       {info['platform']}",
-              f"cpu            {cpu['model']} ({cpu['cores_available']} of {cpu['cores']} "
-              "cores available)"]
+    lines += [
+        f"backend        {info['backend']}",
+        f"platform       {info['platform']}",
+        f"cpu            {cpu['model']} ({cpu['cores_available']} of {cpu['cores']} "
+        "cores available)",
+    ]
     flags = cpu["vector_flags"]
-    lines.append("vector ext.    " + ("unknown (no /proc/cpuinfo)" if flags is None
-                                      else " ".join(flags) or "none of " + ", ".join(VECTOR_FLAGS)))
+    lines.append(
+        "vector ext.    "
+        + (
+            "unknown (no /proc/cpuinfo)"
+            if flags is None
+            else " ".join(flags) or "none of " + ", ".join(VECTOR_FLAGS)
+        )
+    )
     build = blas["numpy_build"] or {}
     lines.append(f"numpy's BLAS   {build.get('name') or '?'} {build.get('version') or ''}".rstrip())
     if blas["libraries"] is None:
         lines.append("loaded BLAS    unknown (pip install threadpoolctl to see the kernel)")
     for d in blas["libraries"] or []:
-        lines.append(f"loaded {d.get('user_api') or '?':<8}{d.get('internal_api')} "
-                     f"{d.get('version') or ''}, kernel {d.get('architecture') or '?'}, "
-                     f"{d.get('num_threads')} threads ({d.get('filepath')})")
-    lines.append(f"npgated threads {info.get('threads', 1)} (npgated.parallel; NPGATED_THREADS, "
-                 "else eval: every core, train/generate: BLAS's threads; 1 = off)")
+        lines.append(
+            f"loaded {d.get('user_api') or '?':<8}{d.get('internal_api')} "
+            f"{d.get('version') or ''}, kernel {d.get('architecture') or '?'}, "
+            f"{d.get('num_threads')} threads ({d.get('filepath')})"
+        )
+    lines.append(
+        f"npgated threads {info.get('threads', 1)} (npgated.parallel; NPGATED_THREADS, "
+        "else eval: every core, train/generate: BLAS's threads; 1 = off)"
+    )
     for name, value in info["env"].items():
         lines.append(f"{name:<21}{'(unset)' if value is None else value}")
     lines += [f"WARNING: {w}" for w in info["warnings"]]

@@ -27,8 +27,8 @@ would write ``a @ b`` / ``c += a @ b`` for a product that can be large, and the 
 optimizer and ``zero_grads`` hand their row or parameter blocks to :func:`run` /
 :func:`each`. No thread code lives in a layer. :mod:`npgated.pipeline` hands whole stages of
 a recurrent stack to :func:`run`; inside a piece of :func:`run` nothing is split again (the
-piece has its core; its parts would only run one after the other there). (Clipping's norm and scale stayed plain:
-split, they were measured slower.)
+piece has its core; its parts would only run one after the other there). (Clipping's norm
+and scale stayed plain: split, they were measured slower.)
 
 Same numbers
 ------------
@@ -74,9 +74,23 @@ import numpy as np
 
 from npgated import backend
 
-__all__ = ["use_threads", "threads", "requested_threads", "parts", "run", "each", "over_rows",
-           "matmul", "matmul_for", "add_matmul", "available_cores", "MIN_FLOPS", "MIN_ELEMENTS",
-           "MIN_ROWS", "MIN_COLS"]
+__all__ = [
+    "use_threads",
+    "threads",
+    "requested_threads",
+    "parts",
+    "run",
+    "each",
+    "over_rows",
+    "matmul",
+    "matmul_for",
+    "add_matmul",
+    "available_cores",
+    "MIN_FLOPS",
+    "MIN_ELEMENTS",
+    "MIN_ROWS",
+    "MIN_COLS",
+]
 
 ENV_VAR = "NPGATED_THREADS"
 MIN_FLOPS = 1 << 22  # a product below ~4 MFLOP (~40 us on one core) stays in one thread
@@ -251,10 +265,11 @@ def each(fn, *arrays, min_elements: int | None = None, block: int | None = None)
         raise ValueError(f"each: arrays of different sizes {[a.size for a in arrays]}")
     flat_ok = _host(*arrays) and all(a.flags.c_contiguous for a in arrays)
     if block is not None and flat_ok and size > block:
+
         def piece(*views):
             n = views[0].size
             for start in range(0, n, block):
-                fn(*(v[start:start + block] for v in views))
+                fn(*(v[start : start + block] for v in views))
     else:
         piece = fn
     if _share() == 1 or size < 2 * min_elements or not flat_ok:
@@ -327,9 +342,12 @@ def add_matmul(c, a, b) -> None:
         return
     how, pieces = plan
     if how == "rows":
+
         def part(s):
             c[s] += a[s] @ b
     else:
+
         def part(s):
             c[:, s] += a @ b[:, s]
+
     run(part, pieces)

@@ -79,8 +79,17 @@ import numpy as np
 from npgated import backend, parallel
 from npgated.layers.recurrent import RecurrentLayer
 
-__all__ = ["CHUNKS_PER_STAGE", "ENV_VAR", "MAX_HIDDEN", "MIN_HIDDEN", "Plan", "backward",
-           "forward", "mode", "plan"]
+__all__ = [
+    "CHUNKS_PER_STAGE",
+    "ENV_VAR",
+    "MAX_HIDDEN",
+    "MIN_HIDDEN",
+    "Plan",
+    "backward",
+    "forward",
+    "mode",
+    "plan",
+]
 
 ENV_VAR = "NPGATED_PIPELINE"
 MIN_HIDDEN = 128  # auto: every recurrent layer of the stack at least this wide ...
@@ -157,8 +166,10 @@ def plan(layers, xs) -> Plan | None:
         return None
     start, stop, stages = found
     if how == "auto" and (
-            not 2 <= parallel.threads() <= len(stages) or type(xs) is not np.ndarray
-            or not all(MIN_HIDDEN <= stage[0].hidden_size <= MAX_HIDDEN for stage in stages)):
+        not 2 <= parallel.threads() <= len(stages)
+        or type(xs) is not np.ndarray
+        or not all(MIN_HIDDEN <= stage[0].hidden_size <= MAX_HIDDEN for stage in stages)
+    ):
         return None
     T = int(xs.shape[1])
     C = min(T, CHUNKS_PER_STAGE * len(stages))
@@ -204,10 +215,10 @@ def backward(layers, dout, p: Plan | None):
         for layer in reversed(layers):
             d = layer.backward(d)
         return d
-    for layer in reversed(layers[p.stop:]):
+    for layer in reversed(layers[p.stop :]):
         d = layer.backward(d)
     d = _backward_stack(p, d)
-    for layer in reversed(layers[:p.start]):
+    for layer in reversed(layers[: p.start]):
         d = layer.backward(d)
     return d
 

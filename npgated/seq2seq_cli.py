@@ -47,14 +47,17 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     existing = parser._option_string_actions  # noqa: SLF001
     group = parser.add_argument_group(
         "encoder-decoder (the book's ch. 7-8: --task addition|date, presets "
-        + ", ".join(PRESETS) + ")")
+        + ", ".join(PRESETS)
+        + ")"
+    )
     for f in dataclasses.fields(Seq2seqConfig):
         flag = "--" + f.name.replace("_", "-")
         action = existing.get(flag)
         if action is not None:
             if action.choices is not None and "choices" in f.metadata:
                 action.choices = tuple(action.choices) + tuple(
-                    c for c in f.metadata["choices"] if c not in action.choices)
+                    c for c in f.metadata["choices"] if c not in action.choices
+                )
             if action.help and "(default:" in action.help and action.default is None:
                 action.help = action.help.rstrip(")") + f"; seq2seq: {f.default})"
             continue
@@ -86,9 +89,12 @@ def wants_seq2seq(args) -> bool:
     """
     from npgated.training.seq2seq_config import MODELS, PRESETS  # noqa: PLC0415
 
-    return (getattr(args, "task", None) is not None or getattr(args, "reverse", None)
-            is not None or getattr(args, "model", None) in MODELS
-            or getattr(args, "preset", None) in PRESETS)
+    return (
+        getattr(args, "task", None) is not None
+        or getattr(args, "reverse", None) is not None
+        or getattr(args, "model", None) in MODELS
+        or getattr(args, "preset", None) in PRESETS
+    )
 
 
 def config_from_args(args):
@@ -98,22 +104,31 @@ def config_from_args(args):
     lm_flags = [name for name in _lm_only() if getattr(args, name, None) is not None]
     if lm_flags:
         flags = ", ".join("--" + n.replace("_", "-") for n in lm_flags)
-        raise ValueError(f"{flags}: language-model option(s), not used by an encoder-decoder "
-                         "(--task/--reverse/a seq2seq --model or --preset); drop them")
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Seq2seqConfig)
-             if getattr(args, f.name, None) is not None}
+        raise ValueError(
+            f"{flags}: language-model option(s), not used by an encoder-decoder "
+            "(--task/--reverse/a seq2seq --model or --preset); drop them"
+        )
+    given = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(Seq2seqConfig)
+        if getattr(args, f.name, None) is not None
+    }
     if args.dry_run:
         if given.get("max_iters") is not None or given.get("epochs") is not None:
             raise ValueError("--dry-run sets --epochs 1 --max-iters 3: do not combine them")
         given.update(epochs=1, max_iters=3, log_interval=1)
     if args.preset is None:
         if "task" not in given:
-            raise ValueError("an encoder-decoder needs its task: add --task addition or "
-                             "--task date (or a --preset: " + ", ".join(PRESETS) + ")")
+            raise ValueError(
+                "an encoder-decoder needs its task: add --task addition or "
+                "--task date (or a --preset: " + ", ".join(PRESETS) + ")"
+            )
         return Seq2seqConfig(**given)
     if args.preset not in PRESETS:
-        raise ValueError(f"--preset {args.preset} is a language-model preset; an encoder-"
-                         f"decoder takes one of: {', '.join(PRESETS)}")
+        raise ValueError(
+            f"--preset {args.preset} is a language-model preset; an encoder-"
+            f"decoder takes one of: {', '.join(PRESETS)}"
+        )
     return preset(args.preset, **given)
 
 
@@ -131,23 +146,34 @@ def cmd_train(args) -> int:
     # every core unless NPGATED_THREADS says otherwise: each step's batch rows are split
     # over the threads (npgated.training.split_batch; NPGATED_THREADS=1: the plain step)
     parallel.use_threads(parallel.requested_threads())
-    print(f"npgated {__version__}: training {config.model} ({config.cell}) on the "
-          f"{config.task} task, {len(data.x_train):,} questions"
-          f"{' reversed' if config.reverse else ''}, vocabulary {len(data.char_to_id)}; "
-          f"run dir {config.run_dir}")
+    print(
+        f"npgated {__version__}: training {config.model} ({config.cell}) on the "
+        f"{config.task} task, {len(data.x_train):,} questions"
+        f"{' reversed' if config.reverse else ''}, vocabulary {len(data.char_to_id)}; "
+        f"run dir {config.run_dir}"
+    )
     try:
-        result = train_seq2seq(config, data, resume=args.resume,
-                               test_limit=DRY_RUN_TEST_QUESTIONS if args.dry_run else None)
+        result = train_seq2seq(
+            config,
+            data,
+            resume=args.resume,
+            test_limit=DRY_RUN_TEST_QUESTIONS if args.dry_run else None,
+        )
     except TrainingDiverged as exc:
         print(f"npgated: training stopped: {exc}", file=sys.stderr)
         return 1
     if result.interrupted is not None:
-        print(f"interrupted: resumable checkpoint in {Path(config.run_dir) / 'last.npz'}; "
-              "continue with the same command and --resume", file=sys.stderr)
+        print(
+            f"interrupted: resumable checkpoint in {Path(config.run_dir) / 'last.npz'}; "
+            "continue with the same command and --resume",
+            file=sys.stderr,
+        )
         return 128 + int(result.interrupted)
     if result.best_accuracy is not None:
-        print(f"best test accuracy {100 * result.best_accuracy:.2f} % "
-              f"(epoch {result.progress.best_epoch})")
+        print(
+            f"best test accuracy {100 * result.best_accuracy:.2f} % "
+            f"(epoch {result.progress.best_epoch})"
+        )
     return 0
 
 
@@ -222,8 +248,9 @@ class Vocabulary:
         outside the vocabulary or a question wider than the encoder's."""
         from npgated.data import sequence  # noqa: PLC0415
 
-        return sequence.encode_questions(questions, self.char_to_id, self.question_length,
-                                         reverse=self.reverse)
+        return sequence.encode_questions(
+            questions, self.char_to_id, self.question_length, reverse=self.reverse
+        )
 
     def encode_answer(self, answer: str):
         """(1, 1 + answer_length) ids: the start character, then the answer padded with
@@ -232,8 +259,10 @@ class Vocabulary:
         from npgated.data import sequence  # noqa: PLC0415
 
         if len(answer) > self.answer_length:
-            raise ValueError(f"answer {answer!r} has {len(answer)} characters; the {self.task} "
-                             f"decoder writes {self.answer_length}")
+            raise ValueError(
+                f"answer {answer!r} has {len(answer)} characters; the {self.task} "
+                f"decoder writes {self.answer_length}"
+            )
         start = self.id_to_char[self.start_id]
         return sequence.encode(start + answer, self.char_to_id, 1 + self.answer_length, pad=" ")
 
@@ -255,17 +284,23 @@ def cmd_eval(args) -> int:
     task, reverse = meta["task"], bool(meta["reverse"])
     split = {"val": "test", "valid": "test"}.get(args.split, args.split)
     if args.split in ("val", "valid"):
-        raise ValueError(f"the book's {task} task has a train and a test split only (its "
-                         "test split is what its scripts call 'val acc'); use --split test")
+        raise ValueError(
+            f"the book's {task} task has a train and a test split only (its "
+            "test split is what its scripts call 'val acc'); use --split test"
+        )
     data = sequence.load_task(task, args.data_dir, reverse=reverse)
     checksum = sequence.vocab_checksum(data.char_to_id)
     if meta.get("vocab_checksum") not in (None, checksum):
-        raise ValueError(f"the run's {task} vocabulary differs from the one of this "
-                         f"{sequence.TASK_FILES[task]}: the character ids would not match")
+        raise ValueError(
+            f"the run's {task} vocabulary differs from the one of this "
+            f"{sequence.TASK_FILES[task]}: the character ids would not match"
+        )
     xs, ts = (data.x_test, data.t_test) if split == "test" else (data.x_train, data.t_train)
     correct, total = accuracy(model, xs, ts, beam_size=args.beam_size)
-    print(f"{split} accuracy {100.0 * correct / total:.2f} % ({correct} of {total})"
-          + ("" if args.beam_size is None else f" (beam search, {args.beam_size} beams)"))
+    print(
+        f"{split} accuracy {100.0 * correct / total:.2f} % ({correct} of {total})"
+        + ("" if args.beam_size is None else f" (beam search, {args.beam_size} beams)")
+    )
     return 0
 
 
@@ -274,15 +309,22 @@ def cmd_generate(args) -> int:
     model, meta = load_run(args.checkpoint)
     vocab = Vocabulary(meta)
     if not args.question:
-        raise ValueError("an encoder-decoder answers questions: give --question, e.g. "
-                         + ("--question '16+75'" if vocab.task == "addition"
-                            else "--question 'september 27, 1994'"))
+        raise ValueError(
+            "an encoder-decoder answers questions: give --question, e.g. "
+            + (
+                "--question '16+75'"
+                if vocab.task == "addition"
+                else "--question 'september 27, 1994'"
+            )
+        )
     xs = vocab.encode_questions(args.question)
     length = vocab.answer_length if args.length is None else args.length
     if not 1 <= length <= vocab.answer_length:
-        raise ValueError(f"--length {length}: the {vocab.task} decoder writes answers of "
-                         f"{vocab.answer_length} characters; give 1 to {vocab.answer_length} "
-                         "or leave --length out")
+        raise ValueError(
+            f"--length {length}: the {vocab.task} decoder writes answers of "
+            f"{vocab.answer_length} characters; give 1 to {vocab.answer_length} "
+            "or leave --length out"
+        )
     ids = model.generate(xs, vocab.start_id, length, beam_size=args.beam_size)
     from npgated import backend  # noqa: PLC0415
 
@@ -302,8 +344,10 @@ def cmd_attention(args) -> int:
         raise ValueError(f"--out {out}: give a .png, .pdf or .svg file name")
     model, meta = load_run(args.checkpoint)
     if meta["config"]["model"] != "AttentionSeq2seq":
-        raise ValueError(f"{args.checkpoint} holds a {meta['config']['model']}, which has no "
-                         "attention weights: draw maps of an AttentionSeq2seq run")
+        raise ValueError(
+            f"{args.checkpoint} holds a {meta['config']['model']}, which has no "
+            "attention weights: draw maps of an AttentionSeq2seq run"
+        )
     vocab = Vocabulary(meta)
     xs = vocab.encode_questions([args.question])
     answer = args.answer
@@ -314,25 +358,30 @@ def cmd_attention(args) -> int:
     weights = attention_weights(model, xs, ts, reverse=vocab.reverse)
     path = plot_attention(weights, args.question.ljust(vocab.question_length), answer, out)
     print(f"{args.question.rstrip()}  ->  {answer.rstrip()}")
-    print(f"attention map ({len(answer)} output x {vocab.question_length} input characters) "
-          f"written to {path}")
+    print(
+        f"attention map ({len(answer)} output x {vocab.question_length} input characters) "
+        f"written to {path}"
+    )
     return 0
 
 
 def add_attention_parser(sub) -> None:
     """``npgated attention RUN QUESTION --out FILE``."""
     p = sub.add_parser(
-        "attention", help="draw an AttentionSeq2seq's attention map for one question",
+        "attention",
+        help="draw an AttentionSeq2seq's attention map for one question",
         description="Answer QUESTION with an AttentionSeq2seq run (greedy decoding, or the "
-                    "given --answer, teacher-forced as the book's visualize_attention.py "
-                    "does) and draw the attention weights: one row per output character, one "
-                    "column per input character (in reading order, also for a model that "
-                    "reads reversed questions).")
+        "given --answer, teacher-forced as the book's visualize_attention.py "
+        "does) and draw the attention weights: one row per output character, one "
+        "column per input character (in reading order, also for a model that "
+        "reads reversed questions).",
+    )
     p.add_argument("checkpoint", help="a .npz checkpoint or a run directory")
     p.add_argument("question", help='e.g. "september 27, 1994"')
     p.add_argument("--out", required=True, help="the image to write (.png, .pdf or .svg)")
-    p.add_argument("--answer", default=None,
-                   help="draw the weights for this answer (default: the model's own)")
+    p.add_argument(
+        "--answer", default=None, help="draw the weights for this answer (default: the model's own)"
+    )
     p.set_defaults(func=cmd_attention)
 
 
@@ -343,9 +392,11 @@ def cmd_import_book(args) -> int:
     from npgated.training.checkpoint import save_checkpoint  # noqa: PLC0415
 
     if args.task is None:
-        raise ValueError(f"{args.file} holds one of the book's encoder-decoders: say which "
-                         "task its character ids belong to with --task addition or --task date "
-                         "(and --reverse if it was trained on reversed questions)")
+        raise ValueError(
+            f"{args.file} holds one of the book's encoder-decoders: say which "
+            "task its character ids belong to with --task addition or --task date "
+            "(and --reverse if it was trained on reversed questions)"
+        )
     target = Path(args.out) / "best.npz"
     if target.exists() and not args.force:
         raise ValueError(f"{target} exists; choose another --out or pass --force to replace it")
@@ -355,12 +406,16 @@ def cmd_import_book(args) -> int:
     c = model.config
     from npgated.training.seq2seq import task_meta  # noqa: PLC0415
 
-    meta = dict(task_meta(args.task, bool(args.reverse), data),
-                source={"format": "dlfs2-pickle", "file": str(Path(args.file).resolve())})
+    meta = dict(
+        task_meta(args.task, bool(args.reverse), data),
+        source={"format": "dlfs2-pickle", "file": str(Path(args.file).resolve())},
+    )
     save_checkpoint(target, model, meta=meta)
-    print(f"imported the book's {c['model']} (V={V}, D={c['wordvec_size']}, "
-          f"H={c['hidden_size']}, gates f,g,i,o -> i,f,g,o) for the {args.task} task"
-          f"{' (reversed questions)' if args.reverse else ''} into {target}")
+    print(
+        f"imported the book's {c['model']} (V={V}, D={c['wordvec_size']}, "
+        f"H={c['hidden_size']}, gates f,g,i,o -> i,f,g,o) for the {args.task} task"
+        f"{' (reversed questions)' if args.reverse else ''} into {target}"
+    )
     return 0
 
 
@@ -369,9 +424,11 @@ def cmd_export_book(args) -> int:
 
     model, meta = load_run(args.checkpoint)
     path = model_to_book(model, args.out)
-    print(f"wrote {meta['config']['model']} ({meta['task']} task"
-          f"{', reversed questions' if meta.get('reverse') else ''}) in the book's format "
-          f"(float16, gates f,g,i,o) to {path}")
+    print(
+        f"wrote {meta['config']['model']} ({meta['task']} task"
+        f"{', reversed questions' if meta.get('reverse') else ''}) in the book's format "
+        f"(float16, gates f,g,i,o) to {path}"
+    )
     return 0
 
 

@@ -95,6 +95,7 @@ GATE_NAMES = {
 """What each letter of a ``gates`` string names (LSTM i, f, g, o; GRU r, z, n; Keras'
 GRU calls its candidate h)."""
 
+
 class ProtocolError(TypeError):
     """The object or functions given do not follow the protocol the check needs (no
     ``params``, float32 parameters, a backward that takes no cache, ...): a usage problem,
@@ -167,10 +168,21 @@ _BLOCK_TAGS = {
 }
 # gradient name -> the B tags of npgated's step backward that compute it (single steps)
 _ARRAY_TAGS = {
-    "lstm": {"dx": ("B8",), "dh_prev": ("B7",), "dc_prev": ("B6",), "dWx": ("B9",),
-             "dWh": ("B10",), "db": ("B11",)},
-    "gru": {"dx": ("B5",), "dh_prev": ("B1", "B6", "B9"), "dWx": ("B5",), "dWh": ("B7",),
-            "db": ("B8",)},
+    "lstm": {
+        "dx": ("B8",),
+        "dh_prev": ("B7",),
+        "dc_prev": ("B6",),
+        "dWx": ("B9",),
+        "dWh": ("B10",),
+        "db": ("B11",),
+    },
+    "gru": {
+        "dx": ("B5",),
+        "dh_prev": ("B1", "B6", "B9"),
+        "dWx": ("B5",),
+        "dWh": ("B7",),
+        "db": ("B8",),
+    },
     "rnn": {"dx": ("B3",), "dh_prev": ("B2",), "dWx": ("B4",), "dWh": ("B5",), "db": ("B6",)},
 }
 
@@ -252,8 +264,10 @@ def _layouts(gates, params: dict):
             packed = {n: layout for n, p in params.items() if p.ndim and p.shape[-1] == k * H}
             note = None
             if not gates:
-                note = (f"the parameters look packed in {k} gate blocks of H = {H}; pass "
-                        "gates='ifgo' / 'fgio' (LSTM) or 'rzn' (GRU) to have them named")
+                note = (
+                    f"the parameters look packed in {k} gate blocks of H = {H}; pass "
+                    "gates='ifgo' / 'fgio' (LSTM) or 'rzn' (GRU) to have them named"
+                )
             return packed, note
     return {}, None
 
@@ -268,24 +282,24 @@ def _is_param_name(name: str) -> bool:
 # ---------------------------------------------------------------------------------------
 _CAUSES = {
     "zero": "it is all zeros: never written or never returned -- computed into a local "
-            "name but not added to grads (grads[k][...] += ...), or the line is missing",
+    "name but not added to grads (grads[k][...] += ...), or the line is missing",
     "numeric-zero": "the numeric gradient is zero but yours is not: perturbing this array "
-                    "does not change the output -- does forward read the very array in "
-                    "params (not a copy made in __init__)?",
+    "does not change the output -- does forward read the very array in "
+    "params (not a copy made in __init__)?",
     "sign": "the sign is flipped: a minus sign too many or missing (1 - z for z, "
-            "h_prev - n for n - h_prev, a subtraction for an addition)",
+    "h_prev - n for n - h_prev, a subtraction for an addition)",
     "twice": "exactly 2x the numeric gradient: counted twice -- the same term added in two "
-             "places (inside the loop and again after it, or two += for one gradient)",
+    "places (inside the loop and again after it, or two += for one gradient)",
     "half": "exactly 0.5x the numeric gradient: a factor 2 missing, or one of two equal "
-            "contributions left out",
+    "contributions left out",
     "batch-div": "exactly 1/N x (N = batch size): divided by the batch size; a layer's "
-                 "backward sums over the batch (the loss layer averages, once)",
+    "backward sums over the batch (the loss layer averages, once)",
     "batch-mul": "exactly N x (N = batch size): multiplied by the batch size, or a sum over "
-                 "the batch taken twice",
+    "the batch taken twice",
     "transposed": "it is the transpose of the numeric gradient: the product is in the wrong "
-                  "order (x.T @ da vs da.T @ x) or Wh is used where Wh.T belongs",
+    "order (x.T @ da vs da.T @ x) or Wh is used where Wh.T belongs",
     "transposed-reshaped": "it holds the numbers of the transpose, reshaped: a product in "
-                           "the wrong order (da.T @ x instead of x.T @ da) reshaped to fit",
+    "the wrong order (da.T @ x instead of x.T @ da) reshaped to fit",
 }
 
 
@@ -319,8 +333,10 @@ def _relation(a, n, N=None):
 def _relation_text(rel) -> str:
     key, s = rel
     if key == "scale":
-        return (f"exactly {s:.4g}x the numeric gradient everywhere: a constant factor too "
-                "many or missing")
+        return (
+            f"exactly {s:.4g}x the numeric gradient everywhere: a constant factor too "
+            "many or missing"
+        )
     return _CAUSES[key]
 
 
@@ -385,12 +401,17 @@ class GradientReport:
     def _head(self) -> list:
         wrong = self.wrong
         if self.ok:
-            count = (f"all {len(self.findings)} gradients agree" if len(self.findings) != 1
-                     else "the one gradient agrees")
+            count = (
+                f"all {len(self.findings)} gradients agree"
+                if len(self.findings) != 1
+                else "the one gradient agrees"
+            )
             head = f"{self.title}: {count} with {self.against}"
         elif wrong:
-            head = (f"{self.title}: {len(wrong)} of {len(self.findings)} gradients disagree with "
-                    f"{self.against}, tolerance {self.tol:.0e}")
+            head = (
+                f"{self.title}: {len(wrong)} of {len(self.findings)} gradients disagree with "
+                f"{self.against}, tolerance {self.tol:.0e}"
+            )
         else:
             head = f"{self.title}: the check could not run to the end"
         lines = [head]
@@ -406,8 +427,11 @@ class GradientReport:
         """The head line and the table, plus each wrong array's per-time-step lines."""
         lines = self._head()
         for f in self.wrong:
-            lines.extend(f"  {f.name}: {d}" for d in f.details if d.startswith(
-                ("per time step", "first wrong step")))
+            lines.extend(
+                f"  {f.name}: {d}"
+                for d in f.details
+                if d.startswith(("per time step", "first wrong step"))
+            )
             if f.flags & {"carry", "overwrite"}:
                 lines.extend(f"  {f.name}: likely cause: {c}" for c in f.causes)
         return "\n".join(lines)
@@ -466,8 +490,10 @@ def _analyze(spec: _Spec, tol: float, cell: str | None, probes=None, step_level=
         extra.append(f"block {spec.layout.letters[where[-1] // spec.layout.H]}")
     if spec.time_axis is not None and len(where) > spec.time_axis:
         extra.append(f"t={where[spec.time_axis]}")
-    finding.worst = (f"{worst}{' (' + ', '.join(extra) + ')' if extra else ''}: analytic "
-                     f"{result.analytic:+.6e}, {spec.expected_label} {result.numeric:+.6e}")
+    finding.worst = (
+        f"{worst}{' (' + ', '.join(extra) + ')' if extra else ''}: analytic "
+        f"{result.analytic:+.6e}, {spec.expected_label} {result.numeric:+.6e}"
+    )
 
     whole = _relation(a, n, spec.N)
     if whole is not None:
@@ -495,24 +521,30 @@ def _finish(report: GradientReport, cell, step_level):
         if f.causes or "upstream" in f.flags:
             continue
         if time_cause is not None:
-            f.causes.append(f"follows from what is carried between steps (see "
-                            f"{time_cause.name} above)")
+            f.causes.append(
+                f"follows from what is carried between steps (see {time_cause.name} above)"
+            )
             continue
         if da_cause is not None and f.name in ("dx", "dxs", "dh_prev", "dh0", "dc0"):
             if "swapped" in da_cause.flags:
                 what = "gate blocks of da in the wrong order"
             else:
                 what = "wrong " + ", ".join(f"da_{gl}" for gl in da_cause.blocks_wrong)
-            f.causes.append(f"follows from the {what} (see {da_cause.name}): {f.name} is "
-                            "computed from da")
+            f.causes.append(
+                f"follows from the {what} (see {da_cause.name}): {f.name} is computed from da"
+            )
             continue
         tags = _ARRAY_TAGS.get(cell or "", {}).get(f.name) if step_level else None
         if tags:
-            f.causes.append(f"no simple pattern (factor, sign, transpose, one block): check "
-                            f"it line by line{_quote(cell, tags)}")
+            f.causes.append(
+                f"no simple pattern (factor, sign, transpose, one block): check "
+                f"it line by line{_quote(cell, tags)}"
+            )
         else:
-            f.causes.append("no simple pattern (factor, sign, transpose, one block, one "
-                            "step): compare the code with the equations line by line")
+            f.causes.append(
+                "no simple pattern (factor, sign, transpose, one block, one "
+                "step): compare the code with the equations line by line"
+            )
 
 
 def _localize_blocks(spec: _Spec, finding: ArrayFinding, tol, cell, whole):
@@ -529,12 +561,17 @@ def _localize_blocks(spec: _Spec, finding: ArrayFinding, tol, cell, whole):
     finding.details.append(f"{finding.name}, " + "; ".join(parts))
     # a 2-row bias (GRU reset_after: input side b[0], hidden side b[1]): which row
     if a.ndim == 2 and a.shape[0] == 2 and spec.name.startswith("b"):
-        labels = (("input side", "hidden side") if _cell_of(layout.letters) == "gru"
-                  else ("row 0", "row 1"))
+        labels = (
+            ("input side", "hidden side")
+            if _cell_of(layout.letters) == "gru"
+            else ("row 0", "row 1")
+        )
         for gl, _ in bad:
             sl = dict(layout.blocks())[gl]
-            rows = [f"{spec.name}[{r}] ({labels[r]}) {_fmt(rel_error(a[r, sl], n[r, sl]))}"
-                    for r in range(2)]
+            rows = [
+                f"{spec.name}[{r}] ({labels[r]}) {_fmt(rel_error(a[r, sl], n[r, sl]))}"
+                for r in range(2)
+            ]
             finding.details.append(f"block {gl} by row: " + ", ".join(rows))
     finding.blocks_wrong = "".join(gl for gl, _ in bad)
     finding.n_blocks = len(errors)
@@ -548,8 +585,9 @@ def _localize_blocks(spec: _Spec, finding: ArrayFinding, tol, cell, whole):
         if rel is not None:
             finding.causes.append(f"block {layout.label(gl)}: {_relation_text(rel)}")
             continue
-        swapped = [q for q, slq in blocks.items()
-                   if q != gl and rel_error(a[..., sl], n[..., slq]) < MATCH]
+        swapped = [
+            q for q, slq in blocks.items() if q != gl and rel_error(a[..., sl], n[..., slq]) < MATCH
+        ]
         if swapped:
             finding.flags.add("swapped")
             swaps[gl] = swapped[0]
@@ -563,11 +601,13 @@ def _swap_causes(finding, swaps, layout):
             if layout.letters.index(gl) < layout.letters.index(q):
                 finding.causes.append(
                     f"blocks {gl} and {q} are swapped, each holds the other's numbers: the gate "
-                    f"order is mixed up {order % layout.letters}")
+                    f"order is mixed up {order % layout.letters}"
+                )
         else:
             finding.causes.append(
                 f"block {gl} holds the numbers of block {q}: the gate order is mixed up "
-                f"{order % layout.letters}, or a slice [k*H:(k+1)*H] is off")
+                f"{order % layout.letters}, or a slice [k*H:(k+1)*H] is off"
+            )
 
 
 def _step_errors(spec: _Spec):
@@ -585,40 +625,46 @@ def _localize_steps(spec: _Spec, finding: ArrayFinding, tol, probes):
     if not wrong:
         return
     first = max(wrong)
-    finding.details.append(f"first wrong step counted from the end: t={first} "
-                           f"(of t=0..{T - 1})")
+    finding.details.append(f"first wrong step counted from the end: t={first} (of t=0..{T - 1})")
     carry = probes is not None and probes.carries
     if T > 1 and wrong == list(range(T - 1)) and carry:
         direct = probes.direct_part(spec.name) if probes is not None else None
-        exact = direct is not None and rel_error(a[:-1], np.moveaxis(direct, spec.time_axis,
-                                                                      0)[:-1]) < MATCH
+        exact = (
+            direct is not None
+            and rel_error(a[:-1], np.moveaxis(direct, spec.time_axis, 0)[:-1]) < MATCH
+        )
         finding.flags.add("carry")
         if exact:
             finding.causes.append(
                 f"{finding.name} holds only the direct part from dhs[:, t] at every step: "
                 "nothing is carried back from step t+1 -- dh_next (and for an LSTM dc_next) "
-                "is never added to the step's upstream gradient (dh = dhs[:, t] + dh_next)")
+                "is never added to the step's upstream gradient (dh = dhs[:, t] + dh_next)"
+            )
         else:
             finding.causes.append(
                 f"{finding.name} is right at the last step t={T - 1} and wrong at every "
                 "earlier one: what is carried back from step t+1 into step t is missing or "
                 "wrong -- dh_next not added to dhs[:, t], or for an LSTM dc_next not added "
-                "(B1: dc = dc_next + ...) or not carried (dc_prev = dc * f)")
+                "(B1: dc = dc_next + ...) or not carried (dc_prev = dc * f)"
+            )
     elif T > 1 and wrong == [0]:
         if float(np.linalg.norm(a[0])) == 0.0:
             finding.causes.append(
                 f"{finding.name} is zero at t=0 and right elsewhere: the backward loop never "
-                "reaches t=0 (range(T - 1, 0, -1) stops at 1)")
+                "reaches t=0 (range(T - 1, 0, -1) stops at 1)"
+            )
         else:
             finding.causes.append(
                 f"{finding.name} is wrong only at t=0, the last step the backward loop visits: "
                 "that step reads the wrong previous state (h_prev/c_prev of t=0 is the initial "
-                "state, hs[:, t - 1] wraps around to the last one) or the loop ends early")
+                "state, hs[:, t - 1] wraps around to the last one) or the loop ends early"
+            )
     elif T > 1 and wrong == [T - 1]:
         finding.causes.append(
             f"{finding.name} is wrong only at the last step t={T - 1}, the first one the "
             "backward loop visits: check what the loop starts from (dh_next, dc_next = 0) "
-            "and how the last step's upstream gradient dhs[:, -1] is read")
+            "and how the last step's upstream gradient dhs[:, -1] is read"
+        )
 
 
 def _per_step_contributions(spec: _Spec, finding: ArrayFinding, probes):
@@ -629,23 +675,33 @@ def _per_step_contributions(spec: _Spec, finding: ArrayFinding, probes):
     w = np.round(fit, 3) + 0.0  # + 0.0: no "-0"
     T = len(w)
     text = ", ".join(f"t={t}: {x:g}" for t, x in enumerate(w))
-    finding.details.append(f"{finding.name} as a sum of the per-step contributions of the "
-                           f"numeric gradient: weights {text} (all 1 when right)")
+    finding.details.append(
+        f"{finding.name} as a sum of the per-step contributions of the "
+        f"numeric gradient: weights {text} (all 1 when right)"
+    )
     ones = np.isclose(w, 1.0)
     zeros = np.isclose(w, 0.0)
     if zeros.sum() == T - 1 and ones.sum() == 1:
         s = int(np.flatnonzero(ones)[0])
-        end = ("the last step the backward loop visits" if s == 0 else
-               "the first step the backward loop visits" if s == T - 1 else f"step {s}")
+        end = (
+            "the last step the backward loop visits"
+            if s == 0
+            else "the first step the backward loop visits"
+            if s == T - 1
+            else f"step {s}"
+        )
         finding.flags.add("overwrite")
         finding.causes.append(
             f"{finding.name} holds the contribution of step t={s} only ({end}): it is "
             f"overwritten at every step ({finding.name} = ...) instead of accumulated over "
-            f"time ({finding.name} += ...)")
+            f"time ({finding.name} += ...)"
+        )
     elif (ones | zeros).all() and zeros.any():
         missing = ", ".join(str(t) for t in np.flatnonzero(zeros))
-        finding.causes.append(f"the contribution of step(s) t={missing} to {finding.name} is "
-                              "missing: the loop skips them")
+        finding.causes.append(
+            f"the contribution of step(s) t={missing} to {finding.name} is "
+            "missing: the loop skips them"
+        )
     elif np.allclose(w, w[0]):
         return  # the same factor at every step: the whole-array relation says it
     elif (ones | np.isclose(w, 2.0)).all():
@@ -673,8 +729,7 @@ class _TimeProbes:
         for t in range(self.T):
             douts = run.mask_douts(t, t + 1)
             view = x[:, t]
-            out[:, t] = numerical_gradient(lambda d=douts: vjp_loss(run.outputs(), d), view,
-                                           self.h)
+            out[:, t] = numerical_gradient(lambda d=douts: vjp_loss(run.outputs(), d), view, self.h)
         return out
 
     def step_weights(self, name, analytic, numeric):
@@ -771,8 +826,9 @@ class _LayerRun:
                         p -= backend.to_device(delta, like=p, dtype=p.dtype)
                 douts = []
                 for k, d in enumerate(self.douts):
-                    douts.append(d[:, start:stop] if (d is not None and k in self.time_outputs)
-                                 else None)
+                    douts.append(
+                        d[:, start:stop] if (d is not None and k in self.time_outputs) else None
+                    )
                 total += vjp_loss(outs, tuple(douts))
         finally:
             layer.stateful = stateful
@@ -828,8 +884,11 @@ def _param_names(layer) -> list:
         return found
     try:
         sig = list(inspect.signature(type(layer).__init__).parameters.values())[1:]
-        required = [p.name for p in sig if p.default is p.empty
-                    and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        required = [
+            p.name
+            for p in sig
+            if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
     except (TypeError, ValueError):
         required = []
     if len(required) == len(params):
@@ -870,17 +929,21 @@ def gradient_report(
             raise ProtocolError(
                 f"{type(layer).__name__} has no {attr!r}: assert_gradients needs the book's "
                 "protocol (params, grads, forward, backward); for step functions use "
-                "assert_step_backward")
+                "assert_step_backward"
+            )
     if len(layer.params) != len(layer.grads):
-        raise ProtocolError(f"{type(layer).__name__} has {len(layer.params)} params but "
-                        f"{len(layer.grads)} grads: they must be parallel lists")
+        raise ProtocolError(
+            f"{type(layer).__name__} has {len(layer.params)} params but "
+            f"{len(layer.grads)} grads: they must be parallel lists"
+        )
     pnames = _param_names(layer)
     for name, p in zip(pnames, layer.params):
         if not _is_float_array(p) or np.dtype(p.dtype) != np.float64:
             raise ProtocolError(
                 f"{name} is {getattr(p, 'dtype', type(p).__name__)}: build the layer with "
                 "float64 parameters for a gradient check (float32 round-off, ~1e-7, hides "
-                "the mistakes the check looks for)")
+                "the mistakes the check looks for)"
+            )
     title = title or f"gradient check of {type(layer).__name__}"
     inputs = [_float64_copy(x, k) for k, x in enumerate(inputs)]
     in_names = _arg_names(layer.forward, len(inputs))
@@ -894,26 +957,44 @@ def gradient_report(
     if state and saved_stateful is not None:
         layer.stateful = True  # the book's layers read set_state only when stateful
     try:
-        return _layer_report(layer, run, inputs, in_names, pnames, state, gates, wrt, T, N,
-                             tol, h, seed, title, diagnose)
+        return _layer_report(
+            layer,
+            run,
+            inputs,
+            in_names,
+            pnames,
+            state,
+            gates,
+            wrt,
+            T,
+            N,
+            tol,
+            h,
+            seed,
+            title,
+            diagnose,
+        )
     finally:
         if saved_stateful is not None:
             layer.stateful = saved_stateful
 
 
-def _layer_report(layer, run, inputs, in_names, pnames, state, gates, wrt, T, N, tol, h,
-                  seed, title, diagnose):
+def _layer_report(
+    layer, run, inputs, in_names, pnames, state, gates, wrt, T, N, tol, h, seed, title, diagnose
+):
     report = GradientReport(title, [], tol)
     outs = run.outputs()
     run.douts = upstream(outs, seed)
-    run.time_outputs = tuple(k for k, o in enumerate(outs)
-                             if _is_float_array(o) and o.ndim >= 3 and o.shape[1] == T)
+    run.time_outputs = tuple(
+        k for k, o in enumerate(outs) if _is_float_array(o) and o.ndim >= 3 and o.shape[1] == T
+    )
     for k, o in enumerate(outs):
         if _is_float_array(o) and np.dtype(o.dtype) != np.float64:
             report.problems.append(
                 f"forward's output {k} is {o.dtype} although every input and parameter is "
                 "float64: an array allocated with a fixed dtype (the book's dtype='f') -- "
-                "allocate with xs.dtype")
+                "allocate with xs.dtype"
+            )
     if report.problems:
         return report
 
@@ -942,7 +1023,8 @@ def _layer_report(layer, run, inputs, in_names, pnames, state, gates, wrt, T, N,
             want = ", ".join(_grad_name(nm) for nm, _ in float_inputs) or "nothing"
             report.problems.append(
                 f"backward returned {len(returned)} array(s); it must return the gradient of "
-                f"each float input of forward, in order: {want}")
+                f"each float input of forward, in order: {want}"
+            )
         for (nm, _), d in zip(float_inputs, returned):
             got[nm] = d
         for nm, g in zip(pnames, layer.grads):
@@ -958,8 +1040,12 @@ def _layer_report(layer, run, inputs, in_names, pnames, state, gates, wrt, T, N,
         report.notes.append(note)
     cell = _cell_of(gates) if gates else ("rnn" if gates == "" and "Wh" in pnames else None)
     carries = T is not None and bool(run.time_outputs)
-    chainable = (carries and hasattr(layer, "set_state") and hasattr(layer, "stateful")
-                 and run.before is None)
+    chainable = (
+        carries
+        and hasattr(layer, "set_state")
+        and hasattr(layer, "stateful")
+        and run.before is None
+    )
     probes = _TimeProbes(run, T, carries, chainable, h, seed) if T is not None else None
     step_level = T is None
 
@@ -967,36 +1053,61 @@ def _layer_report(layer, run, inputs, in_names, pnames, state, gates, wrt, T, N,
         x = arrays[nm]
         a = grads.get(nm)
         if a is None:
-            report.findings.append(ArrayFinding(
-                _grad_name(nm), float("inf"), False,
-                causes=[f"no gradient for {nm}: "
-                        + (f"layer.d{nm[0]} is not set by backward" if nm in ("h0", "c0")
-                           else "backward did not return it")]))
+            report.findings.append(
+                ArrayFinding(
+                    _grad_name(nm),
+                    float("inf"),
+                    False,
+                    causes=[
+                        f"no gradient for {nm}: "
+                        + (
+                            f"layer.d{nm[0]} is not set by backward"
+                            if nm in ("h0", "c0")
+                            else "backward did not return it"
+                        )
+                    ],
+                )
+            )
             continue
         if a.shape != tuple(x.shape):
             report.findings.append(_shape_finding(nm, a.shape, tuple(x.shape)))
             continue
         numeric = numerical_gradient(run.loss, x, h)
         role = "param" if nm in params_by_name else ("state" if nm in ("h0", "c0") else "input")
-        spec = _Spec(nm, a, numeric, layouts.get(nm) if role == "param" else None,
-                     1 if (role == "input" and x.ndim >= 3 and T is not None) else None,
-                     role, N)
+        spec = _Spec(
+            nm,
+            a,
+            numeric,
+            layouts.get(nm) if role == "param" else None,
+            1 if (role == "input" and x.ndim >= 3 and T is not None) else None,
+            role,
+            N,
+        )
         if diagnose:
-            report.findings.append(_analyze(spec, tol, cell, probes if role != "state" else None,
-                                            step_level))
+            report.findings.append(
+                _analyze(spec, tol, cell, probes if role != "state" else None, step_level)
+            )
         else:
             err = rel_error(a, numeric)
             report.findings.append(ArrayFinding(_grad_name(nm), err, err <= tol))
     if diagnose and not report.ok:
-        checked = [(nm, arrays[nm], grads[nm]) for nm in names if grads.get(nm) is not None
-                   and grads[nm].shape == tuple(arrays[nm].shape)]
+        checked = [
+            (nm, arrays[nm], grads[nm])
+            for nm in names
+            if grads.get(nm) is not None and grads[nm].shape == tuple(arrays[nm].shape)
+        ]
         if len(checked) == len(names):
-            _ignored_upstream(report, checked, lambda d: vjp_loss(run.outputs(), d), run.douts,
-                              _arg_names(layer.backward, len(run.douts)), h)
+            _ignored_upstream(
+                report,
+                checked,
+                lambda d: vjp_loss(run.outputs(), d),
+                run.douts,
+                _arg_names(layer.backward, len(run.douts)),
+                h,
+            )
         _finish(report, cell, step_level)
         if T is not None and T > 1 and not chainable:
-            _short_sequence_probe(report, layer, inputs, state, run, T, gates, wrt, tol, h,
-                                  seed)
+            _short_sequence_probe(report, layer, inputs, state, run, T, gates, wrt, tol, h, seed)
     return report
 
 
@@ -1014,9 +1125,11 @@ def _ignored_upstream(report, checked, loss_with, douts, dout_names, h):
             matches.append(rel_error(a, numeric) < 1e-6)
         if all(matches):
             dname = dout_names[k] if k < len(dout_names) else f"the gradient of output {k}"
-            cause = (f"your backward never uses {dname}: every gradient equals the numeric one "
-                     f"with {dname} = 0 -- it must be added where the output it belongs to is "
-                     "computed" + (" (B1: dc = dc_next + ...)" if dname == "dc_next" else ""))
+            cause = (
+                f"your backward never uses {dname}: every gradient equals the numeric one "
+                f"with {dname} = 0 -- it must be added where the output it belongs to is "
+                "computed" + (" (B1: dc = dc_next + ...)" if dname == "dc_next" else "")
+            )
             report.causes.append(cause)
             for f in report.wrong:
                 f.flags.add("upstream")
@@ -1026,8 +1139,7 @@ def _ignored_upstream(report, checked, loss_with, douts, dout_names, h):
 def _shape_finding(name, got, want):
     g = _grad_name(name)
     if len(got) == 2 and got == want[::-1]:
-        cause = (f"{g} has shape {got} but {name} is {want}: transposed (x.T @ da, not "
-                 "da.T @ x)")
+        cause = f"{g} has shape {got} but {name} is {want}: transposed (x.T @ da, not da.T @ x)"
     else:
         cause = f"{g} has shape {got} but {name} is {want}: a gradient has its array's shape"
     return ArrayFinding(g, float("inf"), False, causes=[cause])
@@ -1046,8 +1158,9 @@ def _cross_array_hints(report: GradientReport, cell, step_level):
     db, dWx = by_name["db"], by_name["dWx"]
 
     def da_wrong(gl):  # wrong in db and in dWx (both are sums of da_<gate>'s rows)
-        return ((gl in db.blocks_wrong or (not db.ok and not db.blocks_wrong))
-                and (gl in dWx.blocks_wrong or (not dWx.ok and not dWx.blocks_wrong)))
+        return (gl in db.blocks_wrong or (not db.ok and not db.blocks_wrong)) and (
+            gl in dWx.blocks_wrong or (not dWx.ok and not dWx.blocks_wrong)
+        )
 
     for g in ("db", "dWx", "dWh"):
         f = by_name[g]
@@ -1057,42 +1170,51 @@ def _cross_array_hints(report: GradientReport, cell, step_level):
             label = GATE_NAMES.get(gl, "")
             label = f"{gl} ({label})" if label else gl
             if g == "db" and not da_wrong(gl):
-                rows = (" -- see the rows above: for a GRU with reset_after, b[1]'s block n is "
-                        "the hidden-side bias b_hn, whose gradient is dhn = da_n * r, not da_n"
-                        if gl == "n" and db.n_blocks == 3 else "")
-                f.causes.append(f"block {label}: dWx's block {gl} is right, so da_{gl} is: the "
-                                f"mistake is in db's own sum over the batch{rows}")
+                rows = (
+                    " -- see the rows above: for a GRU with reset_after, b[1]'s block n is "
+                    "the hidden-side bias b_hn, whose gradient is dhn = da_n * r, not da_n"
+                    if gl == "n" and db.n_blocks == 3
+                    else ""
+                )
+                f.causes.append(
+                    f"block {label}: dWx's block {gl} is right, so da_{gl} is: the "
+                    f"mistake is in db's own sum over the batch{rows}"
+                )
             elif da_wrong(gl):
                 f.flags.add("da")
                 if g == "db" or "db" not in [x.name for x in report.wrong]:
                     tags = _quote(cell, _BLOCK_TAGS.get(cell or "", {}).get(gl))
-                    f.causes.append(f"block {label}: the gradient of the gate's pre-activation, "
-                                    f"da_{gl}, is wrong (every weight gradient of the block "
-                                    f"inherits it){tags}")
+                    f.causes.append(
+                        f"block {label}: the gradient of the gate's pre-activation, "
+                        f"da_{gl}, is wrong (every weight gradient of the block "
+                        f"inherits it){tags}"
+                    )
                 else:
                     f.causes.append(f"block {label}: da_{gl} is wrong (see db)")
             elif g != "db":
-                f.causes.append(f"block {label}: da_{gl} is right (db's block {gl} is), so the "
-                                f"mistake is in {g}'s product for the block's columns")
-    if status["db"] and status["dWx"] and not status["dWh"] and "whole" not in by_name[
-            "dWh"].flags:
+                f.causes.append(
+                    f"block {label}: da_{gl} is right (db's block {gl} is), so the "
+                    f"mistake is in {g}'s product for the block's columns"
+                )
+    if status["db"] and status["dWx"] and not status["dWh"] and "whole" not in by_name["dWh"].flags:
         tags = _quote(cell, _ARRAY_TAGS.get(cell or "", {}).get("dWh")) if step_level else ""
         by_name["dWh"].causes.append(
             "db and dWx are right, so da is: the mistake is in dWh's own product -- the state "
-            f"it multiplies (h_prev, not h_next or c_prev) or the transpose{tags}")
-    if status["db"] and status["dWh"] and not status["dWx"] and "whole" not in by_name[
-            "dWx"].flags:
+            f"it multiplies (h_prev, not h_next or c_prev) or the transpose{tags}"
+        )
+    if status["db"] and status["dWh"] and not status["dWx"] and "whole" not in by_name["dWx"].flags:
         tags = _quote(cell, _ARRAY_TAGS.get(cell or "", {}).get("dWx")) if step_level else ""
         by_name["dWx"].causes.append(
-            f"db and dWh are right, so da is: the mistake is in dWx's own product (x.T @ da)"
-            f"{tags}")
+            f"db and dWh are right, so da is: the mistake is in dWx's own product (x.T @ da){tags}"
+        )
     params_ok = status["db"] and status["dWx"] and status["dWh"]
     for g in ("dx", "dxs", "dh_prev", "dc_prev"):
         if params_ok and g in status and not status[g]:
             tags = _quote(cell, _ARRAY_TAGS.get(cell or "", {}).get(g)) if step_level else ""
             by_name[g].causes.append(
                 f"every parameter gradient is right, so da is: the mistake is in how {g} is "
-                f"formed from it{tags}")
+                f"formed from it{tags}"
+            )
 
 
 def _short_sequence_probe(report, layer, inputs, state, run, T, gates, wrt, tol, h, seed):
@@ -1101,16 +1223,26 @@ def _short_sequence_probe(report, layer, inputs, state, run, T, gates, wrt, tol,
         return
     short = [x[:, :1] if _has_time(x, T) else x for x in inputs]
     try:
-        probe = gradient_report(layer, tuple(short), gates=gates, state=state, wrt=wrt,
-                                before_forward=run.before, tol=tol, h=h, seed=seed,
-                                diagnose=False)
+        probe = gradient_report(
+            layer,
+            tuple(short),
+            gates=gates,
+            state=state,
+            wrt=wrt,
+            before_forward=run.before,
+            tol=tol,
+            h=h,
+            seed=seed,
+            diagnose=False,
+        )
     except Exception:  # noqa: BLE001 (a probe only: the main report stands)
         return
     if probe.ok:
         report.notes.append(
             "on the first step alone (T = 1) every gradient is right: the mistake is in how "
             "the steps are combined -- a weight gradient overwritten at each step (dW = ...) "
-            "instead of accumulated (dW += ...), or the gradient carried from step t+1")
+            "instead of accumulated (dW += ...), or the gradient carried from step t+1"
+        )
 
 
 def assert_gradients(
@@ -1176,9 +1308,18 @@ def assert_gradients(
         With the report: per array, per gate block, per time step, the worst element and
         the likely cause.
     """
-    report = gradient_report(layer, inputs, gates=gates, state=state, wrt=wrt,
-                             before_forward=before_forward, tol=tol, h=h, seed=seed,
-                             title=title)
+    report = gradient_report(
+        layer,
+        inputs,
+        gates=gates,
+        state=state,
+        wrt=wrt,
+        before_forward=before_forward,
+        tol=tol,
+        h=h,
+        seed=seed,
+        title=title,
+    )
     if not report.ok:
         raise AssertionError(str(report))
     return report
@@ -1201,6 +1342,7 @@ def _bind(func, inputs):
 
         def call(vals):
             return func(*vals)
+
     return names, values, call
 
 
@@ -1218,19 +1360,22 @@ def _backward_extras(backward_fn, n_douts, in_names, backward_inputs):
             raise ProtocolError(
                 f"{getattr(backward_fn, '__name__', 'backward_fn')} takes *args: name the "
                 "forward's arguments it takes after the cache with backward_inputs=(...) "
-                "(e.g. ('Wx', 'Wh'); () for none)")
+                "(e.g. ('Wx', 'Wh'); () for none)"
+            )
         if len(positional) < n_douts + 1:
             raise ProtocolError(
                 f"{getattr(backward_fn, '__name__', 'backward_fn')} takes "
                 f"{len(positional)} positional arguments; it must take one upstream gradient "
-                f"per output of forward_fn ({n_douts}), then the cache")
-        extras = [p.name for p in positional[n_douts + 1:] if p.default is p.empty]
+                f"per output of forward_fn ({n_douts}), then the cache"
+            )
+        extras = [p.name for p in positional[n_douts + 1 :] if p.default is p.empty]
     unknown = [e for e in extras if e not in in_names]
     if unknown:
         raise ProtocolError(
             f"backward_fn takes {unknown} after the cache, which are not arguments of "
             f"forward_fn ({in_names}): name them like forward_fn's, or pass "
-            "backward_inputs=(...) with the forward argument names to give it")
+            "backward_inputs=(...) with the forward argument names to give it"
+        )
     return extras
 
 
@@ -1261,15 +1406,18 @@ def step_backward_report(
     def forward(vals=None):
         result = call(values if vals is None else vals)
         if not isinstance(result, (tuple, list)) or len(result) < 2:
-            raise ProtocolError(f"{fname} must return (outputs..., cache), got "
-                            f"{type(result).__name__}")
+            raise ProtocolError(
+                f"{fname} must return (outputs..., cache), got {type(result).__name__}"
+            )
         return tuple(result[:-1]), result[-1]
 
     outs, cache = forward()
     for k, o in enumerate(outs):
         if _is_float_array(o) and np.dtype(o.dtype) != np.float64:
-            report.problems.append(f"{fname}'s output {k} is {o.dtype} although its inputs are "
-                                   "float64: a fixed dtype somewhere (dtype='f')")
+            report.problems.append(
+                f"{fname}'s output {k} is {o.dtype} although its inputs are "
+                "float64: a fixed dtype somewhere (dtype='f')"
+            )
             return report
     douts = upstream(outs, seed)
     extras = _backward_extras(backward_fn, len(outs), names, backward_inputs)
@@ -1287,29 +1435,40 @@ def step_backward_report(
 
     outs, cache = forward()
     by_name = dict(zip(names, values))
-    returned = backward_fn(*[d for d in douts if d is not None], cache,
-                           *[by_name[e] for e in extras])
+    returned = backward_fn(
+        *[d for d in douts if d is not None], cache, *[by_name[e] for e in extras]
+    )
     returned = () if returned is None else _as_tuple(returned)
     if len(returned) != len(checked):
         want = ", ".join(_grad_name(nm) for nm in checked)
         report.problems.append(
             f"{bname} returned {len(returned)} array(s); it must return one gradient per float "
             f"input of {fname}, in order: {want} ({len(checked)}; pass wrt=[...] to name "
-            "them otherwise)")
+            "them otherwise)"
+        )
         return report
     params = {nm: by_name[nm] for nm in float_names if _is_param_name(nm)}
     layouts, note = _layouts(gates, params)
     if note:
         report.notes.append(note)
     cell = _cell_of(gates) if gates else ("rnn" if gates == "" and "Wh" in names else None)
-    N = next((v.shape[0] for nm, v in zip(names, values)
-              if _is_float_array(v) and v.ndim >= 2 and not _is_param_name(nm)), None)
+    N = next(
+        (
+            v.shape[0]
+            for nm, v in zip(names, values)
+            if _is_float_array(v) and v.ndim >= 2 and not _is_param_name(nm)
+        ),
+        None,
+    )
     analytic_of = {}
     for nm, d in zip(checked, returned):
         x = by_name[nm]
         if d is None:
-            report.findings.append(ArrayFinding(_grad_name(nm), float("inf"), False,
-                                                causes=[f"{bname} returned None for it"]))
+            report.findings.append(
+                ArrayFinding(
+                    _grad_name(nm), float("inf"), False, causes=[f"{bname} returned None for it"]
+                )
+            )
             continue
         a = _host(d)
         if a.shape != tuple(x.shape):
@@ -1322,8 +1481,14 @@ def step_backward_report(
         analytic_of[nm] = a
     if not report.ok and len(analytic_of) == len(checked):
         dout_names = _arg_names(backward_fn, len(outs))
-        _ignored_upstream(report, [(nm, by_name[nm], analytic_of[nm]) for nm in checked],
-                          lambda d: vjp_loss(forward()[0], d), douts, dout_names, h)
+        _ignored_upstream(
+            report,
+            [(nm, by_name[nm], analytic_of[nm]) for nm in checked],
+            lambda d: vjp_loss(forward()[0], d),
+            douts,
+            dout_names,
+            h,
+        )
     _finish(report, cell, True)
     return report
 
@@ -1389,16 +1554,26 @@ def assert_step_backward(
     AssertionError
         With the report (array, gate block, worst element, likely cause).
     """
-    report = step_backward_report(forward_fn, backward_fn, inputs, gates=gates, wrt=wrt,
-                                  backward_inputs=backward_inputs, tol=tol, h=h, seed=seed,
-                                  title=title)
+    report = step_backward_report(
+        forward_fn,
+        backward_fn,
+        inputs,
+        gates=gates,
+        wrt=wrt,
+        backward_inputs=backward_inputs,
+        tol=tol,
+        h=h,
+        seed=seed,
+        title=title,
+    )
     if not report.ok:
         raise AssertionError(str(report))
     return report
 
 
-def compare_report(title: str, specs, *, against: str, tol: float = 1e-10, gates=None,
-                   step_level: bool = True) -> GradientReport:
+def compare_report(
+    title: str, specs, *, against: str, tol: float = 1e-10, gates=None, step_level: bool = True
+) -> GradientReport:
     """A report comparing analytic gradients with reference ones (not finite differences):
     ``specs`` is a list of ``(name, analytic, expected)`` host arrays; names of parameters
     packed in gate blocks (per ``gates``) are localized by block, (N, T, ...) arrays named
@@ -1412,8 +1587,15 @@ def compare_report(title: str, specs, *, against: str, tol: float = 1e-10, gates
         if a.shape != e.shape:
             report.findings.append(_shape_finding(nm, a.shape, e.shape))
             continue
-        spec = _Spec(nm, a, e, layouts.get(nm), 1 if (a.ndim >= 3 and nm.endswith("s")) else None,
-                     "param" if nm in params else "input", expected_label="npgated's")
+        spec = _Spec(
+            nm,
+            a,
+            e,
+            layouts.get(nm),
+            1 if (a.ndim >= 3 and nm.endswith("s")) else None,
+            "param" if nm in params else "input",
+            expected_label="npgated's",
+        )
         report.findings.append(_analyze(spec, tol, cell, None, step_level))
     _finish(report, cell, step_level)
     return report

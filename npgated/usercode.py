@@ -66,8 +66,9 @@ def split_target(target: str):
     if not sep or not path.endswith(".py"):
         return None
     if not name:
-        raise UserCodeError(f"{target}: name what to check after the colon, e.g. "
-                            f"{path}:MyLSTM or {path}:make_layer")
+        raise UserCodeError(
+            f"{target}: name what to check after the colon, e.g. {path}:MyLSTM or {path}:make_layer"
+        )
     return Path(path), name
 
 
@@ -78,8 +79,10 @@ def load_module(path):
     if not path.is_file():
         raise UserCodeError(f"{path}: no such file")
     resolved = path.resolve()
-    name = f"_npgated_user_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}_" \
-           f"{zlib.crc32(str(resolved).encode()):08x}"
+    name = (
+        f"_npgated_user_{re.sub(r'[^0-9A-Za-z_]', '_', path.stem)}_"
+        f"{zlib.crc32(str(resolved).encode()):08x}"
+    )
     spec = importlib.util.spec_from_file_location(name, resolved)
     module = importlib.util.module_from_spec(spec)
     folder = str(resolved.parent)
@@ -101,9 +104,13 @@ def load_module(path):
 def find(module, name: str, path):
     obj = getattr(module, name, None)
     if obj is None:
-        names = sorted(n for n, v in vars(module).items()
-                       if not n.startswith("_") and (inspect.isclass(v) or inspect.isfunction(v))
-                       and getattr(v, "__module__", None) == module.__name__)
+        names = sorted(
+            n
+            for n, v in vars(module).items()
+            if not n.startswith("_")
+            and (inspect.isclass(v) or inspect.isfunction(v))
+            and getattr(v, "__module__", None) == module.__name__
+        )
         raise UserCodeError(f"{path} has no {name!r}; it defines: {', '.join(names) or 'nothing'}")
     return obj
 
@@ -164,23 +171,26 @@ def _input_shape(arg: str, owner: str):
         f"cannot infer the shape of {owner}'s argument {arg!r} from its name (the rule: Wx "
         "(D, kH), Wh (H, kH), b (kH,), W (D, H), xs (N, T, D), x (N, D), h_prev/c_prev (N, H); "
         "see npgated.usercode); write a factory instead -- def make_layer(): return layer, "
-        "inputs -- and run npgated gradcheck FILE.py:make_layer")
+        "inputs -- and run npgated gradcheck FILE.py:make_layer"
+    )
 
 
 def _required(func, skip_self: bool):
     params = list(inspect.signature(func).parameters.values())
     if skip_self:
         params = params[1:]
-    required = [p for p in params if p.default is p.empty
-                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = [
+        p
+        for p in params
+        if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
     defaults = {p.name: p.default for p in params if p.default is not p.empty}
     return [p.name for p in required], defaults
 
 
 def _arrays(names, k, reset_after, owner, rng):
     kinds = {_kind(n) for n in names}
-    return [rng.standard_normal(_shape_for(n, kinds, k, reset_after, owner)) * 0.5
-            for n in names]
+    return [rng.standard_normal(_shape_for(n, kinds, k, reset_after, owner)) * 0.5 for n in names]
 
 
 def _shapes(names, arrays) -> str:
@@ -207,8 +217,10 @@ def build_layer(cls, *, gates=None, seed: int = 0):
     options = {"gates": gates}
     sequence = any(x.ndim >= 3 for x in inputs)
     described = [f"{n} {tuple(p.shape)}" for n, p in zip(names, params)]
-    text = (f"built {cls.__name__}({', '.join(described)}) with random float64 arrays "
-            f"(seed {seed}); forward({_shapes(in_names, inputs)})")
+    text = (
+        f"built {cls.__name__}({', '.join(described)}) with random float64 arrays "
+        f"(seed {seed}); forward({_shapes(in_names, inputs)})"
+    )
     if sequence and hasattr(layer, "set_state"):
         H = SIZES["H"]
         state = {"h": rng.standard_normal((SIZES["N"], H)) * 0.5}
@@ -226,8 +238,9 @@ def step_inputs(forward_fn, *, gates=None, seed: int = 0):
     names, _ = _required(forward_fn, skip_self=False)
     k = gate_count(forward_fn.__name__, gates)
     inputs = _arrays(names, k, False, forward_fn.__name__, rng)
-    text = (f"{forward_fn.__name__}({_shapes(names, inputs)}) "
-            f"with random float64 arrays (seed {seed})")
+    text = (
+        f"{forward_fn.__name__}({_shapes(names, inputs)}) with random float64 arrays (seed {seed})"
+    )
     return tuple(inputs), text
 
 
@@ -237,7 +250,8 @@ def from_factory(factory):
     if not isinstance(made, tuple) or len(made) not in (2, 3):
         raise UserCodeError(
             f"{factory.__name__}() must return (layer, inputs) or (layer, inputs, options), got "
-            f"{type(made).__name__}")
+            f"{type(made).__name__}"
+        )
     layer, inputs = made[0], made[1]
     options = dict(made[2]) if len(made) == 3 else {}
     return layer, inputs, options
@@ -286,8 +300,9 @@ def check_target(target: str, *, gates: str | None = None, seed: int = 0, tol: f
         forward_fn, backward_fn = find(module, fwd_name, path), find(module, bwd_name, path)
         inputs, text = step_inputs(forward_fn, gates=gates, seed=seed)
         try:
-            report = testing.step_backward_report(forward_fn, backward_fn, inputs, gates=gates,
-                                                  tol=tol, seed=seed)
+            report = testing.step_backward_report(
+                forward_fn, backward_fn, inputs, gates=gates, tol=tol, seed=seed
+            )
         except testing.ProtocolError as exc:
             raise UserCodeError(str(exc)) from None
         except Exception as exc:  # noqa: BLE001
@@ -301,8 +316,9 @@ def check_target(target: str, *, gates: str | None = None, seed: int = 0, tol: f
             layer, inputs, options = from_factory(obj)
             text = f"{name}() built {type(layer).__name__}"
         else:
-            raise UserCodeError(f"{path}:{name} is a {type(obj).__name__}, not a layer class "
-                                "or a factory function")
+            raise UserCodeError(
+                f"{path}:{name} is a {type(obj).__name__}, not a layer class or a factory function"
+            )
     except UserCodeError:
         raise
     except Exception as exc:  # noqa: BLE001

@@ -76,8 +76,10 @@ def book_dir():
     for path in candidates:
         if (path / "Rnnlm.pkl").is_file():
             return path
-    pytest.skip("the book's Rnnlm.pkl not found: expected in a book/ folder next to the PTB "
-                "folder of NPGATED_DATA_DIR (../shared/data/book)")
+    pytest.skip(
+        "the book's Rnnlm.pkl not found: expected in a book/ folder next to the PTB "
+        "folder of NPGATED_DATA_DIR (../shared/data/book)"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -102,8 +104,11 @@ def book_file():
 def write_synthetic_ptb(folder, n_train=3000, n_eval=600, seed=0) -> Path:
     """Write ptb.{train,valid,test}.txt with a learnable grammar of 20 words."""
     rng = np.random.default_rng(seed)
-    subjects, verbs, objects = ["the cat", "a dog", "my bird"], ["sees", "eats", "likes"], \
-        ["fish", "the ball", "a bone", "seeds"]
+    subjects, verbs, objects = (
+        ["the cat", "a dog", "my bird"],
+        ["sees", "eats", "likes"],
+        ["fish", "the ball", "a bone", "seeds"],
+    )
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
 
@@ -129,8 +134,20 @@ def synthetic_ptb(tmp_path):
     return write_synthetic_ptb(tmp_path / "synthetic_ptb")
 
 
-_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august",
-           "september", "october", "november", "december")
+_MONTHS = (
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+)
 
 
 def write_synthetic_book_tasks(folder, n_lines=1000, seed=0) -> Path:
@@ -147,8 +164,11 @@ def write_synthetic_book_tasks(folder, n_lines=1000, seed=0) -> Path:
     lines = []
     for _ in range(n_lines):
         y, m, d = int(rng.integers(1970, 2030)), int(rng.integers(1, 13)), int(rng.integers(1, 29))
-        question = (f"{_MONTHS[m - 1]} {d}, {y}", f"{m}/{d}/{y % 100:02d}",
-                    f"{d} {_MONTHS[m - 1][:3].upper()} {y}")[int(rng.integers(3))]
+        question = (
+            f"{_MONTHS[m - 1]} {d}, {y}",
+            f"{m}/{d}/{y % 100:02d}",
+            f"{d} {_MONTHS[m - 1][:3].upper()} {y}",
+        )[int(rng.integers(3))]
         lines.append(question.ljust(29) + "_" + f"{y}-{m:02d}-{d:02d}")
     (folder / "date.txt").write_text("\n".join(lines) + "\n")
     return folder
@@ -181,8 +201,10 @@ def _ids_cache_in_tmp(monkeypatch, _session_ids_cache):
     every test, and of the commands they start, are temporary folders of the session, never
     the user's home (a test may point them elsewhere)."""
     monkeypatch.setenv("NPGATED_PTB_CACHE", str(_session_ids_cache))
-    monkeypatch.setenv("NPGATED_CORPUS_CACHE",
-                       str(_session_ids_cache.with_name(_session_ids_cache.name + "-corpus")))
+    monkeypatch.setenv(
+        "NPGATED_CORPUS_CACHE",
+        str(_session_ids_cache.with_name(_session_ids_cache.name + "-corpus")),
+    )
 
 
 @pytest.fixture

@@ -12,13 +12,16 @@ from npgated import allocator
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(mmap_threshold=0), "mmap_threshold must be between 1 and"),
-    (dict(mmap_threshold=allocator.MAX_MMAP_THRESHOLD + 1), "32 MiB"),
-    (dict(mmap_threshold=1.5), "integer number of bytes"),
-    (dict(trim_threshold=-1), "trim_threshold must be between 0 and"),
-    (dict(trim_threshold=True), "integer number of bytes"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(mmap_threshold=0), "mmap_threshold must be between 1 and"),
+        (dict(mmap_threshold=allocator.MAX_MMAP_THRESHOLD + 1), "32 MiB"),
+        (dict(mmap_threshold=1.5), "integer number of bytes"),
+        (dict(trim_threshold=-1), "trim_threshold must be between 0 and"),
+        (dict(trim_threshold=True), "integer number of bytes"),
+    ],
+)
 def test_bad_thresholds_are_refused_with_the_range(kwargs, match):
     with pytest.raises(ValueError, match=match):
         allocator.keep_freed_memory(**kwargs)
@@ -51,8 +54,9 @@ _STEPS = textwrap.dedent("""
 
 
 def _steady_state_faults(mode):
-    out = subprocess.run([sys.executable, "-c", _STEPS, mode], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _STEPS, mode], capture_output=True, text=True, check=True
+    )
     return int(out.stdout.split()[-1])
 
 

@@ -32,8 +32,9 @@ def test_unknown_backend_lists_valid():
 
 @pytest.mark.skipif(backend.cupy_available(), reason="CuPy with a GPU is present here")
 def test_cupy_missing_says_how_to_fix():
-    with pytest.raises(backend.BackendError,
-                       match=r"pip install npgated\[gpu\]|no usable GPU|no GPU"):
+    with pytest.raises(
+        backend.BackendError, match=r"pip install npgated\[gpu\]|no usable GPU|no GPU"
+    ):
         backend.use("cupy")
     assert backend.current() != "cupy"
 
@@ -84,8 +85,15 @@ class TestFakeCupy:
 
     def test_results_stay_on_device(self):
         d = self.d
-        for r in (d + 1.0, d @ d.T, d.sum(axis=0), d[0], d.T.copy(), np.tanh(d),
-                  self.fc.zeros((2,))):
+        for r in (
+            d + 1.0,
+            d @ d.T,
+            d.sum(axis=0),
+            d[0],
+            d.T.copy(),
+            np.tanh(d),
+            self.fc.zeros((2,)),
+        ):
             assert isinstance(r, backend.FakeDeviceArray)
 
     def test_refuses_mixing_with_host_arrays(self):

@@ -21,8 +21,21 @@ BENCHMARKS = ROOT / "benchmarks"
 BENCH = BENCHMARKS / "bench.py"
 
 
-@pytest.mark.parametrize("name", ["bench", "book_eval", "cases", "children", "gemm_only",
-                                  "harness", "profiling", "report", "step_parts", "system"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "bench",
+        "book_eval",
+        "cases",
+        "children",
+        "gemm_only",
+        "harness",
+        "profiling",
+        "report",
+        "step_parts",
+        "system",
+    ],
+)
 def test_every_part_of_the_benchmark_imports(name, benchmarks):
     """Each module of the split benchmark imports on its own, with a docstring saying its idea."""
     module = benchmarks(name)
@@ -71,10 +84,12 @@ def _check_results(report, expected):
 
 def test_bench_smoke_npgated(tmp_path):
     """Every npgated child (one layer / two layers with dropout and tying; LSTM / GRU) reports."""
-    report, markdown = _run(tmp_path, "--presets", "book-small,book-better",
-                            "--cells", "lstm,gru", "--impl", "npgated")
-    _check_results(report, {(p, c, "npgated") for p in ("book-small", "book-better")
-                            for c in ("lstm", "gru")})
+    report, markdown = _run(
+        tmp_path, "--presets", "book-small,book-better", "--cells", "lstm,gru", "--impl", "npgated"
+    )
+    _check_results(
+        report, {(p, c, "npgated") for p in ("book-small", "book-better") for c in ("lstm", "gru")}
+    )
     assert report["gemm"]["numpy"]["best_gflops"] > 0
     assert report["machine"]["cpu_model"]
     assert report["settings"]["smoke"] is True
@@ -85,8 +100,16 @@ def test_bench_smoke_against_torch(tmp_path):
     """npgated and the PyTorch reference side by side: both children report, ratio computed."""
     if importlib.util.find_spec("torch") is None:
         pytest.skip("torch is not installed")
-    report, markdown = _run(tmp_path, "--presets", "book-better", "--cells", "gru",
-                            "--impl", "npgated,torch", "--no-gemm")
+    report, markdown = _run(
+        tmp_path,
+        "--presets",
+        "book-better",
+        "--cells",
+        "gru",
+        "--impl",
+        "npgated,torch",
+        "--no-gemm",
+    )
     _check_results(report, {("book-better", "gru", "npgated"), ("book-better", "gru", "torch")})
     assert report["machine"]["torch"]
     npg = next(r for r in report["results"] if r["impl"] == "npgated")
@@ -103,10 +126,17 @@ def test_rounds_are_merged_as_the_median_of_the_rounds(benchmarks):
     harness = benchmarks("harness")
     results = []
     for tok_s, rss in ((100.0, 10.0), (300.0, 30.0), (200.0, 20.0)):
-        harness.add_round(results, {
-            "preset": "p", "cell": "lstm", "impl": "npgated", "peak_rss_mib": rss,
-            "train": {"tok_s": tok_s, "ms_per_iter": 1e3 / tok_s, "others_cores": [0.1]},
-            "eval": {"tok_s": 3 * tok_s, "ms_per_iter": 1.0, "others_cores": [0.2]}})
+        harness.add_round(
+            results,
+            {
+                "preset": "p",
+                "cell": "lstm",
+                "impl": "npgated",
+                "peak_rss_mib": rss,
+                "train": {"tok_s": tok_s, "ms_per_iter": 1e3 / tok_s, "others_cores": [0.1]},
+                "eval": {"tok_s": 3 * tok_s, "ms_per_iter": 1.0, "others_cores": [0.2]},
+            },
+        )
     assert len(results) == 1
     merged = results[0]
     assert merged["train"]["tok_s"] == 200.0 and merged["eval"]["tok_s"] == 600.0
@@ -126,8 +156,9 @@ def test_update_readme_fills_both_readmes(benchmarks, monkeypatch, tmp_path):
     monkeypatch.setattr(report, "READMES", tuple(files))
     assert report.update_readme("new table\n") is True
     for path in files:
-        assert path.read_text() == (f"before\n{report.README_START}\nnew table\n"
-                                    f"{report.README_END}\nafter\n")
+        assert path.read_text() == (
+            f"before\n{report.README_START}\nnew table\n{report.README_END}\nafter\n"
+        )
     files[1].write_text("no markers\n")
     assert report.update_readme("x\n") is False
     assert files[1].read_text() == "no markers\n"  # left alone
@@ -144,10 +175,26 @@ def test_the_readmes_have_the_results_markers(benchmarks):
 def test_step_parts_times_every_part(benchmarks, capsys):
     """benchmarks/step_parts.py: one row per layer phase plus clip/update/zeroing, both modes."""
     step_parts = benchmarks("step_parts")
-    assert step_parts.main(["--preset", "book-small", "--iters", "1", "--rounds", "1",
-                            "--threads", "2"]) == 0
+    assert (
+        step_parts.main(
+            ["--preset", "book-small", "--iters", "1", "--rounds", "1", "--threads", "2"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
-    for part in ("zero grads", "F embed", "F lstm1", "F affine", "F loss", "B loss",
-                 "B affine", "B lstm1", "B embed", "clip", "update", "**sum**"):
+    for part in (
+        "zero grads",
+        "F embed",
+        "F lstm1",
+        "F affine",
+        "F loss",
+        "B loss",
+        "B affine",
+        "B lstm1",
+        "B embed",
+        "clip",
+        "update",
+        "**sum**",
+    ):
         assert f"| {part} |" in out, part
     assert "| part | threads off | 2 threads |" in out

@@ -31,10 +31,12 @@ FILES = {
         "class TimeEmbedding(_b.TimeEmbedding): pass\n"
         "class TimeLSTM(_b.TimeLSTM): pass\n"
         "class TimeAffine(_b.TimeAffine): pass\n"
-        "class TimeSoftmaxWithLoss(_b.TimeSoftmaxWithLoss): pass\n"),
+        "class TimeSoftmaxWithLoss(_b.TimeSoftmaxWithLoss): pass\n"
+    ),
     "common/optimizer.py": (
         "from npgated.optim.adam import Adam  # noqa: F401\n"
-        "from npgated.optim.sgd import SGD  # noqa: F401\n"),
+        "from npgated.optim.sgd import SGD  # noqa: F401\n"
+    ),
     "common/trainer.py": (
         "import numpy as np\n"
         "def remove_duplicate(params, grads):\n"
@@ -47,14 +49,16 @@ FILES = {
         "        pos = (np.arange(batch_size)[:, None] * jump + self.time_idx\n"
         "               + np.arange(time_size)[None, :]) % len(x)\n"
         "        self.time_idx += time_size\n"
-        "        return x[pos], t[pos]\n"),
+        "        return x[pos], t[pos]\n"
+    ),
     "common/util.py": (
         "from npgated.optim.clip import clip_grads  # noqa: F401\n"
         "def eval_seq2seq(model, question, correct, id_to_char, verbose=False,\n"
         "                 is_reverse=False):\n"
         "    correct = correct.flatten()\n"
         "    guess = model.generate(question, int(correct[0]), len(correct) - 1)\n"
-        "    return int(list(guess) == [int(c) for c in correct[1:]])\n"),
+        "    return int(list(guess) == [int(c) for c in correct[1:]])\n"
+    ),
     "ch06/rnnlm.py": (
         "from common.time_layers import *  # noqa: F403\n"
         "class Rnnlm:\n"
@@ -75,7 +79,8 @@ FILES = {
         "    def backward(self):\n"
         "        d = self.loss_layer.backward()\n"
         "        for layer in reversed(self.layers):\n"
-        "            d = layer.backward(d)\n"),
+        "            d = layer.backward(d)\n"
+    ),
     "ch07/seq2seq.py": (
         "from common.time_layers import *  # noqa: F403\n"
         "class Part:\n"
@@ -116,17 +121,19 @@ FILES = {
         "            h = self.decoder.lstm.forward(self.decoder.embed.forward(x))\n"
         "            sid = int(self.decoder.affine.forward(h).argmax())\n"
         "            out.append(sid)\n"
-        "        return out\n"),
+        "        return out\n"
+    ),
     "ch08/attention_layer.py": (
-        "from npgated.layers.attention import TimeAttention as _A\n"
-        "class TimeAttention(_A): pass\n"),
+        "from npgated.layers.attention import TimeAttention as _A\nclass TimeAttention(_A): pass\n"
+    ),
     "ch08/attention_seq2seq.py": (
         "from ch07.seq2seq import Seq2seq\n"
         "from ch08.attention_layer import TimeAttention\n"
         "class AttentionSeq2seq(Seq2seq):\n"
         "    def __init__(self, V, D, H):\n"
         "        super().__init__(V, D, H)\n"
-        "        self.decoder.attention = TimeAttention()\n"),
+        "        self.decoder.attention = TimeAttention()\n"
+    ),
     "dataset/__init__.py": "",
     "dataset/addition.txt": "16+75  _91  \n",
     "dataset/date.txt": "september 27, 1994           _1994-09-27\n",
@@ -138,7 +145,8 @@ FILES = {
         "    t = numpy.random.randint(0, 13, (300, 5))\n"
         "    return (x[:270], t[:270]), (x[270:], t[270:])\n"
         "def get_vocab():\n"
-        "    return {str(i): i for i in range(13)}, {i: str(i) for i in range(13)}\n"),
+        "    return {str(i): i for i in range(13)}, {i: str(i) for i in range(13)}\n"
+    ),
 }
 
 
@@ -170,11 +178,18 @@ def test_both_layer_sets_run_every_chapter_and_are_reported(fake_book, benchmark
     book, ptb = fake_book
     bd = benchmarks("book_dropin")
     logged = []
-    result = bd.run_book_dropin(book, max_iters=3, data_dir=ptb, eval_questions=4,
-                                threads=1, log=logged.append, timeout=300)
+    result = bd.run_book_dropin(
+        book, max_iters=3, data_dir=ptb, eval_questions=4, threads=1, log=logged.append, timeout=300
+    )
     assert "error" not in result, result.get("error")
     assert [line.split(":")[0] for line in logged] == [
-        "ch06 book", "ch06 npgated", "ch07 npgated", "ch07 book", "ch08 book", "ch08 npgated"]
+        "ch06 book",
+        "ch06 npgated",
+        "ch07 npgated",
+        "ch07 book",
+        "ch08 book",
+        "ch08 npgated",
+    ]
     for chapter in bd.CHAPTERS:
         r = result["chapters"][chapter]
         assert r["book"]["layers_module"] == "common.time_layers"
@@ -189,8 +204,7 @@ def test_both_layer_sets_run_every_chapter_and_are_reported(fake_book, benchmark
         assert c["max_rel_loss_diff"] <= 1e-6
         assert c["step_speedup"] == pytest.approx(c["step_ms"]["book"] / c["step_ms"]["npgated"])
     assert result["chapters"]["ch08"]["book"]["attention_module"] == "ch08.attention_layer"
-    assert result["chapters"]["ch08"]["npgated"]["attention_module"] == \
-        "npgated.layers.attention"
+    assert result["chapters"]["ch08"]["npgated"]["attention_module"] == "npgated.layers.attention"
     assert result["chapters"]["ch07"]["npgated"]["eval"]["questions"] == 4
     assert result["chapters"]["ch06"]["book"]["hyper"]["seed"] == 1984
 
@@ -209,8 +223,7 @@ def test_a_bad_book_dir_is_one_clear_line(tmp_path, benchmarks, capsys):
     assert "ch07/seq2seq.py" in err and "not a usable checkout" in err
 
 
-def test_a_failing_layer_set_is_reported_and_the_other_still_runs(fake_book, benchmarks,
-                                                                  tmp_path):
+def test_a_failing_layer_set_is_reported_and_the_other_still_runs(fake_book, benchmarks, tmp_path):
     """The book's own layers fail on CuPy (its issues #4, #7); the report must still show
     npgated.book's run and say what failed, not stop."""
     import shutil  # noqa: PLC0415
@@ -219,13 +232,24 @@ def test_a_failing_layer_set_is_reported_and_the_other_still_runs(fake_book, ben
     broken = tmp_path / "book"
     shutil.copytree(book, broken)
     layers = broken / "common" / "time_layers.py"
-    layers.write_text(layers.read_text() + (
-        "class TimeLSTM(_b.TimeLSTM):\n"
-        "    def backward(self, dhs):\n"
-        "        raise AttributeError(\"module 'cupy' has no attribute 'scatter_add'\")\n"))
+    layers.write_text(
+        layers.read_text()
+        + (
+            "class TimeLSTM(_b.TimeLSTM):\n"
+            "    def backward(self, dhs):\n"
+            "        raise AttributeError(\"module 'cupy' has no attribute 'scatter_add'\")\n"
+        )
+    )
     bd = benchmarks("book_dropin")
-    result = bd.run_book_dropin(broken, chapters=("ch07",), max_iters=2, eval_questions=0,
-                                threads=1, log=lambda _: None, timeout=300)
+    result = bd.run_book_dropin(
+        broken,
+        chapters=("ch07",),
+        max_iters=2,
+        eval_questions=0,
+        threads=1,
+        log=lambda _: None,
+        timeout=300,
+    )
     assert result["error"] == "failed: ch07 book"
     ch07 = result["chapters"]["ch07"]
     assert "scatter_add" in ch07["book"]["error"] and "comparison" not in ch07

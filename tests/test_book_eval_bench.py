@@ -63,8 +63,9 @@ def _write_eval(book, ppl):
 
 def test_parse_the_perplexity_lines_of_both_scripts(benchmarks):
     be = benchmarks("book_eval")
-    book_out = ("evaluating perplexity ...\n\r0 / 235\r1 / 235\n"
-                "test perplexity:  136.07759032293401\n")
+    book_out = (
+        "evaluating perplexity ...\n\r0 / 235\r1 / 235\ntest perplexity:  136.07759032293401\n"
+    )
     assert be.parse_perplexity(book_out) == (136.07759032293401, 14)
     npg = "test perplexity 136.0776 (book protocol: N=10, T=35, whole windows)\n"
     assert be.parse_perplexity(npg) == (136.0776, 4)
@@ -80,14 +81,21 @@ def test_three_whole_processes_timed_and_rendered(fake_book, benchmarks):
     _write_eval(book, ppl)
     be, report = benchmarks("book_eval"), benchmarks("report")
     logged = []
-    result = be.run_book_eval(book, data_dir=book / "dataset", repeats=2, warmup=1,
-                              log=logged.append, **FAST)
+    result = be.run_book_eval(
+        book, data_dir=book / "dataset", repeats=2, warmup=1, log=logged.append, **FAST
+    )
     assert "error" not in result, result.get("error")
     assert result["run_dir"].endswith("(temporary, removed)")
     assert not Path(result["run_dir"].split(" (")[0]).exists()
     rounds = [ln.split(":")[0] for ln in logged if ln.startswith("round")]
-    assert rounds == ["round 1/2 book", "round 1/2 npgated_book", "round 1/2 npgated",
-                      "round 2/2 npgated", "round 2/2 npgated_book", "round 2/2 book"]
+    assert rounds == [
+        "round 1/2 book",
+        "round 1/2 npgated_book",
+        "round 1/2 npgated",
+        "round 2/2 npgated",
+        "round 2/2 npgated_book",
+        "round 2/2 book",
+    ]
     for name in be.COMMANDS:
         c = result["commands"][name]
         assert len(c["seconds"]) == 2 and all(s > 0 for s in c["seconds"]), name
@@ -101,7 +109,8 @@ def test_three_whole_processes_timed_and_rendered(fake_book, benchmarks):
     ratios = result["ratios"]
     book_s = result["commands"]["book"]["median_s"]
     assert ratios["book_protocol"] == pytest.approx(
-        book_s / result["commands"]["npgated_book"]["median_s"])
+        book_s / result["commands"]["npgated_book"]["median_s"]
+    )
     assert ratios["default_protocol"] > 0
     assert result["env"]["OPENBLAS_NUM_THREADS"] == "2" and result["blas"].get("kernel")
     assert result["book_caches_before"] is False  # the fake book writes no caches
@@ -112,11 +121,27 @@ def test_three_whole_processes_timed_and_rendered(fake_book, benchmarks):
     assert f"{ratios['book_protocol']:.2f}×" in table
     # bench.py stores the result under "book_eval": the Markdown it writes then holds the table
     bench_report = {
-        "date": "2026-12-02T00:00:00+00:00", "gemm": {}, "results": [], "book_eval": result,
-        "machine": {"cpu_model": "cpu", "cores": 2, "numpy": "2", "torch": None, "env": {},
-                    "numpy_blas": {}},
-        "settings": {"threads": 2, "iters": 1, "warmup": 1, "repeats": 1, "data_source": "x",
-                     "unset_openblas_env": False, "smoke": True},
+        "date": "2026-12-02T00:00:00+00:00",
+        "gemm": {},
+        "results": [],
+        "book_eval": result,
+        "machine": {
+            "cpu_model": "cpu",
+            "cores": 2,
+            "numpy": "2",
+            "torch": None,
+            "env": {},
+            "numpy_blas": {},
+        },
+        "settings": {
+            "threads": 2,
+            "iters": 1,
+            "warmup": 1,
+            "repeats": 1,
+            "data_source": "x",
+            "unset_openblas_env": False,
+            "smoke": True,
+        },
     }
     assert table.strip() in report.markdown_report(bench_report)
 
@@ -127,8 +152,15 @@ def test_a_wrong_book_protocol_number_is_refused(fake_book, benchmarks):
     wrong = ppl * 1.01
     _write_eval(book, wrong)
     be, report = benchmarks("book_eval"), benchmarks("report")
-    result = be.run_book_eval(book, run_dir=run, data_dir=book / "dataset", repeats=3,
-                              warmup=1, log=lambda _: None, **FAST)
+    result = be.run_book_eval(
+        book,
+        run_dir=run,
+        data_dir=book / "dataset",
+        repeats=3,
+        warmup=1,
+        log=lambda _: None,
+        **FAST,
+    )
     assert "refused" in result["error"] and repr(wrong) in result["error"]
     assert result["ratios"] is None and result["perplexity_check"]["agree"] is False
     assert all(not c["seconds"] for c in result["commands"].values())  # stopped at the warm-up
@@ -141,8 +173,15 @@ def test_a_failing_command_is_an_error_not_a_speed(fake_book, benchmarks):
     book, _, run = fake_book
     (book / "ch06" / "eval.py").write_text("raise SystemExit('the book broke')\n")
     be = benchmarks("book_eval")
-    result = be.run_book_eval(book, run_dir=run, data_dir=book / "dataset", repeats=1,
-                              warmup=0, log=lambda _: None, **FAST)
+    result = be.run_book_eval(
+        book,
+        run_dir=run,
+        data_dir=book / "dataset",
+        repeats=1,
+        warmup=0,
+        log=lambda _: None,
+        **FAST,
+    )
     assert "the book broke" in result["error"] and result["ratios"] is None
 
 
@@ -154,8 +193,9 @@ def test_an_incomplete_book_dir_is_named(tmp_path, benchmarks):
         be.check_book_dir(tmp_path)
 
 
-def test_bench_takes_the_book_dir_from_the_flag_or_the_environment(tmp_path, benchmarks,
-                                                                    monkeypatch):
+def test_bench_takes_the_book_dir_from_the_flag_or_the_environment(
+    tmp_path, benchmarks, monkeypatch
+):
     monkeypatch.delenv("NPGATED_BOOK_DIR", raising=False)
     bench = benchmarks("bench")
     assert bench.parse_args([]).book_dir is None  # without it nothing changes

@@ -8,14 +8,36 @@ import pytest
 from npgated import cli
 from npgated.training.checkpoint import load_checkpoint
 
-SMALL = ["--wordvec-size", "12", "--hidden-size", "12", "--batch-size", "4", "--time-size", "5",
-         "--lr", "1.0", "--no-progress"]
+SMALL = [
+    "--wordvec-size",
+    "12",
+    "--hidden-size",
+    "12",
+    "--batch-size",
+    "4",
+    "--time-size",
+    "5",
+    "--lr",
+    "1.0",
+    "--no-progress",
+]
 
 
 def test_train_dry_run_eval_generate(tmp_path, synthetic_ptb, capsys):
     run = tmp_path / "run"
-    code = cli.main(["train", "--preset", "book-small", "--dry-run",
-                     "--data-dir", str(synthetic_ptb), "--run-dir", str(run), *SMALL])
+    code = cli.main(
+        [
+            "train",
+            "--preset",
+            "book-small",
+            "--dry-run",
+            "--data-dir",
+            str(synthetic_ptb),
+            "--run-dir",
+            str(run),
+            *SMALL,
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert "test perplexity" in out and "| epoch   1 |" in out
@@ -24,8 +46,23 @@ def test_train_dry_run_eval_generate(tmp_path, synthetic_ptb, capsys):
     assert cli.main(["eval", str(run), "--data-dir", str(synthetic_ptb), "--split", "valid"]) == 0
     assert "valid perplexity" in capsys.readouterr().out
 
-    assert cli.main(["generate", str(run / "last.npz"), "--start", "the cat", "--length", "12",
-                     "--data-dir", str(synthetic_ptb), "--seed", "3"]) == 0
+    assert (
+        cli.main(
+            [
+                "generate",
+                str(run / "last.npz"),
+                "--start",
+                "the cat",
+                "--length",
+                "12",
+                "--data-dir",
+                str(synthetic_ptb),
+                "--seed",
+                "3",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert text.startswith("the cat") and len(text.split()) >= 12
 
@@ -36,14 +73,17 @@ def test_gradcheck_command(capsys):
     assert "TimeLSTM: ok" in out and "all gradients agree" in out
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["train", "--preset", "nope"], "unknown preset 'nope'"),
-    (["train", "--cell", "transformer"], "invalid choice: 'transformer'"),
-    (["train", "--backend", "tpu"], "invalid choice: 'tpu'"),
-    (["train", "--dry-run", "--epochs", "3"], "do not combine"),
-    (["train", "--model", "Rnnlm", "--dropout", "0.5"], "use --model BetterRnnlm"),
-    (["eval", "/nonexistent/ckpt.npz"], "no checkpoint at"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--preset", "nope"], "unknown preset 'nope'"),
+        (["train", "--cell", "transformer"], "invalid choice: 'transformer'"),
+        (["train", "--backend", "tpu"], "invalid choice: 'tpu'"),
+        (["train", "--dry-run", "--epochs", "3"], "do not combine"),
+        (["train", "--model", "Rnnlm", "--dropout", "0.5"], "use --model BetterRnnlm"),
+        (["eval", "/nonexistent/ckpt.npz"], "no checkpoint at"),
+    ],
+)
 def test_usage_errors_exit_2_with_one_line(argv, message, capsys, synthetic_ptb):
     with pytest.raises(SystemExit) if "invalid choice" in message else _nothing():
         data = ["--data-dir", str(synthetic_ptb)] if argv[0] == "train" else []
@@ -73,10 +113,29 @@ def test_missing_data_dir_is_a_clear_error(tmp_path, capsys):
 def test_interrupt_writes_resumable_checkpoint(tmp_path, synthetic_ptb, sig, code):
     """A signal to a training subprocess: exit 130/143 with last.npz; --resume finishes the run."""
     run = tmp_path / "run"
-    argv = [sys.executable, "-m", "npgated.cli", "train", "--data-dir", str(synthetic_ptb),
-            "--run-dir", str(run), "--epochs", "2", "--log-interval", "1", *SMALL,
-            "--model", "BetterRnnlm", "--num-layers", "2", "--hidden-size", "48",
-            "--wordvec-size", "48"]
+    argv = [
+        sys.executable,
+        "-m",
+        "npgated.cli",
+        "train",
+        "--data-dir",
+        str(synthetic_ptb),
+        "--run-dir",
+        str(run),
+        "--epochs",
+        "2",
+        "--log-interval",
+        "1",
+        *SMALL,
+        "--model",
+        "BetterRnnlm",
+        "--num-layers",
+        "2",
+        "--hidden-size",
+        "48",
+        "--wordvec-size",
+        "48",
+    ]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # wait for training to be under way (a log line per iteration), then interrupt
     for line in proc.stdout:

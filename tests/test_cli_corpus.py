@@ -17,8 +17,19 @@ import pytest
 from npgated import cli
 from npgated.data import corpus
 
-TINY = ["--wordvec-size", "8", "--hidden-size", "8", "--batch-size", "2", "--time-size", "6",
-        "--lr", "1.0", "--no-progress"]
+TINY = [
+    "--wordvec-size",
+    "8",
+    "--hidden-size",
+    "8",
+    "--batch-size",
+    "2",
+    "--time-size",
+    "6",
+    "--lr",
+    "1.0",
+    "--no-progress",
+]
 ROOT = Path(__file__).resolve().parents[1]
 JAPANESE = "吾輩は猫である。名前はまだ無い。\nどこで生れたかとんと見当がつかぬ。\n"
 
@@ -33,8 +44,9 @@ def cache(monkeypatch, tmp_path):
 def play(n_lines=300, seed=0):
     rng = np.random.default_rng(seed)
     names, words = ["ROMEO:", "JULIET:"], ["love", "night", "light", "o", "sweet", "my", "the"]
-    return "".join(f"{names[i % 2]}\n" + " ".join(rng.choice(words, size=6)) + "\n\n"
-                   for i in range(n_lines))
+    return "".join(
+        f"{names[i % 2]}\n" + " ".join(rng.choice(words, size=6)) + "\n\n" for i in range(n_lines)
+    )
 
 
 def records(run):
@@ -63,8 +75,19 @@ def test_single_file_train_eval_generate(cache, tmp_path, capsys, monkeypatch, l
 
     real = loop.TBPTTBatcher
     monkeypatch.setattr(loop, "TBPTTBatcher", batcher)
-    code = cli.main(["train", "--corpus", str(text), "--level", level, "--dry-run",
-                     "--run-dir", str(run), *TINY])
+    code = cli.main(
+        [
+            "train",
+            "--corpus",
+            str(text),
+            "--level",
+            level,
+            "--dry-run",
+            "--run-dir",
+            str(run),
+            *TINY,
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert len(batched) == 1 and isinstance(batched[0], np.memmap)
@@ -89,7 +112,7 @@ def test_single_file_train_eval_generate(cache, tmp_path, capsys, monkeypatch, l
     assert cli.main(["generate", str(run), "--start", start, "--length", "40", "--seed", "1"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(start)
-    sample = out[len(start):]
+    sample = out[len(start) :]
     if level == "char":
         assert len(sample) == 40 + 1  # each drawn character, then the final newline
         assert set(sample) <= set(play()) and "\ufffd" not in sample
@@ -101,8 +124,23 @@ def test_char_sample_is_printed_as_it_is_drawn(cache, tmp_path, capsys, monkeypa
     text = tmp_path / "play.txt"
     text.write_text(play())
     run = tmp_path / "run"
-    assert cli.main(["train", "--corpus", str(text), "--level", "char", "--dry-run", "-q",
-                     "--run-dir", str(run), *TINY]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--corpus",
+                str(text),
+                "--level",
+                "char",
+                "--dry-run",
+                "-q",
+                "--run-dir",
+                str(run),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     from npgated.models import generation  # noqa: PLC0415
 
@@ -125,8 +163,23 @@ def test_folder_corpus_eval_on_another_text_and_japanese(cache, tmp_path, capsys
     (folder / "valid.txt").write_text(JAPANESE * 3)
     (folder / "test.txt").write_text(JAPANESE * 3)
     run = tmp_path / "run"
-    assert cli.main(["train", "--corpus", str(folder), "--level", "char", "--dry-run", "-q",
-                     "--run-dir", str(run), *TINY]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--corpus",
+                str(folder),
+                "--level",
+                "char",
+                "--dry-run",
+                "-q",
+                "--run-dir",
+                str(run),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     other = tmp_path / "other.txt"
     other.write_text("吾輩は犬である。\n" * 5)  # 犬: never seen in training
@@ -143,8 +196,21 @@ def test_resume_needs_only_the_run_directory(cache, tmp_path, capsys):
     text = tmp_path / "play.txt"
     text.write_text(play())
     run = tmp_path / "run"
-    argv = ["train", "--corpus", str(text), "--level", "char", "--epochs", "1", "--max-iters",
-            "2", "--run-dir", str(run), "-q", *TINY]
+    argv = [
+        "train",
+        "--corpus",
+        str(text),
+        "--level",
+        "char",
+        "--epochs",
+        "1",
+        "--max-iters",
+        "2",
+        "--run-dir",
+        str(run),
+        "-q",
+        *TINY,
+    ]
     assert cli.main(argv) == 0
     assert cli.main(["train", "--run-dir", str(run), "--resume", "--epochs", "2", "-q"]) == 0
     assert [r["epoch"] for r in records(run) if r["kind"] == "valid"] == [1, 2]
@@ -155,8 +221,19 @@ def test_resume_needs_only_the_run_directory(cache, tmp_path, capsys):
     changed = tmp_path / "changed.txt"
     changed.write_text("Zebra!\n" + play())  # three characters more, in the train part
     before = {p.name: p.read_bytes() for p in run.iterdir()}
-    code = cli.main(["train", "--run-dir", str(run), "--resume", "--epochs", "3", "-q",
-                     "--corpus", str(changed)])
+    code = cli.main(
+        [
+            "train",
+            "--run-dir",
+            str(run),
+            "--resume",
+            "--epochs",
+            "3",
+            "-q",
+            "--corpus",
+            str(changed),
+        ]
+    )
     assert code == 2
     line = one_error_line(capsys)
     assert "another vocabulary" in line
@@ -169,8 +246,23 @@ def test_eval_refuses_a_changed_corpus(cache, tmp_path, capsys):
     text = tmp_path / "play.txt"
     text.write_text(play())
     run = tmp_path / "run"
-    assert cli.main(["train", "--corpus", str(text), "--level", "word", "--dry-run", "-q",
-                     "--run-dir", str(run), *TINY]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--corpus",
+                str(text),
+                "--level",
+                "word",
+                "--dry-run",
+                "-q",
+                "--run-dir",
+                str(run),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     text.write_text(play(seed=1))
     capsys.readouterr()
     assert cli.main(["eval", str(run)]) == 2
@@ -185,9 +277,26 @@ def test_char_presets_train_on_any_corpus(cache, tmp_path, capsys):
     for preset in ("char-small", "char-lstm"):
         run = tmp_path / preset
         small = ["--hidden-size", "8", "--wordvec-size", "8", "--time-size", "5"]
-        assert cli.main(["train", "--preset", preset, "--corpus", str(text), "--dry-run", "-q",
-                         "--batch-size", "2", "--run-dir", str(run), "--no-progress",
-                         *small]) == 0, capsys.readouterr().err
+        assert (
+            cli.main(
+                [
+                    "train",
+                    "--preset",
+                    preset,
+                    "--corpus",
+                    str(text),
+                    "--dry-run",
+                    "-q",
+                    "--batch-size",
+                    "2",
+                    "--run-dir",
+                    str(run),
+                    "--no-progress",
+                    *small,
+                ]
+            )
+            == 0
+        ), capsys.readouterr().err
         config = json.loads((run / "config.json").read_text())
         assert config["level"] == "char"
     assert cli.main(["train", "--preset", "char-lstm", "--dry-run"]) == 2
@@ -221,8 +330,9 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(cache, tmp_path, cap
         (path / "test.txt").write_text(play())
         expected = "has train.txt but no valid.txt"
     run = tmp_path / "run"
-    code = cli.main(["train", "--corpus", str(path), "--level", "char", "--run-dir", str(run),
-                     *TINY, *extra])
+    code = cli.main(
+        ["train", "--corpus", str(path), "--level", "char", "--run-dir", str(run), *TINY, *extra]
+    )
     assert code == 2
     assert expected in one_error_line(capsys)
     assert not run.exists()
@@ -230,8 +340,12 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(cache, tmp_path, cap
 
 
 def test_char_rnn_example_trains_and_samples(cache):
-    out = subprocess.run([sys.executable, str(ROOT / "examples" / "char_rnn.py"), "--iters",
-                          "60", "--length", "30"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "char_rnn.py"), "--iters", "60", "--length", "30"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert "bits per character" in out.stdout
     sample = out.stdout.split("symbols: ")[-1].split("\n", 1)[1]
@@ -240,9 +354,20 @@ def test_char_rnn_example_trains_and_samples(cache):
 
 def test_tokenize_benchmark_smoke(tmp_path):
     """benchmarks/tokenize_corpus.py runs end to end on 1 MB (untimed: no speed asserted)."""
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tokenize_corpus.py"),
-                          "--smoke", "--dir", str(tmp_path), "--json", str(tmp_path / "r.json")],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "tokenize_corpus.py"),
+            "--smoke",
+            "--dir",
+            str(tmp_path),
+            "--json",
+            str(tmp_path / "r.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     results = json.loads((tmp_path / "r.json").read_text())
     assert [r["level"] for r in results["tokenize"]] == ["word", "char"]

@@ -50,8 +50,22 @@ def _one_line_error(capsys, *needles):
 def test_the_books_attention_model_answers_5000_of_5000(tmp_path, capsys):
     book = _book_folder()
     run = tmp_path / "runs" / "date"
-    assert cli.main(["import-book", str(book / "AttentionSeq2seq.pkl"), "--task", "date",
-                     "--reverse", "--out", str(run), "--data-dir", str(book)]) == 0
+    assert (
+        cli.main(
+            [
+                "import-book",
+                str(book / "AttentionSeq2seq.pkl"),
+                "--task",
+                "date",
+                "--reverse",
+                "--out",
+                str(run),
+                "--data-dir",
+                str(book),
+            ]
+        )
+        == 0
+    )
     assert "AttentionSeq2seq (V=59, D=16, H=256" in capsys.readouterr().out
     meta = load_checkpoint(run / "best.npz").meta
     assert meta["task"] == "date" and meta["reverse"] is True and len(meta["vocabulary"]) == 59
@@ -61,8 +75,12 @@ def test_the_books_attention_model_answers_5000_of_5000(tmp_path, capsys):
     assert cli.main(["eval", str(run), "--data-dir", str(book)]) == 0
     assert capsys.readouterr().out.strip() == "test accuracy 100.00 % (5000 of 5000)"
 
-    assert cli.main(["generate", str(run), "--question", "september 27, 1994",
-                     "--question", "2/10/93"]) == 0
+    assert (
+        cli.main(
+            ["generate", str(run), "--question", "september 27, 1994", "--question", "2/10/93"]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     assert [ln.split("->")[1].strip() for ln in lines] == ["1994-09-27", "1993-02-10"]
 
@@ -81,12 +99,28 @@ def test_the_books_attention_model_answers_5000_of_5000(tmp_path, capsys):
 # training on small synthetic files
 # ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-@pytest.mark.parametrize("model, task", [("Seq2seq", "addition"), ("PeekySeq2seq", "addition"),
-                                         ("AttentionSeq2seq", "date")])
+@pytest.mark.parametrize(
+    "model, task",
+    [("Seq2seq", "addition"), ("PeekySeq2seq", "addition"), ("AttentionSeq2seq", "date")],
+)
 def test_train_dry_run_eval_generate(model, task, cell, tmp_path, synthetic_book_data, capsys):
     run = tmp_path / "run"
-    argv = ["train", "--task", task, "--model", model, "--cell", cell, "--reverse", "--dry-run",
-            "--data-dir", str(synthetic_book_data), "--run-dir", str(run), *TINY]
+    argv = [
+        "train",
+        "--task",
+        task,
+        "--model",
+        model,
+        "--cell",
+        cell,
+        "--reverse",
+        "--dry-run",
+        "--data-dir",
+        str(synthetic_book_data),
+        "--run-dir",
+        str(run),
+        *TINY,
+    ]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert f"training {model} ({cell}) on the {task} task" in out
@@ -95,8 +129,12 @@ def test_train_dry_run_eval_generate(model, task, cell, tmp_path, synthetic_book
     for name in ("best.npz", "last.npz", "config.json", "metrics.jsonl", "accuracy.png"):
         assert (run / name).is_file(), name
     config = json.loads((run / "config.json").read_text())
-    assert (config["task"], config["model"], config["cell"], config["reverse"]) == \
-        (task, model, cell, True)
+    assert (config["task"], config["model"], config["cell"], config["reverse"]) == (
+        task,
+        model,
+        cell,
+        True,
+    )
     records = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
     test = [r for r in records if r["kind"] == "test"]
     assert len(test) == 1 and test[0]["total"] == 100  # the last tenth of 1000 lines
@@ -124,13 +162,27 @@ def test_preset_and_flags(synthetic_book_data):
     assert seq2seq_cli.wants_seq2seq(args)
     c = seq2seq_cli.config_from_args(args)
     # ch08/train.py: AttentionSeq2seq, wordvec 16, batch 128, 10 epochs, Adam, clip 5, reversed
-    assert (c.model, c.task, c.reverse, c.wordvec_size, c.hidden_size, c.batch_size, c.epochs,
-            c.optimizer, c.lr, c.max_grad_norm) == ("AttentionSeq2seq", "date", True, 16, 32,
-                                                    128, 10, "adam", 0.001, 5.0)
+    assert (
+        c.model,
+        c.task,
+        c.reverse,
+        c.wordvec_size,
+        c.hidden_size,
+        c.batch_size,
+        c.epochs,
+        c.optimizer,
+        c.lr,
+        c.max_grad_norm,
+    ) == ("AttentionSeq2seq", "date", True, 16, 32, 128, 10, "adam", 0.001, 5.0)
     args = parser.parse_args(["train", "--preset", "book-addition"])
     c = seq2seq_cli.config_from_args(args)  # ch07/train_seq2seq.py as it stands
-    assert (c.model, c.task, c.reverse, c.hidden_size, c.epochs) == \
-        ("Seq2seq", "addition", False, 128, 25)
+    assert (c.model, c.task, c.reverse, c.hidden_size, c.epochs) == (
+        "Seq2seq",
+        "addition",
+        False,
+        128,
+        25,
+    )
     lm = parser.parse_args(["train", "--preset", "book-small"])
     assert not seq2seq_cli.wants_seq2seq(lm)
 
@@ -144,17 +196,34 @@ def trained(tmp_path_factory):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
-        "_npgated_conftest", Path(__file__).resolve().parent / "conftest.py")
+        "_npgated_conftest", Path(__file__).resolve().parent / "conftest.py"
+    )
     conftest = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(conftest)
     root = tmp_path_factory.mktemp("seq2seq_bad")
     data = conftest.write_synthetic_book_tasks(root / "data", n_lines=400)
     runs = {}
-    for name, flags in (("addition", ["--task", "addition"]),
-                        ("date", ["--task", "date", "--model", "AttentionSeq2seq"])):
+    for name, flags in (
+        ("addition", ["--task", "addition"]),
+        ("date", ["--task", "date", "--model", "AttentionSeq2seq"]),
+    ):
         runs[name] = root / name
-        assert cli.main(["train", *flags, "--dry-run", "--data-dir", str(data), "--run-dir",
-                         str(runs[name]), "-q", *TINY]) == 0
+        assert (
+            cli.main(
+                [
+                    "train",
+                    *flags,
+                    "--dry-run",
+                    "--data-dir",
+                    str(data),
+                    "--run-dir",
+                    str(runs[name]),
+                    "-q",
+                    *TINY,
+                ]
+            )
+            == 0
+        )
     return data, runs["addition"], runs["date"]
 
 
@@ -170,8 +239,12 @@ def test_bad_questions_and_answers(trained, tmp_path, capsys):
     assert cli.main(["generate", str(addition)]) == 2
     _one_line_error(capsys, "give --question")
     png = tmp_path / "att.png"
-    assert cli.main(["attention", str(date), "may 1, 2000", "--answer", "2000-05-01-x",
-                     "--out", str(png)]) == 2
+    assert (
+        cli.main(
+            ["attention", str(date), "may 1, 2000", "--answer", "2000-05-01-x", "--out", str(png)]
+        )
+        == 2
+    )
     _one_line_error(capsys, "has 12 characters", "decoder writes 10")
     assert cli.main(["attention", str(addition), "1+1", "--out", str(png)]) == 2
     _one_line_error(capsys, "holds a Seq2seq", "AttentionSeq2seq")
@@ -186,26 +259,71 @@ def test_bad_pickles_and_data(trained, tmp_path, capsys):
     _one_line_error(capsys, "holds a language model")
     V_date = sequence.load_task("date", data).vocab_size
     att = seq2seq_to_book(AttentionSeq2seq(V_date, 4, 4, seed=0), tmp_path / "Att.pkl")
-    assert cli.main(["import-book", str(att), "--task", "addition", "--data-dir", str(data),
-                     "--out", str(out)]) == 2
+    assert (
+        cli.main(
+            [
+                "import-book",
+                str(att),
+                "--task",
+                "addition",
+                "--data-dir",
+                str(data),
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
     _one_line_error(capsys, f"for {V_date} characters", "another task")
     assert cli.main(["import-book", str(att), "--data-dir", str(data), "--out", str(out)]) == 2
     _one_line_error(capsys, "--task addition or --task date")
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert cli.main(["import-book", str(att), "--task", "date", "--data-dir", str(empty),
-                     "--out", str(out)]) == 2
+    assert (
+        cli.main(
+            ["import-book", str(att), "--task", "date", "--data-dir", str(empty), "--out", str(out)]
+        )
+        == 2
+    )
     _one_line_error(capsys, "has no date.txt")
-    assert cli.main(["train", "--task", "date", "--dry-run", "--data-dir", str(empty),
-                     "--run-dir", str(out)]) == 2
+    assert (
+        cli.main(
+            [
+                "train",
+                "--task",
+                "date",
+                "--dry-run",
+                "--data-dir",
+                str(empty),
+                "--run-dir",
+                str(out),
+            ]
+        )
+        == 2
+    )
     _one_line_error(capsys, "has no date.txt")
     assert cli.main(["eval", str(addition), "--data-dir", str(empty)]) == 2
     _one_line_error(capsys, "has no addition.txt")
-    assert cli.main(["train", "--task", "addition", "--time-size", "5", "--run-dir", str(out),
-                     "--data-dir", str(data)]) == 2
+    assert (
+        cli.main(
+            [
+                "train",
+                "--task",
+                "addition",
+                "--time-size",
+                "5",
+                "--run-dir",
+                str(out),
+                "--data-dir",
+                str(data),
+            ]
+        )
+        == 2
+    )
     _one_line_error(capsys, "--time-size", "language-model option")
-    assert cli.main(["train", "--preset", "book-small", "--task", "date", "--run-dir",
-                     str(out)]) == 2
+    assert (
+        cli.main(["train", "--preset", "book-small", "--task", "date", "--run-dir", str(out)]) == 2
+    )
     _one_line_error(capsys, "language-model preset")
     assert cli.main(["train", "--model", "Seq2seq", "--run-dir", str(out)]) == 2
     _one_line_error(capsys, "needs its task")
@@ -217,18 +335,35 @@ def test_date_attention_example_without_the_books_files(tmp_path):
     import subprocess
     import sys
 
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("NPGATED_BOOK_DATA_DIR", "NPGATED_DATA_DIR")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("NPGATED_BOOK_DATA_DIR", "NPGATED_DATA_DIR")
+    }
     env["OPENBLAS_NUM_THREADS"] = "1"  # tiny products: no threads to wait for
     out = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve().parents[1] / "examples"
-                             / "seq2seq_date_attention.py"), "--data-dir", str(tmp_path),
-         "--iters", "40", "--n-test", "50", "--out", str(tmp_path / "map.png")],
-        capture_output=True, text=True, env=env, timeout=300)
+        [
+            sys.executable,
+            str(Path(__file__).resolve().parents[1] / "examples" / "seq2seq_date_attention.py"),
+            "--data-dir",
+            str(tmp_path),
+            "--iters",
+            "40",
+            "--n-test",
+            "50",
+            "--out",
+            str(tmp_path / "map.png"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert "using dates written here instead" in out.stdout and "training a small one" in out.stdout
-    losses = [float(ln.split("loss")[1]) for ln in out.stdout.splitlines()
-              if ln.startswith("iteration")]
+    losses = [
+        float(ln.split("loss")[1]) for ln in out.stdout.splitlines() if ln.startswith("iteration")
+    ]
     assert len(losses) == 4 and losses[-1] < losses[0]
     assert "(beam of 3:" in out.stdout and "test accuracy" in out.stdout and "of 50)" in out.stdout
     assert (tmp_path / "map.png").read_bytes()[:4] == b"\x89PNG"
@@ -241,15 +376,35 @@ def test_export_then_import_gives_the_same_model(trained, tmp_path, capsys):
     pkl = tmp_path / "Seq2seq.pkl"
     assert cli.main(["export-book", str(addition), "--out", str(pkl)]) == 0
     run = tmp_path / "imported"
-    assert cli.main(["import-book", str(pkl), "--task", "addition", "--data-dir", str(data),
-                     "--out", str(run)]) == 0
+    assert (
+        cli.main(
+            [
+                "import-book",
+                str(pkl),
+                "--task",
+                "addition",
+                "--data-dir",
+                str(data),
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     assert "the book's Seq2seq (V=13, D=8, H=8" in capsys.readouterr().out
     a, b = load_checkpoint(addition / "best.npz"), load_checkpoint(run / "best.npz")
     assert a.params.keys() == b.params.keys()
     for name, value in a.params.items():
         np.testing.assert_allclose(b.params[name], value, rtol=2.0**-11, atol=1e-7, err_msg=name)
-    for key in ("task", "reverse", "vocabulary", "vocab_checksum", "question_length",
-                "answer_length", "start_char"):
+    for key in (
+        "task",
+        "reverse",
+        "vocabulary",
+        "vocab_checksum",
+        "question_length",
+        "answer_length",
+        "start_char",
+    ):
         assert a.meta[key] == b.meta[key], key
     assert cli.main(["eval", str(run), "--data-dir", str(data)]) == 0
     assert capsys.readouterr().out.strip().endswith("of 40)")

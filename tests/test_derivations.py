@@ -48,8 +48,14 @@ LAYERS = sorted(p for p in (ROOT / "npgated" / "layers").glob("*.py"))
 #: modules whose page another helper is writing: skipped (with the reason) until it exists
 PENDING = {"npgated/layers/attention.py": PAGES_DIR / "attention.md"}
 #: the pages issue 20 asks for (the index lists them)
-REQUIRED_PAGES = ("rnn.md", "lstm.md", "gru.md", "softmax-with-loss.md", "weight-tying.md",
-                  "dropout.md")
+REQUIRED_PAGES = (
+    "rnn.md",
+    "lstm.md",
+    "gru.md",
+    "softmax-with-loss.md",
+    "weight-tying.md",
+    "dropout.md",
+)
 
 TAG = r"[A-Z][0-9]{1,2}"
 TAG_LIST = rf"{TAG}(?:\s*[,-]\s*{TAG})*"
@@ -176,7 +182,7 @@ def scan(path: Path):
         if fence is None:
             if stripped.startswith(("```", "~~~")):
                 fence = stripped[: len(stripped) - len(stripped.lstrip(stripped[0]))]
-                info = stripped[len(fence):].strip()
+                info = stripped[len(fence) :].strip()
                 yield number, text, "<" + info
                 continue
             yield number, text, None
@@ -207,14 +213,18 @@ def parse_page(path: Path) -> Page:
             page.errors.append(f"{where}: {exc}")
             continue
         if not page.sections:
-            page.errors.append(f"{where}: equation {m.group(1)} before any "
-                               "<!-- derivation: MODULE QUALNAME --> marker")
+            page.errors.append(
+                f"{where}: equation {m.group(1)} before any "
+                "<!-- derivation: MODULE QUALNAME --> marker"
+            )
             continue
         section = page.sections[-1]
         links = LINK.findall(m.group(2))
         if len(links) != 1:
-            page.errors.append(f"{where}: equation {m.group(1)} needs exactly one link "
-                               "[`qualname`](../../npgated/...py#Lstart[-Lend]) on its line")
+            page.errors.append(
+                f"{where}: equation {m.group(1)} needs exactly one link "
+                "[`qualname`](../../npgated/...py#Lstart[-Lend]) on its line"
+            )
             continue
         qualname, href, start, end = links[0]
         target = (path.parent / href).resolve()
@@ -223,8 +233,9 @@ def parse_page(path: Path) -> Page:
         except ValueError:
             target_rel = href
         if target_rel != section.module:
-            page.errors.append(f"{where}: {m.group(1)} links to {href}, but its section is "
-                               f"for {section.module}")
+            page.errors.append(
+                f"{where}: {m.group(1)} links to {href}, but its section is for {section.module}"
+            )
             continue
         label.qualname, label.target = qualname, target_rel
         label.start, label.end = int(start), int(end or start)
@@ -236,12 +247,16 @@ def parse_page(path: Path) -> Page:
         mod = load_module(section.module)
         for name in section.qualnames:
             if name not in mod.defined:
-                page.errors.append(f"{path.name}:{section.line}: {section.module} has no "
-                                   f"docstring {name} that defines equation tags")
+                page.errors.append(
+                    f"{path.name}:{section.line}: {section.module} has no "
+                    f"docstring {name} that defines equation tags"
+                )
         for label in section.labels:
             if label.qualname not in mod.scopes:
-                page.errors.append(f"{path.name}:{label.line}: {section.module} has no "
-                                   f"function or class {label.qualname}")
+                page.errors.append(
+                    f"{path.name}:{label.line}: {section.module} has no "
+                    f"function or class {label.qualname}"
+                )
     return page
 
 
@@ -290,11 +305,13 @@ def test_each_section_has_the_docstrings_tags(path):
         doc = {t for label in section.labels for t in label.tags}
         where = f"{path.name}:{section.line} ({section.module} {' '.join(section.qualnames)})"
         if code - doc:
-            problems.append(f"{where}: defined in the code, missing on the page: "
-                            f"{order(code - doc)}")
+            problems.append(
+                f"{where}: defined in the code, missing on the page: {order(code - doc)}"
+            )
         if doc - code:
-            problems.append(f"{where}: on the page, not defined in the docstring: "
-                            f"{order(doc - code)}")
+            problems.append(
+                f"{where}: on the page, not defined in the docstring: {order(doc - code)}"
+            )
     assert not problems, "\n".join(problems)
 
 
@@ -307,18 +324,24 @@ def test_each_link_lands_on_its_tag(path):
             where = f"{path.name}:{label.line} {','.join(label.tags)} -> {label.qualname}"
             lo, hi = mod.scopes.get(label.qualname, (0, -1))
             if not lo <= label.start <= label.end <= hi:
-                problems.append(f"{where}: lines {label.start}-{label.end} are not inside "
-                                f"{label.qualname} (lines {lo}-{hi})")
+                problems.append(
+                    f"{where}: lines {label.start}-{label.end} are not inside "
+                    f"{label.qualname} (lines {lo}-{hi})"
+                )
                 continue
             first, last = mod.tags_on(label.start), mod.tags_on(label.end)
             inside = set().union(*(mod.tags_on(n) for n in range(label.start, label.end + 1)))
             if not (first & set(label.tags) and last & set(label.tags)):
-                problems.append(f"{where}: line {label.start} or {label.end} carries no "
-                                f"{'/'.join(label.tags)} (it reads: "
-                                f"{mod.lines[label.start - 1].strip()!r})")
+                problems.append(
+                    f"{where}: line {label.start} or {label.end} carries no "
+                    f"{'/'.join(label.tags)} (it reads: "
+                    f"{mod.lines[label.start - 1].strip()!r})"
+                )
             elif set(label.tags) - inside:
-                problems.append(f"{where}: lines {label.start}-{label.end} do not carry "
-                                f"{order(set(label.tags) - inside)}")
+                problems.append(
+                    f"{where}: lines {label.start}-{label.end} do not carry "
+                    f"{order(set(label.tags) - inside)}"
+                )
     assert not problems, "\n".join(problems) + f"\nif the code moved, run: {RELINK}"
 
 
@@ -330,7 +353,8 @@ def test_the_code_carries_every_defined_tag(module):
     assert mod.carried_tags == mod.defined_tags, (
         f"{module}: tags in comments but defined in no docstring: "
         f"{order(mod.carried_tags - mod.defined_tags)}; defined but on no code line: "
-        f"{order(mod.defined_tags - mod.carried_tags)}")
+        f"{order(mod.defined_tags - mod.carried_tags)}"
+    )
 
 
 @pytest.mark.parametrize("module", tagged_modules())
@@ -341,19 +365,31 @@ def test_every_tagged_docstring_has_a_page(module):
         pytest.skip(f"{PENDING[module].relative_to(ROOT)} is not written yet (issue 20)")
     covered = {name for _, s in found for name in s.qualnames}
     missing = sorted(set(mod.defined) - covered)
-    assert not missing, (f"{module}: the equations of {missing} have no section in "
-                         "docs/derivations/ (<!-- derivation: MODULE QUALNAME -->)")
+    assert not missing, (
+        f"{module}: the equations of {missing} have no section in "
+        "docs/derivations/ (<!-- derivation: MODULE QUALNAME -->)"
+    )
     code = mod.defined_tags | mod.carried_tags
     doc = {t for _, s in found for label in s.labels for t in label.tags}
-    assert code == doc, (f"{module}: tags of the code {order(code)} != tags of its pages "
-                         f"{order(doc)}")
+    assert code == doc, (
+        f"{module}: tags of the code {order(code)} != tags of its pages {order(doc)}"
+    )
 
 
 # ------------------------------------------------------------------------------------------
 # Math that GitHub renders
 # ------------------------------------------------------------------------------------------
-ENVIRONMENTS = {"aligned", "cases", "bmatrix", "pmatrix", "matrix", "array", "Bmatrix", "vmatrix",
-                "smallmatrix"}
+ENVIRONMENTS = {
+    "aligned",
+    "cases",
+    "bmatrix",
+    "pmatrix",
+    "matrix",
+    "array",
+    "Bmatrix",
+    "vmatrix",
+    "smallmatrix",
+}
 
 
 SPANS = re.compile(r"\$`([^`\n]+?)`\$|``.+?``|`[^`\n]+`")
@@ -385,13 +421,17 @@ def math_problems(path: Path) -> list[str]:
             if m.group(1) is not None:
                 tex.append((number, m.group(1), True))
                 if m.start() > 0 and line[m.start() - 1] not in BEFORE_INLINE:
-                    problems.append(f"{path.name}:{number}: inline math right after a "
-                                    "character (GitHub leaves it unrendered): put a space "
-                                    "before $`")
+                    problems.append(
+                        f"{path.name}:{number}: inline math right after a "
+                        "character (GitHub leaves it unrendered): put a space "
+                        "before $`"
+                    )
         rest.append(line[last:])
         if "$" in "".join(rest).replace("\\$", ""):
-            problems.append(f"{path.name}:{number}: a $ outside $`...`$ and ```math (plain "
-                            "$...$ / $$...$$ math breaks on GitHub; escape a dollar as \\$)")
+            problems.append(
+                f"{path.name}:{number}: a $ outside $`...`$ and ```math (plain "
+                "$...$ / $$...$$ math breaks on GitHub; escape a dollar as \\$)"
+            )
     for number, body, is_inline in tex:
         where = f"{path.name}:{number}: math {body.strip()[:40]!r}"
         plain = body.replace("\\{", "").replace("\\}", "")
@@ -403,11 +443,15 @@ def math_problems(path: Path) -> list[str]:
         if begins != re.findall(r"\\end\{(\w+\*?)\}", body):
             problems.append(f"{where}: \\begin/\\end do not match")
         if set(begins) - ENVIRONMENTS:
-            problems.append(f"{where}: environment {sorted(set(begins) - ENVIRONMENTS)} (use "
-                            "aligned inside the block)")
+            problems.append(
+                f"{where}: environment {sorted(set(begins) - ENVIRONMENTS)} (use "
+                "aligned inside the block)"
+            )
         if re.search(r"\\text\{[^}]*\\_", body):
-            problems.append(f"{where}: \\_ inside \\text{{}} shows the backslash (MathJax has no "
-                            "text-mode \\_): use \\mathtt{a\\_b} or leave \\text first")
+            problems.append(
+                f"{where}: \\_ inside \\text{{}} shows the backslash (MathJax has no "
+                "text-mode \\_): use \\mathtt{a\\_b} or leave \\text first"
+            )
         if is_inline and "\\\\" in body:
             problems.append(f"{where}: a line break in inline math")
     return problems
@@ -451,13 +495,16 @@ def relink() -> int:
                     continue
                 found = best_lines(mod, label.qualname, label.tags)
                 if not found:
-                    print(f"{path.name}:{label.line}: {label.qualname} carries no "
-                          f"{label.tags}: link left as it was")
+                    print(
+                        f"{path.name}:{label.line}: {label.qualname} carries no "
+                        f"{label.tags}: link left as it was"
+                    )
                     continue
                 anchor = f"#L{found[0]}" + (f"-L{found[-1]}" if found[-1] != found[0] else "")
                 old = lines[label.line - 1]
-                new = re.sub(r"(\]\([^)#\s]+\.py)#L\d+(?:-L\d+)?\)", rf"\g<1>{anchor})", old,
-                             count=1)
+                new = re.sub(
+                    r"(\]\([^)#\s]+\.py)#L\d+(?:-L\d+)?\)", rf"\g<1>{anchor})", old, count=1
+                )
                 if new != old:
                     lines[label.line - 1] = new
                     changed += 1

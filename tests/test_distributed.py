@@ -75,13 +75,29 @@ def test_launcher_without_mpi4py_is_a_clear_error(monkeypatch):
 
 def test_cli_under_a_launcher_without_mpi4py_exits_with_one_line(tmp_path):
     """Every rank of ``mpiexec -n 2 npgated train`` without mpi4py: exit 2, one line, no run."""
-    code = ("import sys; sys.modules['mpi4py'] = None; from npgated import cli; "
-            "sys.exit(cli.main(sys.argv[1:]))")
+    code = (
+        "import sys; sys.modules['mpi4py'] = None; from npgated import cli; "
+        "sys.exit(cli.main(sys.argv[1:]))"
+    )
     env = {**_clean_env(), "PMI_RANK": "1", "PMI_SIZE": "2"}
     run = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-c", code, "train", "--dry-run", "--run-dir", str(run),
-                           "--data-dir", str(tmp_path / "nodata")],
-                          env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "train",
+            "--dry-run",
+            "--run-dir",
+            str(run),
+            "--data-dir",
+            str(tmp_path / "nodata"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "pip install npgated[mpi]" in lines[0], proc.stderr
@@ -105,10 +121,21 @@ class _StubComm:
 
 
 def _tiny_model(seed=3, flat=None):
-    return BetterRnnlm(vocab_size=11, wordvec_size=6, hidden_size=6, num_layers=2,
-                       dropout_ratio=0.3, variational=True, tie_weights=True, seed=seed,
-                       dtype=np.float64, recurrent_dropout=0.2, weight_drop=0.2,
-                       embedding_dropout=0.1, flat=flat)
+    return BetterRnnlm(
+        vocab_size=11,
+        wordvec_size=6,
+        hidden_size=6,
+        num_layers=2,
+        dropout_ratio=0.3,
+        variational=True,
+        tie_weights=True,
+        seed=seed,
+        dtype=np.float64,
+        recurrent_dropout=0.2,
+        weight_drop=0.2,
+        embedding_dropout=0.1,
+        flat=flat,
+    )
 
 
 def _batch(rng, N=4, T=5, V=11, ignored=()):
@@ -125,22 +152,22 @@ def test_buffer_packs_unique_gradients_once(xp_name):
     assert buf.size == model.num_params()  # the tied (V, D) matrix once
     assert len(buf.views) == len(model.grads)
     for g in model.grads:
-        g[...] = backend.to_device(np.arange(g.size, dtype=np.float64).reshape(g.shape),
-                                   like=g)
+        g[...] = backend.to_device(np.arange(g.size, dtype=np.float64).reshape(g.shape), like=g)
     host = buf.pack(loss_sum=2.5, count=7, sigint=True)
     assert isinstance(host, np.ndarray) and host.shape == (buf.size + 4,)
-    assert host[buf.size:].tolist() == [2.5, 7.0, 1.0, 0.0]
+    assert host[buf.size :].tolist() == [2.5, 7.0, 1.0, 0.0]
     start = 0
     for g in model.grads:
-        np.testing.assert_array_equal(host[start:start + g.size], np.arange(g.size))
+        np.testing.assert_array_equal(host[start : start + g.size], np.arange(g.size))
         start += g.size
     assert buf.pack(0.0, 1) is host or xp_name != "numpy"  # NumPy: one buffer, reused
 
 
 @pytest.mark.parametrize("flat_on", [True, False], ids=["in-place", "packed"])
 @pytest.mark.parametrize("max_grad_norm", [0.0, 0.05])
-def test_reduced_buffer_gives_the_clipped_gradient_of_the_global_batch(xp_name, rng,
-                                                                        max_grad_norm, flat_on):
+def test_reduced_buffer_gives_the_clipped_gradient_of_the_global_batch(
+    xp_name, rng, max_grad_norm, flat_on
+):
     """Two ranks' buffers summed and finished == one process on the whole batch.
 
     In place (the model's flat gradient buffer itself is reduced, the four scalars in its
@@ -181,8 +208,9 @@ def test_reduced_buffer_gives_the_clipped_gradient_of_the_global_batch(xp_name, 
         assert loss == pytest.approx(loss_single, rel=1e-12)
         assert norm == pytest.approx(norm_single, rel=1e-12)
         for name, g, ref in zip(model.param_names, model.grads, single.grads):
-            np.testing.assert_allclose(backend.to_cpu(g), backend.to_cpu(ref), rtol=1e-10,
-                                       atol=1e-15, err_msg=name)
+            np.testing.assert_allclose(
+                backend.to_cpu(g), backend.to_cpu(ref), rtol=1e-10, atol=1e-15, err_msg=name
+            )
 
 
 def test_finish_reports_agreed_stop_requests():
@@ -222,12 +250,14 @@ def test_start_check_names_what_differs(what):
 
     dp = distributed.DataParallel(_DisagreeingComm({what}))
     model = _tiny_model()
-    with pytest.raises(distributed.DistributedError,
-                       match=f"ranks disagree on the {what} at the start"):
+    with pytest.raises(
+        distributed.DistributedError, match=f"ranks disagree on the {what} at the start"
+    ):
         dp.check_start(TrainConfig(), model, np.arange(50), "abc", Progress())
     dp = distributed.DataParallel(_DisagreeingComm({"parameters"}))
-    with pytest.raises(distributed.DistributedError,
-                       match="ranks disagree on the parameters after epoch 3"):
+    with pytest.raises(
+        distributed.DistributedError, match="ranks disagree on the parameters after epoch 3"
+    ):
         dp.check_params(model, 3)
     distributed.DataParallel(_DisagreeingComm(set())).check_params(model, 3)  # agreement
 
@@ -246,25 +276,62 @@ def _mpiexec():
 
 
 def _clean_env():
-    env = {k: v for k, v in os.environ.items()
-           if not any(k in pair for pair in distributed.LAUNCHER_VARS)}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not any(k in pair for pair in distributed.LAUNCHER_VARS)
+    }
     env["MPLBACKEND"] = "Agg"
     return env
 
 
-TINY = ["--model", "BetterRnnlm", "--num-layers", "2", "--wordvec-size", "8",
-        "--hidden-size", "8", "--tie-weights", "--dropout", "0.3", "--variational",
-        "--batch-size", "4", "--time-size", "5", "--lr", "1.0", "--epochs", "2",
-        "--max-iters", "4", "--dtype", "float64", "--no-progress", "--log-interval", "2",
-        # every regularizer that draws per-stream masks (batch_shard) or adds a penalty
-        "--recurrent-dropout", "0.2", "--weight-drop", "0.2", "--embedding-dropout", "0.1",
-        "--ar", "2", "--tar", "1"]
+TINY = [
+    "--model",
+    "BetterRnnlm",
+    "--num-layers",
+    "2",
+    "--wordvec-size",
+    "8",
+    "--hidden-size",
+    "8",
+    "--tie-weights",
+    "--dropout",
+    "0.3",
+    "--variational",
+    "--batch-size",
+    "4",
+    "--time-size",
+    "5",
+    "--lr",
+    "1.0",
+    "--epochs",
+    "2",
+    "--max-iters",
+    "4",
+    "--dtype",
+    "float64",
+    "--no-progress",
+    "--log-interval",
+    "2",
+    # every regularizer that draws per-stream masks (batch_shard) or adds a penalty
+    "--recurrent-dropout",
+    "0.2",
+    "--weight-drop",
+    "0.2",
+    "--embedding-dropout",
+    "0.1",
+    "--ar",
+    "2",
+    "--tar",
+    "1",
+]
 
 
 def _mpi(args, timeout=MPI_TIMEOUT, env=None):
     cmd = [_mpiexec(), "-n", "2", sys.executable, *args]
-    return subprocess.run(cmd, env={**_clean_env(), **(env or {})}, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        cmd, env={**_clean_env(), **(env or {})}, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _train_args(data, run_dir):
@@ -277,8 +344,9 @@ def _params(run_dir):
 
 
 def _ppls(run_dir):
-    records = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text()
-               .splitlines()]
+    records = [
+        json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    ]
     return [r["ppl"] for r in records if r["kind"] in ("valid", "test")]
 
 
@@ -312,11 +380,36 @@ def test_mpi_run_equals_the_single_process_run(mpi_runs):
     np.testing.assert_allclose(mpi_ppl, single_ppl, rtol=1e-9)
     assert proc.stdout.count("test perplexity") == 1  # rank 0 alone reports
 
-    evals = _mpi(["-m", "npgated.cli", "eval", str(root / "mpi"), "--data-dir", str(data),
-                  "--split", "valid", "--batch-size", "4"])
+    evals = _mpi(
+        [
+            "-m",
+            "npgated.cli",
+            "eval",
+            str(root / "mpi"),
+            "--data-dir",
+            str(data),
+            "--split",
+            "valid",
+            "--batch-size",
+            "4",
+        ]
+    )
     assert evals.returncode == 0, evals.stderr
-    assert cli.main(["eval", str(root / "single"), "--data-dir", str(data), "--split", "valid",
-                     "--batch-size", "4"]) == 0
+    assert (
+        cli.main(
+            [
+                "eval",
+                str(root / "single"),
+                "--data-dir",
+                str(data),
+                "--split",
+                "valid",
+                "--batch-size",
+                "4",
+            ]
+        )
+        == 0
+    )
     assert evals.stdout.strip().splitlines()[-1].startswith("valid perplexity")
 
 
@@ -324,8 +417,9 @@ def test_mpi_in_place_allreduce_equals_the_packed_one(mpi_runs, tmp_path):
     """The same mpiexec -n 2 run with separate gradient arrays (NPGATED_FLAT=0: packed into
     a buffer, reduced, unpacked) ends where the in-place run on the flat buffer ends."""
     data, root, _ = mpi_runs
-    proc = _mpi(["-m", "npgated.cli", *_train_args(data, tmp_path / "packed")],
-                env={"NPGATED_FLAT": "0"})
+    proc = _mpi(
+        ["-m", "npgated.cli", *_train_args(data, tmp_path / "packed")], env={"NPGATED_FLAT": "0"}
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert _max_rel_diff(_params(tmp_path / "packed"), _params(root / "mpi")) <= 1e-12
     np.testing.assert_allclose(_ppls(tmp_path / "packed"), _ppls(root / "mpi"), rtol=1e-12)
@@ -348,8 +442,10 @@ def test_mpi_resume_after_a_signal_on_one_rank(mpi_runs):
 
 def test_a_failing_rank_ends_the_job(tmp_path, mpi_runs):
     data, _, _ = mpi_runs
-    proc = _mpi([str(FAULT_SCRIPT), "1", "2", "raise", "--",
-                 *_train_args(data, tmp_path / "run")], timeout=60)  # a hang fails here
+    proc = _mpi(
+        [str(FAULT_SCRIPT), "1", "2", "raise", "--", *_train_args(data, tmp_path / "run")],
+        timeout=60,
+    )  # a hang fails here
     assert proc.returncode != 0
     assert "injected failure on rank 1" in proc.stderr
 
@@ -359,9 +455,23 @@ def test_bench_ranks_smoke_and_scaling_model(tmp_path):
     _mpiexec()
     root = HERE.parent / "benchmarks"
     out = tmp_path / "ranks.json"
-    proc = subprocess.run([sys.executable, str(root / "bench.py"), "--ranks", "2", "--smoke",
-                           "--presets", "book-small", "--out", str(out)],
-                          env=_clean_env(), capture_output=True, text=True, timeout=MPI_TIMEOUT)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(root / "bench.py"),
+            "--ranks",
+            "2",
+            "--smoke",
+            "--presets",
+            "book-small",
+            "--out",
+            str(out),
+        ],
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=MPI_TIMEOUT,
+    )
     assert proc.returncode == 0, proc.stderr
     case = json.loads(out.read_text())["cases"][0]
     assert case["single"]["tok_s"] > 0 and case["ranks"]["tok_s"] > 0

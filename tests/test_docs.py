@@ -59,7 +59,7 @@ def blocks(path: Path) -> list[tuple[int, set[str], str]]:
         if fence is None:
             if stripped.startswith(("```", "~~~")):
                 fence = stripped[: len(stripped) - len(stripped.lstrip(stripped[0]))]
-                info = stripped[len(fence):].strip()
+                info = stripped[len(fence) :].strip()
                 code, start = ([], number) if info == "python" else (None, number)
                 m = REQUIRES.match(previous)
                 needs = {n.strip() for n in m.group(1).split(",")} if m else set()
@@ -189,8 +189,7 @@ def test_relative_links_resolve(path):
         if not dest.exists():
             problems.append(f"{rel(path)}:{line}: {target} does not exist")
         elif fragment and dest.suffix == ".md" and fragment not in anchors(dest):
-            problems.append(f"{rel(path)}:{line}: {target}: no heading #{fragment} in "
-                            f"{dest.name}")
+            problems.append(f"{rel(path)}:{line}: {target}: no heading #{fragment} in {dest.name}")
     assert not problems, "\n".join(problems)
 
 
@@ -198,6 +197,8 @@ def test_relative_links_resolve(path):
 def test_pending_pages_exist(page):
     linked_from = sorted({rel(p) for p in LINKED for _, t in links(p) if resolve(p, t)[0] == page})
     if not page.exists():
-        pytest.skip(f"{rel(page)} (linked from {', '.join(linked_from) or 'nowhere'}) is being "
-                    "written by other work of issue 20")
+        pytest.skip(
+            f"{rel(page)} (linked from {', '.join(linked_from) or 'nowhere'}) is being "
+            "written by other work of issue 20"
+        )
     assert page.read_text().strip(), f"{rel(page)} is empty"

@@ -23,17 +23,23 @@ N, T, D, H, V = 3, 4, 5, 6, 10
 
 
 def lstm(**kw):
-    return TimeLSTM(rng.standard_normal((D, 4 * H)), rng.standard_normal((H, 4 * H)),
-                    np.zeros(4 * H), **kw)
+    return TimeLSTM(
+        rng.standard_normal((D, 4 * H)), rng.standard_normal((H, 4 * H)), np.zeros(4 * H), **kw
+    )
 
 
 # -- token ids ---------------------------------------------------------------------------
-@pytest.mark.parametrize("ids, message", [
-    (np.array([[1.0, 2.0]]), "must hold integer token ids, got dtype float64"),
-    (np.array([[1, -2]]),
-     r"token id -2 at position \(0, 1\) is out of range; valid ids are \[0, 10\)"),
-    (np.array([[3, 4], [10, 0]]), r"token id 10 at position \(1, 0\) is out of range"),
-])
+@pytest.mark.parametrize(
+    "ids, message",
+    [
+        (np.array([[1.0, 2.0]]), "must hold integer token ids, got dtype float64"),
+        (
+            np.array([[1, -2]]),
+            r"token id -2 at position \(0, 1\) is out of range; valid ids are \[0, 10\)",
+        ),
+        (np.array([[3, 4], [10, 0]]), r"token id 10 at position \(1, 0\) is out of range"),
+    ],
+)
 def test_bad_token_ids(ids, message):
     with pytest.raises(ValueError, match=message):
         TimeEmbedding(rng.standard_normal((V, D))).forward(ids)
@@ -78,12 +84,17 @@ def test_set_state_wrong_shape():
 
 
 def test_inconsistent_parameter_sizes():
-    with pytest.raises(ValueError,
-                       match=r"Wx must have shape \(D, 4H\) = \(5, 24\), got \(5, 20\)"):
+    with pytest.raises(
+        ValueError, match=r"Wx must have shape \(D, 4H\) = \(5, 24\), got \(5, 20\)"
+    ):
         TimeLSTM(rng.standard_normal((D, 20)), rng.standard_normal((H, 4 * H)), np.zeros(4 * H))
     with pytest.raises(ValueError, match=r"b must have shape \(2, 3H\)"):
-        TimeGRU(rng.standard_normal((D, 3 * H)), rng.standard_normal((H, 3 * H)),
-                np.zeros(3 * H), reset_after=True)
+        TimeGRU(
+            rng.standard_normal((D, 3 * H)),
+            rng.standard_normal((H, 3 * H)),
+            np.zeros(3 * H),
+            reset_after=True,
+        )
 
 
 def test_tying_with_different_sizes():

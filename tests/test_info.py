@@ -30,8 +30,15 @@ def _cpuinfo(tmp_path, flags, model="Test CPU @ 2.0GHz"):
 def test_cpu_info_reads_model_and_vector_flags(tmp_path):
     cpu = info.cpu_info(_cpuinfo(tmp_path, AVX512))
     assert cpu["model"] == "Test CPU @ 2.0GHz"
-    assert cpu["vector_flags"] == ["sse4_2", "avx", "fma", "avx2", "avx512f", "avx512bw",
-                                   "avx512_vnni"]
+    assert cpu["vector_flags"] == [
+        "sse4_2",
+        "avx",
+        "fma",
+        "avx2",
+        "avx512f",
+        "avx512bw",
+        "avx512_vnni",
+    ]
     assert cpu["vector_level"] == "avx512"
     assert cpu["cores"] >= 1 and 1 <= cpu["cores_available"] <= cpu["cores"]
 
@@ -42,11 +49,18 @@ def test_cpu_info_degrades_without_proc_cpuinfo(tmp_path):
     assert isinstance(cpu["model"], str) and cpu["model"]
 
 
-@pytest.mark.parametrize(("flags", "level"), [
-    (AVX512, "avx512"), (AVX2, "avx2"), ("sse4_2 avx", "avx"), ("sse4_2", "sse4_2"),
-    ("avx avx2", "avx"),  # AVX2 without FMA is not Haswell-class: OpenBLAS would not use it
-    ("fp asimd", None), (None, None),
-])
+@pytest.mark.parametrize(
+    ("flags", "level"),
+    [
+        (AVX512, "avx512"),
+        (AVX2, "avx2"),
+        ("sse4_2 avx", "avx"),
+        ("sse4_2", "sse4_2"),
+        ("avx avx2", "avx"),  # AVX2 without FMA is not Haswell-class: OpenBLAS would not use it
+        ("fp asimd", None),
+        (None, None),
+    ],
+)
 def test_cpu_level(flags, level):
     assert info.cpu_level(None if flags is None else flags.split()) == level
 
@@ -60,10 +74,17 @@ def test_warns_when_the_forced_kernel_is_below_the_cpu(coretype):
     assert "0.83x" in found[0], "the warning cites the measured cost"
 
 
-@pytest.mark.parametrize(("flags", "coretype"), [
-    (AVX512, "SkylakeX"), (AVX512, "CooperLake"), (AVX2, "Haswell"), (AVX2, "Zen"),
-    (AVX512, ""), (AVX512, None),
-])
+@pytest.mark.parametrize(
+    ("flags", "coretype"),
+    [
+        (AVX512, "SkylakeX"),
+        (AVX512, "CooperLake"),
+        (AVX2, "Haswell"),
+        (AVX2, "Zen"),
+        (AVX512, ""),
+        (AVX512, None),
+    ],
+)
 def test_no_warning_when_the_kernel_fits(flags, coretype):
     env = {} if coretype is None else {"OPENBLAS_CORETYPE": coretype}
     assert info.kernel_warnings(flags.split(), env) == []
@@ -86,8 +107,9 @@ def test_warns_when_openblas_itself_runs_an_older_kernel():
     assert len(found) == 1 and "Haswell" in found[0]
     assert info.kernel_warnings(AVX512.split(), {}, openblas_architectures=["SkylakeX"]) == []
     # a forced kernel is the explanation: one warning about the variable, not two
-    found = info.kernel_warnings(AVX512.split(), {"OPENBLAS_CORETYPE": "Haswell"},
-                                 openblas_architectures=["Haswell"])
+    found = info.kernel_warnings(
+        AVX512.split(), {"OPENBLAS_CORETYPE": "Haswell"}, openblas_architectures=["Haswell"]
+    )
     assert len(found) == 1 and "OPENBLAS_CORETYPE" in found[0]
 
 
@@ -104,8 +126,9 @@ def test_collect_with_a_fake_cpu_and_env(tmp_path):
     assert json.loads(json.dumps(facts)) == facts  # JSON-friendly as it is
     text = info.format_info(facts)
     assert "WARNING: OPENBLAS_CORETYPE=Sandybridge" in text
-    assert "avx512f" in text and "Test CPU" in text and f"npgated        {npgated.__version__}" \
-        in text
+    assert (
+        "avx512f" in text and "Test CPU" in text and f"npgated        {npgated.__version__}" in text
+    )
 
 
 def test_blas_info_reports_the_loaded_kernel():
@@ -119,10 +142,13 @@ def test_blas_info_reports_the_loaded_kernel():
 
 
 def test_collect_imports_neither_torch_nor_cupy():
-    code = ("import sys; from npgated import info; info.collect(); "
-            "print(sorted(m for m in ('torch', 'cupy', 'mpi4py') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60, cwd=ROOT)
+    code = (
+        "import sys; from npgated import info; info.collect(); "
+        "print(sorted(m for m in ('torch', 'cupy', 'mpi4py') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
@@ -143,8 +169,13 @@ def test_cli_info_json_parses(capsys):
 
 
 def _python_m(*args):
-    return subprocess.run([sys.executable, "-m", "npgated", *args], capture_output=True,
-                          text=True, timeout=120, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "npgated", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
 
 
 def test_python_m_npgated_version():

@@ -38,8 +38,9 @@ RUNNER = (
     "print('UNUSED=' + ','.join(unused), file=sys.stderr)\n"
     "sys.exit(code)\n"
 )
-SPEED = re.compile(r"^npgated: generated (\d+) tokens in ([0-9.]+) s \(([0-9,]+|inf) tokens/s\)$",
-                   re.MULTILINE)
+SPEED = re.compile(
+    r"^npgated: generated (\d+) tokens in ([0-9.]+) s \(([0-9,]+|inf) tokens/s\)$", re.MULTILINE
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +52,28 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("lean")
     data = conftest.write_synthetic_ptb(root / "data", n_train=800, n_eval=200)
     run = root / "run"
-    code = cli.main(["train", "--preset", "book-small", "--dry-run", "--data-dir", str(data),
-                     "--run-dir", str(run), "--wordvec-size", "8", "--hidden-size", "8",
-                     "--batch-size", "2", "--time-size", "5", "--no-progress", "-q"])
+    code = cli.main(
+        [
+            "train",
+            "--preset",
+            "book-small",
+            "--dry-run",
+            "--data-dir",
+            str(data),
+            "--run-dir",
+            str(run),
+            "--wordvec-size",
+            "8",
+            "--hidden-size",
+            "8",
+            "--batch-size",
+            "2",
+            "--time-size",
+            "5",
+            "--no-progress",
+            "-q",
+        ]
+    )
     assert code == 0 and (run / "last.npz").exists()
     return data, run
 
@@ -62,8 +82,9 @@ def _run_cli(*argv, ids_cache):
     # a plain process, not a rank: no MPI launcher variables from the environment
     env = {k: v for k, v in os.environ.items() if k not in launcher_env()}
     env[CACHE_ENV_VAR] = str(ids_cache)
-    proc = subprocess.run([sys.executable, "-c", RUNNER, *argv], capture_output=True, text=True,
-                          timeout=120, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-c", RUNNER, *argv], capture_output=True, text=True, timeout=120, env=env
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     found = {}
     for name in ("HEAVY", "UNUSED"):
@@ -76,8 +97,9 @@ def _run_cli(*argv, ids_cache):
 def test_eval_imports_no_heavy_package(trained, tmp_path):
     data, run = trained
     for attempt in ("parses and saves the ids", "reads the saved ids"):
-        proc, heavy, unused = _run_cli("eval", str(run), "--data-dir", str(data), "--split",
-                                       "valid", ids_cache=tmp_path)
+        proc, heavy, unused = _run_cli(
+            "eval", str(run), "--data-dir", str(data), "--split", "valid", ids_cache=tmp_path
+        )
         assert "valid perplexity" in proc.stdout, attempt
         assert heavy == [], f"npgated eval ({attempt}) imported {heavy}"
         assert unused == [], f"a single-process npgated eval ({attempt}) imported {unused}"
@@ -86,9 +108,19 @@ def test_eval_imports_no_heavy_package(trained, tmp_path):
 
 def test_generate_imports_no_heavy_package(trained, tmp_path):
     data, run = trained
-    proc, heavy, unused = _run_cli("generate", str(run / "last.npz"), "--start", "the cat",
-                                   "--length", "7", "--data-dir", str(data), "--seed", "0",
-                                   ids_cache=tmp_path)
+    proc, heavy, unused = _run_cli(
+        "generate",
+        str(run / "last.npz"),
+        "--start",
+        "the cat",
+        "--length",
+        "7",
+        "--data-dir",
+        str(data),
+        "--seed",
+        "0",
+        ids_cache=tmp_path,
+    )
     assert proc.stdout.startswith("the cat")
     assert heavy == [], f"npgated generate imported {heavy}"
     assert unused == [], f"a single-process npgated generate imported {unused}"
@@ -96,8 +128,20 @@ def test_generate_imports_no_heavy_package(trained, tmp_path):
 
 def test_generate_reports_tokens_per_second_on_stderr_only(trained, capsys):
     data, run = trained
-    code = cli.main(["generate", str(run / "last.npz"), "--start", "the cat", "--length", "9",
-                     "--data-dir", str(data), "--seed", "1"])
+    code = cli.main(
+        [
+            "generate",
+            str(run / "last.npz"),
+            "--start",
+            "the cat",
+            "--length",
+            "9",
+            "--data-dir",
+            str(data),
+            "--seed",
+            "1",
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "tokens/s" not in out and "npgated:" not in out  # stdout is just the text
@@ -117,19 +161,22 @@ def test_the_data_package_imports_nothing_from_training():
     """Imports run down the layers: npgated.data (and what it imports) never loads
     npgated.training; the one helper both need, atomic_write, lives in npgated.io below both."""
     data_dir = HERE.parent / "npgated" / "data"
-    modules = ["npgated.data"] + [f"npgated.data.{p.stem}" for p in sorted(data_dir.glob("*.py"))
-                                  if p.stem != "__init__"]
-    code = (f"import importlib, sys\nfor m in {modules!r}:\n    importlib.import_module(m)\n"
-            "print(','.join(sorted(m for m in sys.modules if m.startswith('npgated.training'))))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=False)
+    modules = ["npgated.data"] + [
+        f"npgated.data.{p.stem}" for p in sorted(data_dir.glob("*.py")) if p.stem != "__init__"
+    ]
+    code = (
+        f"import importlib, sys\nfor m in {modules!r}:\n    importlib.import_module(m)\n"
+        "print(','.join(sorted(m for m in sys.modules if m.startswith('npgated.training'))))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "", f"importing npgated.data loaded {proc.stdout.strip()}"
     # also imports inside functions, which run only on some paths (a cache miss, a download)
     for path in sorted(data_dir.glob("*.py")):
         text = path.read_text()
         assert not re.search(r"^\s*(from|import)\s+npgated\.training", text, re.MULTILINE), (
-            f"{path.name} imports from npgated.training")
+            f"{path.name} imports from npgated.training"
+        )
 
 
 def test_atomic_write_is_one_function():

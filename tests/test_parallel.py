@@ -61,8 +61,9 @@ def test_importing_and_using_npgated_starts_no_thread():
         "print(parallel.threads(), threading.active_count())\n"
     )
     env = {k: v for k, v in os.environ.items() if k != parallel.ENV_VAR}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=env, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    ).stdout.split()
     assert out == ["1", "1"]
 
 
@@ -206,11 +207,20 @@ def _train_step(model, optimizer, xs, ts):
 def _models():
     return {
         "rnnlm-lstm": lambda: Rnnlm(40, 6, 7, cell="lstm", seed=3, dtype=np.float64),
-        "better-gru-tied": lambda: BetterRnnlm(40, 8, 8, num_layers=2, cell="gru", seed=4,
-                                                dtype=np.float64, dropout_ratio=0.0),
-        "better-rnn-untied": lambda: BetterRnnlm(40, 6, 9, num_layers=2, cell="rnn", seed=5,
-                                                  dtype=np.float64, tie_weights=False,
-                                                  dropout_ratio=0.0),
+        "better-gru-tied": lambda: BetterRnnlm(
+            40, 8, 8, num_layers=2, cell="gru", seed=4, dtype=np.float64, dropout_ratio=0.0
+        ),
+        "better-rnn-untied": lambda: BetterRnnlm(
+            40,
+            6,
+            9,
+            num_layers=2,
+            cell="rnn",
+            seed=5,
+            dtype=np.float64,
+            tie_weights=False,
+            dropout_ratio=0.0,
+        ),
     }
 
 
@@ -222,8 +232,12 @@ def test_training_steps_equal_with_threads_on_and_off(monkeypatch, threads_off_a
     runs = {}
     for n in (1, 2):
         if n == 2:  # split everything, even at these tiny shapes
-            for attr, value in [("MIN_FLOPS", 1), ("MIN_ELEMENTS", 4), ("MIN_ROWS", 2),
-                                ("MIN_COLS", 2)]:
+            for attr, value in [
+                ("MIN_FLOPS", 1),
+                ("MIN_ELEMENTS", 4),
+                ("MIN_ROWS", 2),
+                ("MIN_COLS", 2),
+            ]:
                 monkeypatch.setattr(parallel, attr, value)
             monkeypatch.setattr(loss_module, "_BLOCK_ELEMENTS", 64)
             monkeypatch.setattr(loss_module, "_FUSED_BLOCK_ELEMENTS", 64)
@@ -248,8 +262,10 @@ def test_each_command_has_its_measured_default(monkeypatch):
 
     parser = cli.build_parser()
     monkeypatch.delenv(parallel.ENV_VAR, raising=False)
-    wanted = {argv[0]: parallel.requested_threads(getattr(parser.parse_args(argv), "threads", 1))
-              for argv in (["eval", "run"], ["train", "--dry-run"], ["generate", "run"])}
+    wanted = {
+        argv[0]: parallel.requested_threads(getattr(parser.parse_args(argv), "threads", 1))
+        for argv in (["eval", "run"], ["train", "--dry-run"], ["generate", "run"])
+    }
     assert wanted == {"eval": parallel.available_cores(), "train": 1, "generate": 1}
     monkeypatch.setenv(parallel.ENV_VAR, "2")
     assert parallel.requested_threads(1) == parallel.requested_threads(None) == 2
@@ -263,7 +279,7 @@ def test_pieces_run_under_the_callers_errstate(threads_off_after):
     x = np.array([1.0, -1.0])  # the second piece (on a worker thread) takes log(-1)
 
     def piece(i):
-        return np.log(x[i:i + 1])
+        return np.log(x[i : i + 1])
 
     with np.errstate(invalid="raise"), pytest.raises(FloatingPointError):
         parallel.run(piece, [0, 1])
@@ -279,7 +295,9 @@ def test_training_threads_follow_the_recurrent_product(monkeypatch):
     from npgated.training.config import PRESETS, TrainConfig
 
     monkeypatch.delenv(parallel.ENV_VAR, raising=False)
-    chosen = {name: cli._training_threads(TrainConfig(**PRESETS[name]))
-              for name in ("book-small", "book-better", "zaremba-small", "cpu-hour")}
+    chosen = {
+        name: cli._training_threads(TrainConfig(**PRESETS[name]))
+        for name in ("book-small", "book-better", "zaremba-small", "cpu-hour")
+    }
     assert chosen == {"book-small": None, "book-better": 1, "zaremba-small": 1, "cpu-hour": 1}
     assert parallel.requested_threads(chosen["book-small"]) == parallel.available_cores()

@@ -29,8 +29,16 @@ def threads():
 
 
 def _model(cell, L, width=D, **kw):
-    kw = {"num_layers": L, "dropout_ratio": 0.3, "variational": False, "seed": 2,
-          "dtype": np.float64, "cell": cell, "init": 0.5, **kw}
+    kw = {
+        "num_layers": L,
+        "dropout_ratio": 0.3,
+        "variational": False,
+        "seed": 2,
+        "dtype": np.float64,
+        "cell": cell,
+        "init": 0.5,
+        **kw,
+    }
     return BetterRnnlm(V, width, width, **kw)
 
 
@@ -81,21 +89,35 @@ def _assert_same(reference, other, what):
         for key in a:
             if key.startswith("mask drop") and key not in b:
                 continue  # sequential dropout keeps its mask in its cache, not _window_mask
-            np.testing.assert_allclose(b[key], a[key], rtol=1e-12, atol=1e-14,
-                                       err_msg=f"{what}: window {w}, {key}")
+            np.testing.assert_allclose(
+                b[key], a[key], rtol=1e-12, atol=1e-14, err_msg=f"{what}: window {w}, {key}"
+            )
 
 
-@pytest.mark.parametrize("cell,L,kw", [
-    ("lstm", 2, {}),
-    ("lstm", 3, {"recurrent_dropout": 0.2, "weight_drop": 0.3, "embedding_dropout": 0.1,
-                 "ar": 1.0, "tar": 1.0}),
-    ("gru", 2, {"recurrent_dropout": 0.2, "weight_drop": 0.3}),
-    ("gru", 2, {"reset_after": False, "variational": True}),
-    ("rnn", 3, {"weight_drop": 0.3, "tie_weights": False}),
-])
+@pytest.mark.parametrize(
+    "cell,L,kw",
+    [
+        ("lstm", 2, {}),
+        (
+            "lstm",
+            3,
+            {
+                "recurrent_dropout": 0.2,
+                "weight_drop": 0.3,
+                "embedding_dropout": 0.1,
+                "ar": 1.0,
+                "tar": 1.0,
+            },
+        ),
+        ("gru", 2, {"recurrent_dropout": 0.2, "weight_drop": 0.3}),
+        ("gru", 2, {"reset_after": False, "variational": True}),
+        ("rnn", 3, {"weight_drop": 0.3, "tie_weights": False}),
+    ],
+)
 def test_pipelined_stack_computes_the_sequential_numbers(cell, L, kw, monkeypatch, threads):
-    (seq, serial, threaded), plans = _three_ways(lambda: _model(cell, L, **kw), monkeypatch,
-                                                 threads)
+    (seq, serial, threaded), plans = _three_ways(
+        lambda: _model(cell, L, **kw), monkeypatch, threads
+    )
     assert plans[0] is None and plans[1] is not None and plans[2] is not None
     assert len(plans[2].stages) == L and len(plans[2].bounds) == min(T, 4 * L)
     _assert_same(seq, serial, f"{cell} x {L}, chunks in one thread")
@@ -126,8 +148,13 @@ def test_recorded_gradient_norms_cover_the_whole_window(monkeypatch, threads):
             if isinstance(layer, RecurrentLayer):
                 layer.record_grad_norms = True
         _run(model, windows=1)
-        norms.append([layer.grad_norms for layer in model.layers.values()
-                      if isinstance(layer, RecurrentLayer)])
+        norms.append(
+            [
+                layer.grad_norms
+                for layer in model.layers.values()
+                if isinstance(layer, RecurrentLayer)
+            ]
+        )
     for a, b in zip(*norms):
         assert a.shape == (T,)
         np.testing.assert_allclose(b, a, rtol=1e-12)
@@ -147,8 +174,11 @@ def test_when_the_stack_is_pipelined(monkeypatch, threads):
     threads(2)
     assert pipeline.plan(stack, xs) is None  # H = 5 < MIN_HIDDEN
     x32 = np.zeros((N, T, 4), np.float32)
-    for width, on in ((pipeline.MIN_HIDDEN, True), (pipeline.MAX_HIDDEN, True),
-                      (pipeline.MAX_HIDDEN + 1, False)):
+    for width, on in (
+        (pipeline.MIN_HIDDEN, True),
+        (pipeline.MAX_HIDDEN, True),
+        (pipeline.MAX_HIDDEN + 1, False),
+    ):
         wide = list(_model("lstm", 2, width=width, dtype=np.float32).layers.values())
         assert (pipeline.plan(wide, x32) is not None) == on, width
     narrow = list(_model("lstm", 2, width=pipeline.MIN_HIDDEN, dtype=np.float32).layers.values())

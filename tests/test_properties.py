@@ -20,8 +20,9 @@ def _make(kind, D, H, rng, reset_after=False):
     Wx = rng.standard_normal((D, k * H)) * 0.5
     Wh = rng.standard_normal((H, k * H)) * 0.5
     if kind == "gru" and reset_after:
-        return TimeGRU(Wx, Wh, rng.standard_normal((2, 3 * H)) * 0.1, stateful=True,
-                       reset_after=True)
+        return TimeGRU(
+            Wx, Wh, rng.standard_normal((2, 3 * H)) * 0.1, stateful=True, reset_after=True
+        )
     b = rng.standard_normal(k * H) * 0.1
     cls = {"rnn": TimeRNN, "lstm": TimeLSTM, "gru": TimeGRU}[kind]
     return cls(Wx, Wh, b, stateful=True)
@@ -48,8 +49,13 @@ def test_recurrent_shapes_and_gradients(kind, N, T, D, H, seed):
 
 
 @settings(**SETTINGS)
-@given(V=st.integers(1, 20), N=sizes, T=sizes, seed=st.integers(0, 2**16),
-       bad=st.one_of(st.integers(-1000, -1), st.integers(20, 1000)))
+@given(
+    V=st.integers(1, 20),
+    N=sizes,
+    T=sizes,
+    seed=st.integers(0, 2**16),
+    bad=st.one_of(st.integers(-1000, -1), st.integers(20, 1000)),
+)
 def test_invalid_ids_always_raise(V, N, T, seed, bad):
     rng = np.random.default_rng(seed)
     layer = TimeEmbedding(rng.standard_normal((V, 3)))

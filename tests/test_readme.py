@@ -29,5 +29,6 @@ def test_ci_runs_the_readmes_test_command():
     assert commands, "the README shows no `python -m pytest` command"
     for command in commands:
         assert re.search(rf"^{re.escape(command)}\s*$", ci, re.M), (
-            f".ci/run does not run the README's test command {command!r}")
+            f".ci/run does not run the README's test command {command!r}"
+        )
     assert re.search(r"^ruff check \.\s*$", ci, re.M), ".ci/run does not lint with ruff"

@@ -43,11 +43,15 @@ for epoch in range(max_epoch):
     acc = epoch + 1 + (0.1 if is_reverse else 0) + (0.01 if model == 'PeekySeq2seq' else 0)
     print('val acc %.3f%%' % acc)
 """
-CH7_MODELS = ("model = Seq2seq(vocab_size, wordvec_size, hidden_size)\n"
-              "# model = PeekySeq2seq(vocab_size, wordvec_size, hidden_size)")
-CH8_MODELS = ("model = AttentionSeq2seq(vocab_size, wordvec_size, hidden_size)\n"
-              "# model = Seq2seq(vocab_size, wordvec_size, hidden_size)\n"
-              "# model = PeekySeq2seq(vocab_size, wordvec_size, hidden_size)")
+CH7_MODELS = (
+    "model = Seq2seq(vocab_size, wordvec_size, hidden_size)\n"
+    "# model = PeekySeq2seq(vocab_size, wordvec_size, hidden_size)"
+)
+CH8_MODELS = (
+    "model = AttentionSeq2seq(vocab_size, wordvec_size, hidden_size)\n"
+    "# model = Seq2seq(vocab_size, wordvec_size, hidden_size)\n"
+    "# model = PeekySeq2seq(vocab_size, wordvec_size, hidden_size)"
+)
 
 FAKE_SEQUENCE = """\
 import os
@@ -87,13 +91,18 @@ def fake_book(tmp_path_factory):
     book = tmp_path_factory.mktemp("seq2seq_bench") / "book"
     conftest.write_synthetic_book_tasks(book / "dataset", n_lines=400)
     # ch08/train.py reverses unconditionally: it has no is_reverse line to edit
-    for rel, text in (("ch07/train_seq2seq.py", FAKE_TRAIN.format(
-                          reverse="is_reverse = False  # True", models=CH7_MODELS)),
-                      ("ch08/train.py", FAKE_TRAIN.format(reverse="is_reverse = True",
-                                                          models=CH8_MODELS)),
-                      ("dataset/sequence.py", FAKE_SEQUENCE), ("dataset/__init__.py", ""),
-                      ("common/util.py", FAKE_UTIL), ("common/__init__.py", ""),
-                      ("ch08/attention_seq2seq.py", FAKE_MODEL)):
+    for rel, text in (
+        (
+            "ch07/train_seq2seq.py",
+            FAKE_TRAIN.format(reverse="is_reverse = False  # True", models=CH7_MODELS),
+        ),
+        ("ch08/train.py", FAKE_TRAIN.format(reverse="is_reverse = True", models=CH8_MODELS)),
+        ("dataset/sequence.py", FAKE_SEQUENCE),
+        ("dataset/__init__.py", ""),
+        ("common/util.py", FAKE_UTIL),
+        ("common/__init__.py", ""),
+        ("ch08/attention_seq2seq.py", FAKE_MODEL),
+    ):
         (book / rel).parent.mkdir(parents=True, exist_ok=True)
         (book / rel).write_text(text)
     V = sequence.load_task("date", book / "dataset").vocab_size
@@ -115,11 +124,19 @@ def test_both_trainings_timed_per_epoch_with_the_edits_applied(fake_book, benchm
         assert side["median_train_s"] == side["epochs"][1]["train_s"]  # epochs 2.. only
     assert "book-addition-peeky" in npg["argv"] and "--epochs" in npg["argv"]
     assert result["ratios"]["train"] == pytest.approx(
-        book["median_train_s"] / npg["median_train_s"])
+        book["median_train_s"] / npg["median_train_s"]
+    )
 
-    report = dict(date="2026-12-04T00:00:00+00:00", machine={"cpu_model": "cpu", "cores": 2},
-                  python_version="3", threads=2, note="noisy", command="x",
-                  training=[result], eval=None)
+    report = dict(
+        date="2026-12-04T00:00:00+00:00",
+        machine={"cpu_model": "cpu", "cores": 2},
+        python_version="3",
+        threads=2,
+        note="noisy",
+        command="x",
+        training=[result],
+        eval=None,
+    )
     table = bench.markdown(report)
     assert "| ch. 7 addition, PeekySeq2seq, reversed | 2 |" in table and "**noisy**" in table
 
@@ -141,7 +158,8 @@ def test_evaluation_counts_must_agree(fake_book, benchmarks):
     assert book["counts"] == npg["counts"] and book["counts"][0][1] == 40
     assert npg["counts"][0][0] < 40  # an untrained model: the wrong book side below differs
     assert len(book["seconds"]) == 2 and result["ratio"] == pytest.approx(
-        book["median_s"] / npg["median_s"])
+        book["median_s"] / npg["median_s"]
+    )
     # a book side that counts differently: refused, no speed
     wrong = FAKE_UTIL + "    return 1\n"  # every answer counted
     wrong = wrong.replace("    return int(", "    int(")

@@ -54,14 +54,23 @@ F = slice(H, 2 * H)  # the forget gate's block in npgated's i, f, g, o
 def test_npgated_step_functions_pass_with_their_gates_known():
     report = assert_step_backward(lstm_step_forward, lstm_step_backward, lstm_inputs())
     assert report.ok and [f.name for f in report.findings] == [
-        "dx", "dh_prev", "dc_prev", "dWx", "dWh", "db"]
+        "dx",
+        "dh_prev",
+        "dc_prev",
+        "dWx",
+        "dWh",
+        "db",
+    ]
     x, h, Wx, Wh, b = arrays(1, (N, D), (N, H), (D, H), (H, H), (H,))
     assert_step_backward(rnn_step_forward, rnn_step_backward, (x, h, Wx, Wh, b))
     for reset_after, b_shape in ((False, (3 * H,)), (True, (2, 3 * H))):
         x, h, Wx, Wh, b = arrays(2, (N, D), (N, H), (D, 3 * H), (H, 3 * H), b_shape)
         # a dict of keyword arguments; reset_after is not an array and has no gradient
-        assert_step_backward(gru_step_forward, gru_step_backward,
-                             dict(x=x, h_prev=h, Wx=Wx, Wh=Wh, b=b, reset_after=reset_after))
+        assert_step_backward(
+            gru_step_forward,
+            gru_step_backward,
+            dict(x=x, h_prev=h, Wx=Wx, Wh=Wh, b=b, reset_after=reset_after),
+        )
 
 
 def test_npgated_layers_pass_single_step_and_time():
@@ -152,15 +161,25 @@ def _swap_if(out):
         out[k][..., :H], out[k][..., F] = f, i
 
 
-@pytest.mark.parametrize("change, expected", [
-    (_flip_f, ["dWh      WRONG", "dWh, block f (forget gate): rel. error 1.0e+00; blocks i, g, o",
-               "block f (forget gate): the sign is flipped",
-               "da_f is right (db's block f is), so the mistake is in dWh's product",
-               "worst element [", "(block f): analytic"]),
-    (_twice, ["dWh: exactly 2x the numeric gradient: counted twice", "B10 of npgated's"]),
-    (_zero_db, ["db: it is all zeros: never written or never returned"]),
-    (_swap_if, ["blocks i and f are swapped, each holds the other's numbers: the gate order"]),
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (
+            _flip_f,
+            [
+                "dWh      WRONG",
+                "dWh, block f (forget gate): rel. error 1.0e+00; blocks i, g, o",
+                "block f (forget gate): the sign is flipped",
+                "da_f is right (db's block f is), so the mistake is in dWh's product",
+                "worst element [",
+                "(block f): analytic",
+            ],
+        ),
+        (_twice, ["dWh: exactly 2x the numeric gradient: counted twice", "B10 of npgated's"]),
+        (_zero_db, ["db: it is all zeros: never written or never returned"]),
+        (_swap_if, ["blocks i and f are swapped, each holds the other's numbers: the gate order"]),
+    ],
+)
 def test_a_planted_mistake_is_located_and_named(change, expected):
     with pytest.raises(AssertionError) as info:
         assert_step_backward(lstm_step_forward, planted(change), lstm_inputs())
@@ -208,8 +227,11 @@ def test_a_transposed_square_gradient_and_a_transposed_shape():
         out[4] = out[4].T
         return tuple(out)
 
-    with pytest.raises(AssertionError, match=r"dWh has shape \(24, 6\) but Wh is \(6, 24\): "
-                                             "transposed"):
+    with pytest.raises(
+        AssertionError,
+        match=r"dWh has shape \(24, 6\) but Wh is \(6, 24\): "
+        "transposed",
+    ):
         assert_step_backward(lstm_step_forward, lstm_backward, lstm_inputs())
 
 
@@ -219,12 +241,13 @@ def test_gru_reset_after_bias_rows_and_a_gate_sign():
     def backward(dh_next, cache, Wx, Wh):
         dx, dh, dWx, dWh, db = gru_step_backward(dh_next, cache, Wx, Wh)
         db = db.copy()
-        db[1, 2 * H:] *= -1  # the hidden-side bias of the candidate, b_hn
+        db[1, 2 * H :] *= -1  # the hidden-side bias of the candidate, b_hn
         return dx, dh, dWx, dWh, db
 
     with pytest.raises(AssertionError) as info:
-        assert_step_backward(gru_step_forward, backward,
-                             dict(x=x, h_prev=h, Wx=Wx, Wh=Wh, b=b, reset_after=True))
+        assert_step_backward(
+            gru_step_forward, backward, dict(x=x, h_prev=h, Wx=Wx, Wh=Wh, b=b, reset_after=True)
+        )
     message = str(info.value)
     assert "db, block n (candidate state)" in message and "blocks r, z" in message
     assert "block n by row: b[0] (input side) " in message
@@ -276,8 +299,9 @@ class MyTimeLSTM:
                 dh = np.zeros((n, H))
             if self.bug == "no-carry":
                 dc = np.zeros((n, H))
-            dx, dh, dc, dWx, dWh, db = lstm_step_backward(dhs[:, t] + dh, dc, self.caches[t],
-                                                          Wx, Wh)
+            dx, dh, dc, dWx, dWh, db = lstm_step_backward(
+                dhs[:, t] + dh, dc, self.caches[t], Wx, Wh
+            )
             dxs[:, t] = dx
             for grad, d in zip(self.grads, (dWx, dWh, db)):
                 if self.bug == "assign":
@@ -306,42 +330,48 @@ def test_overwriting_instead_of_accumulating_over_time_is_named():
     message = str(info.value)
     assert "dxs   ok" in message
     for g in ("dWx", "dWh", "db"):
-        assert (f"{g} holds the contribution of step t=0 only (the last step the backward loop "
-                f"visits): it is overwritten at every step ({g} = ...) instead of accumulated "
-                f"over time ({g} += ...)") in message
+        assert (
+            f"{g} holds the contribution of step t=0 only (the last step the backward loop "
+            f"visits): it is overwritten at every step ({g} = ...) instead of accumulated "
+            f"over time ({g} += ...)"
+        ) in message
     assert "weights t=0: 1, t=1: 0, t=2: 0, t=3: 0" in message
 
 
 def test_a_skipped_step_is_named():
     params, xs, state = time_case()
-    report = gradient_report(MyTimeLSTM(*params, bug="skip-first"), (xs,), gates="ifgo",
-                             state=state)
+    report = gradient_report(
+        MyTimeLSTM(*params, bug="skip-first"), (xs,), gates="ifgo", state=state
+    )
     assert "the contribution of step(s) t=0 to dWh is missing" in str(report)
 
 
 def test_a_forgotten_carry_shows_right_at_the_last_step_only():
     params, xs, state = time_case()
     with pytest.raises(AssertionError) as info:
-        assert_gradients(MyTimeLSTM(*params, bug="no-dh-carry"), (xs,), gates="ifgo",
-                         state=state)
+        assert_gradients(MyTimeLSTM(*params, bug="no-dh-carry"), (xs,), gates="ifgo", state=state)
     message = str(info.value)
     steps = message.split("per time step: ")[1].split("\n")[0].split(", ")
     assert [s.split()[0] for s in steps] == ["t=0", "t=1", "t=2", "t=3"]
     assert float(steps[3].split()[1]) < 1e-7 < min(float(s.split()[1]) for s in steps[:3])
     assert "first wrong step counted from the end: t=2 (of t=0..3)" in message
-    assert "dxs is right at the last step t=3 and wrong at every earlier one: what is carried " \
-           "back from step t+1 into step t is missing or wrong -- dh_next not added" in message
+    assert (
+        "dxs is right at the last step t=3 and wrong at every earlier one: what is carried "
+        "back from step t+1 into step t is missing or wrong -- dh_next not added" in message
+    )
     assert "follows from what is carried between steps (see dxs above)" in message
     # dh_next and dc_next both dropped: the gradients are exactly the per-step direct parts
-    with pytest.raises(AssertionError, match=r"dxs holds only the direct part from dhs\[:, t\] "
-                                             "at every step: nothing is carried back"):
+    with pytest.raises(
+        AssertionError,
+        match=r"dxs holds only the direct part from dhs\[:, t\] "
+        "at every step: nothing is carried back",
+    ):
         assert_gradients(MyTimeLSTM(*params, bug="no-carry"), (xs,), gates="ifgo", state=state)
 
 
 def test_a_loop_that_stops_before_the_first_step_is_named():
     params, xs, state = time_case()
-    report = gradient_report(MyTimeLSTM(*params, bug="stop-at-1"), (xs,), gates="ifgo",
-                             state=state)
+    report = gradient_report(MyTimeLSTM(*params, bug="stop-at-1"), (xs,), gates="ifgo", state=state)
     text = str(report)
     assert "first wrong step counted from the end: t=0 (of t=0..3)" in text
     assert "dxs is zero at t=0 and right elsewhere: the backward loop never reaches t=0" in text
@@ -350,8 +380,9 @@ def test_a_loop_that_stops_before_the_first_step_is_named():
 
 def test_without_the_state_protocol_the_first_step_alone_says_it_is_about_time():
     params, xs, _ = time_case()
-    report = gradient_report(MyTimeLSTM(*params, bug="assign", state_protocol=False), (xs,),
-                             gates="ifgo")
+    report = gradient_report(
+        MyTimeLSTM(*params, bug="assign", state_protocol=False), (xs,), gates="ifgo"
+    )
     assert not report.ok
     assert "on the first step alone (T = 1) every gradient is right" in str(report)
 
@@ -380,8 +411,9 @@ def test_a_backward_that_returns_too_little_is_reported():
     with pytest.raises(ProtocolError, match=r"takes \*args: name the forward's arguments"):
         assert_step_backward(lstm_step_forward, backward, lstm_inputs())
     with pytest.raises(AssertionError, match="returned 5 array"):
-        assert_step_backward(lstm_step_forward, backward, lstm_inputs(),
-                             backward_inputs=("Wx", "Wh"))
+        assert_step_backward(
+            lstm_step_forward, backward, lstm_inputs(), backward_inputs=("Wx", "Wh")
+        )
 
 
 def test_backward_arguments_are_matched_by_name_or_given():

@@ -111,7 +111,8 @@ USER_FILE = textwrap.dedent('''\
 def user_file(tmp_path):
     (tmp_path / "helpers.py").write_text(
         "import numpy as np\n\n\ndef zeros_like_all(arrays):\n"
-        "    return [np.zeros_like(a) for a in arrays]\n")
+        "    return [np.zeros_like(a) for a in arrays]\n"
+    )
     path = tmp_path / "my_layers.py"
     path.write_text(USER_FILE)
     return path
@@ -148,18 +149,22 @@ def test_a_factory_and_a_pair_of_step_functions(user_file, capsys):
     out = capsys.readouterr().out
     assert "make_layer() built BuggyLSTM" in out and "block f (forget gate)" in out
     assert cli.main(["gradcheck", f"{user_file}:lstm_step_forward,lstm_step_backward"]) == 0
-    assert "gradient check of lstm_step_backward: all 6 gradients agree" in \
-        capsys.readouterr().out
+    assert "gradient check of lstm_step_backward: all 6 gradients agree" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("target, message", [
-    ("{f}:Strange", "cannot infer the shape of Strange.__init__'s argument 'weights'"),
-    ("{f}:Nope", "has no 'Nope'; it defines: BuggyLSTM, MyLSTM, MyTimeRNN, Raises, Strange, "
-                 "make_layer"),
-    ("{f}:", "name what to check after the colon"),
-    ("missing.py:MyLSTM", "missing.py: no such file"),
-    ("everything", "unknown target 'everything'"),
-])
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        ("{f}:Strange", "cannot infer the shape of Strange.__init__'s argument 'weights'"),
+        (
+            "{f}:Nope",
+            "has no 'Nope'; it defines: BuggyLSTM, MyLSTM, MyTimeRNN, Raises, Strange, make_layer",
+        ),
+        ("{f}:", "name what to check after the colon"),
+        ("missing.py:MyLSTM", "missing.py: no such file"),
+        ("everything", "unknown target 'everything'"),
+    ],
+)
 def test_unusable_targets_exit_2_with_one_line(user_file, capsys, target, message):
     assert cli.main(["gradcheck", target.format(f=user_file)]) == 2
     err = capsys.readouterr().err

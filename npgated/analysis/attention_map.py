@@ -44,8 +44,10 @@ def attention_weights(model, xs, ts, reverse: bool = False):
         Row j: output character j's distribution over the input characters.
     """
     if not getattr(model, "attentive", False):
-        raise ValueError(f"{type(model).__name__} has no attention weights: attention maps need "
-                         "an AttentionSeq2seq")
+        raise ValueError(
+            f"{type(model).__name__} has no attention weights: attention maps need "
+            "an AttentionSeq2seq"
+        )
     model.forward(backend.to_device(xs), backend.to_device(ts))  # teacher forcing, as the book
     weights = np.asarray(backend.to_cpu(model.attention_weights), dtype=np.float64)[0]
     return weights[:, ::-1] if reverse else weights
@@ -60,8 +62,10 @@ def plot_attention(weights, question: str, answer: str, path) -> Path:
     weights = np.asarray(weights)
     T_dec, T_enc = weights.shape
     if len(question) != T_enc or len(answer) != T_dec:
-        raise ValueError(f"weights of shape {weights.shape} need a question of {T_enc} and an "
-                         f"answer of {T_dec} characters, got {len(question)} and {len(answer)}")
+        raise ValueError(
+            f"weights of shape {weights.shape} need a question of {T_enc} and an "
+            f"answer of {T_dec} characters, got {len(question)} and {len(answer)}"
+        )
     fig = Figure(figsize=(max(4.0, 0.3 * T_enc + 1.5), max(3.0, 0.3 * T_dec + 1.2)))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)

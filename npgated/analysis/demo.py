@@ -39,8 +39,18 @@ from npgated import __version__
 from npgated.analysis import gradient_flow, plots
 from npgated.analysis.tasks import CELLS, TASKS, task_batch, train_task
 
-__all__ = ["DemoConfig", "DemoResult", "FULL", "QUICK", "blas_threads", "format_table", "main",
-           "merge_runs", "run_demo", "seeds_table"]
+__all__ = [
+    "DemoConfig",
+    "DemoResult",
+    "FULL",
+    "QUICK",
+    "blas_threads",
+    "format_table",
+    "main",
+    "merge_runs",
+    "run_demo",
+    "seeds_table",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -86,8 +96,11 @@ class DemoConfig:
 
 
 FULL = DemoConfig(
-    lengths={"adding": (10, 25, 50, 100, 200), "first_token": (10, 25, 50, 100),
-             "copy": (10, 25, 50, 100)},
+    lengths={
+        "adding": (10, 25, 50, 100, 200),
+        "first_token": (10, 25, 50, 100),
+        "copy": (10, 25, 50, 100),
+    },
     iters={"adding": 400, "first_token": 300, "copy": 800},
 )
 """The full demo (a few minutes on 2 CPU cores)."""
@@ -95,7 +108,9 @@ FULL = DemoConfig(
 QUICK = DemoConfig(
     lengths={"adding": (10, 50), "first_token": (10, 50), "copy": (10, 50)},
     iters={"adding": 250, "first_token": 150, "copy": 500},
-    n_test=256, grad_flow_T=50, clip_iters=60,
+    n_test=256,
+    grad_flow_T=50,
+    clip_iters=60,
 )
 """``--quick``: two lengths per task, fewer iterations (well under a minute)."""
 
@@ -142,7 +157,8 @@ def _matrix_power_curves(config: DemoConfig, seed: int) -> dict:
     layer.eval()
     hs = layer.forward(rng.standard_normal((N, T, D)))
     curves["sigma_max = 1.2, with tanh'"] = gradient_flow.matrix_power_norms(
-        Wh, T, dh=np.ones((N, H)), hs=hs)
+        Wh, T, dh=np.ones((N, H)), hs=hs
+    )
     return curves
 
 
@@ -153,10 +169,19 @@ def _train_all(config: DemoConfig, seed: int, bar) -> tuple[dict, dict]:
         for T in lengths:
             for cell in CELLS:
                 bar.set_description(f"{task} T={T} {cell}")
-                r = train_task(task, cell, T, iters=config.iters[task],
-                               batch_size=config.batch_size, hidden_size=config.hidden_size,
-                               lr=config.lr, max_norm=config.max_norm, seed=seed,
-                               n_test=config.n_test, progress=bar.update)
+                r = train_task(
+                    task,
+                    cell,
+                    T,
+                    iters=config.iters[task],
+                    batch_size=config.batch_size,
+                    hidden_size=config.hidden_size,
+                    lr=config.lr,
+                    max_norm=config.max_norm,
+                    seed=seed,
+                    n_test=config.n_test,
+                    progress=bar.update,
+                )
                 bar.update(config.iters[task] - len(r.losses))  # a run that stopped early
                 scores[task][cell][T] = r.score
                 if task == "adding" and T == config.grad_flow_T:
@@ -166,9 +191,12 @@ def _train_all(config: DemoConfig, seed: int, bar) -> tuple[dict, dict]:
 
 def _grad_flow_panels(config: DemoConfig, seed: int, trained: dict) -> dict:
     T = config.grad_flow_T
-    init = {cell: gradient_flow.init_grad_norms(cell, "adding", T,
-                                                hidden_size=config.hidden_size, seed=seed)
-            for cell in CELLS}
+    init = {
+        cell: gradient_flow.init_grad_norms(
+            cell, "adding", T, hidden_size=config.hidden_size, seed=seed
+        )
+        for cell in CELLS
+    }
     panels = {f"at initialisation (T = {T})": init}
     if trained:
         data_rng = np.random.default_rng([seed, 7])
@@ -198,10 +226,13 @@ def format_table(scores: dict) -> str:
         ``{task: {cell: {T: score or [scores over seeds]}}}``. Lists are shown as
         ``mean [min, max]``. Scores (means) >= 0.9 are bold.
     """
-    all_T = sorted({int(T) for per_cell in scores.values() for by_T in per_cell.values()
-                    for T in by_T})
-    lines = ["| task (score; chance) | cell | " + " | ".join(f"T = {T}" for T in all_T) + " |",
-             "|---|---|" + "---:|" * len(all_T)]
+    all_T = sorted(
+        {int(T) for per_cell in scores.values() for by_T in per_cell.values() for T in by_T}
+    )
+    lines = [
+        "| task (score; chance) | cell | " + " | ".join(f"T = {T}" for T in all_T) + " |",
+        "|---|---|" + "---:|" * len(all_T),
+    ]
     for task, per_cell in scores.items():
         info = TASKS[task]
         label = f"{task} ({info.metric}; {info.chance:g})"
@@ -250,14 +281,23 @@ def blas_threads(limit: int | None):
     try:
         from threadpoolctl import threadpool_limits  # noqa: PLC0415 (optional)
     except ImportError:
-        logger.info("threadpoolctl is not installed: BLAS keeps its default thread count "
-                    "(OPENBLAS_NUM_THREADS=1 makes the demo faster on a busy machine)")
+        logger.info(
+            "threadpoolctl is not installed: BLAS keeps its default thread count "
+            "(OPENBLAS_NUM_THREADS=1 makes the demo faster on a busy machine)"
+        )
         return contextlib.nullcontext()
     return threadpool_limits(limits=limit, user_api="blas")
 
 
-def run_demo(out, *, quick: bool = False, seed: int = 0, progress: bool = False,
-             config: DemoConfig | None = None, threads: int | None = 1) -> DemoResult:
+def run_demo(
+    out,
+    *,
+    quick: bool = False,
+    seed: int = 0,
+    progress: bool = False,
+    config: DemoConfig | None = None,
+    threads: int | None = 1,
+) -> DemoResult:
     """Run every part of the demo and write its figures and tables into ``out``.
 
     Parameters
@@ -289,26 +329,34 @@ def _run_demo(out, *, quick, seed, progress, config) -> DemoResult:
 
     config = config or (QUICK if quick else FULL)
     if config.grad_flow_T not in config.lengths.get("adding", ()):
-        raise ValueError(f"grad_flow_T = {config.grad_flow_T} must be one of the adding "
-                         f"problem's lengths {config.lengths.get('adding')}")
+        raise ValueError(
+            f"grad_flow_T = {config.grad_flow_T} must be one of the adding "
+            f"problem's lengths {config.lengths.get('adding')}"
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     seconds, files = {}, {}
     start = time.perf_counter()
     total = sum(len(config.lengths[t]) * len(CELLS) * config.iters[t] for t in config.lengths)
     total += 2 * config.clip_iters
-    with tqdm(total=total, desc="npgated demo", unit="it", disable=not progress,
-              dynamic_ncols=True) as bar:
+    with tqdm(
+        total=total, desc="npgated demo", unit="it", disable=not progress, dynamic_ncols=True
+    ) as bar:
         t0 = time.perf_counter()
         files["matrix_power"] = plots.plot_matrix_power(
-            _matrix_power_curves(config, seed), out / "matrix_power.png")
+            _matrix_power_curves(config, seed), out / "matrix_power.png"
+        )
         seconds["matrix_power"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         bar.set_description("clipping")
-        trace = gradient_flow.clipping_trace(config.clip_T, iters=config.clip_iters,
-                                             max_norm=config.max_norm, seed=seed,
-                                             progress=bar.update)
+        trace = gradient_flow.clipping_trace(
+            config.clip_T,
+            iters=config.clip_iters,
+            max_norm=config.max_norm,
+            seed=seed,
+            progress=bar.update,
+        )
         bar.update(2 * config.clip_iters - sum(len(n) for n in trace.norms.values()))
         files["clipping"] = plots.plot_clipping(trace, out / "clipping.png")
         seconds["clipping"] = time.perf_counter() - t0
@@ -320,33 +368,48 @@ def _run_demo(out, *, quick, seed, progress, config) -> DemoResult:
     t0 = time.perf_counter()
     panels = _grad_flow_panels(config, seed, trained)
     files["grad_flow"] = plots.plot_grad_flow(
-        panels, out / "grad_flow.png",
-        title="Gradient reaching h_t when the loss sees only h_T (adding problem)")
+        panels,
+        out / "grad_flow.png",
+        title="Gradient reaching h_t when the loss sees only h_T (adding problem)",
+    )
     seconds["grad_flow"] = time.perf_counter() - t0
 
     files["success"] = plots.plot_success(
-        scores, out / "success_vs_length.png",
+        scores,
+        out / "success_vs_length.png",
         chance={t: TASKS[t].chance for t in scores},
         metrics={t: TASKS[t].metric for t in scores},
-        title=f"Held-out score vs sequence length (seed {seed})")
+        title=f"Held-out score vs sequence length (seed {seed})",
+    )
     table = format_table(scores)
     seconds["total"] = time.perf_counter() - start
 
-    header = (f"Seed {seed}, {'quick' if config is QUICK else 'full'} run: H = "
-              f"{config.hidden_size}, batch {config.batch_size}, Adam lr {config.lr:g}, "
-              f"clipping at {config.max_norm:g}, iterations "
-              + ", ".join(f"{t} {n}" for t, n in config.iters.items())
-              + f"; scores on {config.n_test} held-out sequences (bold: >= {SOLVED:g}).\n\n")
+    header = (
+        f"Seed {seed}, {'quick' if config is QUICK else 'full'} run: H = "
+        f"{config.hidden_size}, batch {config.batch_size}, Adam lr {config.lr:g}, "
+        f"clipping at {config.max_norm:g}, iterations "
+        + ", ".join(f"{t} {n}" for t, n in config.iters.items())
+        + f"; scores on {config.n_test} held-out sequences (bold: >= {SOLVED:g}).\n\n"
+    )
     files["table"] = out / "results.md"
     files["table"].write_text(header + table)
     files["json"] = out / "results.json"
-    files["json"].write_text(json.dumps({
-        "npgated": __version__, "seed": seed, "quick": config is QUICK,
-        "config": asdict(config),
-        "scores": {t: {c: {str(T): s for T, s in by_T.items()} for c, by_T in pc.items()}
-                   for t, pc in scores.items()},
-        "seconds": seconds,
-    }, indent=1))
+    files["json"].write_text(
+        json.dumps(
+            {
+                "npgated": __version__,
+                "seed": seed,
+                "quick": config is QUICK,
+                "config": asdict(config),
+                "scores": {
+                    t: {c: {str(T): s for T, s in by_T.items()} for c, by_T in pc.items()}
+                    for t, pc in scores.items()
+                },
+                "seconds": seconds,
+            },
+            indent=1,
+        )
+    )
     return DemoResult(scores=scores, seconds=seconds, table=table, files=files)
 
 
@@ -372,13 +435,17 @@ def merge_runs(result_files, out) -> tuple[Path, Path]:
     table_path = out / "results_seeds.md"
     table_path.write_text(
         f"Mean [min, max] over seeds {', '.join(str(s) for s in seeds)}; bold: mean >= "
-        f"{SOLVED:g}.\n\n" + table)
-    figure = plots.plot_success(merged, out / "success_vs_length_seeds.png",
-                                chance={t: TASKS[t].chance for t in merged},
-                                metrics={t: TASKS[t].metric for t in merged},
-                                title="Held-out score vs sequence length, seeds "
-                                      + ", ".join(str(s) for s in seeds)
-                                      + " (mean; min to max shaded)")
+        f"{SOLVED:g}.\n\n" + table
+    )
+    figure = plots.plot_success(
+        merged,
+        out / "success_vs_length_seeds.png",
+        chance={t: TASKS[t].chance for t in merged},
+        metrics={t: TASKS[t].metric for t in merged},
+        title="Held-out score vs sequence length, seeds "
+        + ", ".join(str(s) for s in seeds)
+        + " (mean; min to max shaded)",
+    )
     return table_path, figure
 
 
@@ -404,14 +471,19 @@ def main(args) -> int:
 
 
 def _parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m npgated.analysis.demo",
-                                     description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m npgated.analysis.demo", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--out", default="demo", help="folder for the table and figures")
     parser.add_argument("--quick", action="store_true", help="fewer lengths and steps")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--merge", nargs="+", metavar="RESULTS_JSON",
-                        help="instead of running: merge these runs' results.json (one per "
-                             "seed) into OUT/results_seeds.md and success_vs_length_seeds.png")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="RESULTS_JSON",
+        help="instead of running: merge these runs' results.json (one per "
+        "seed) into OUT/results_seeds.md and success_vs_length_seeds.png",
+    )
     return parser.parse_args(argv)
 
 

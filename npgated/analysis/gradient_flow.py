@@ -137,9 +137,18 @@ def model_grad_norms(model: LastStepModel, xs, ys) -> np.ndarray:
     return np.asarray(norms, dtype=np.float64)
 
 
-def init_grad_norms(cell: str, task="adding", T: int = 100, *, hidden_size: int = 32,
-                    batch_size: int = 64, seed: int = 0, dtype=np.float64,
-                    wh_init: str = "gaussian", gate_bias="chrono") -> np.ndarray:
+def init_grad_norms(
+    cell: str,
+    task="adding",
+    T: int = 100,
+    *,
+    hidden_size: int = 32,
+    batch_size: int = 64,
+    seed: int = 0,
+    dtype=np.float64,
+    wh_init: str = "gaussian",
+    gate_bias="chrono",
+) -> np.ndarray:
     """:func:`hidden_grad_norms` of a freshly initialised cell on a batch of ``task``.
 
     The layer is built as :class:`~npgated.analysis.tasks.LastStepModel` would build it
@@ -147,10 +156,17 @@ def init_grad_norms(cell: str, task="adding", T: int = 100, *, hidden_size: int 
     is what training starts from. Returns (T,) float64, ``norms[-1] == 1``.
     """
     task = get_task(task)
-    init_rng, data_rng = (np.random.default_rng(s)
-                          for s in np.random.SeedSequence(seed).spawn(2))
-    params = init_recurrent_params(cell, task.input_size, hidden_size, init_rng, dtype=dtype,
-                                   wh_init=wh_init, gate_bias=gate_bias, T_max=max(T, 3))
+    init_rng, data_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    params = init_recurrent_params(
+        cell,
+        task.input_size,
+        hidden_size,
+        init_rng,
+        dtype=dtype,
+        wh_init=wh_init,
+        gate_bias=gate_bias,
+        T_max=max(T, 3),
+    )
     layer = make_recurrent_layer(cell, *(backend.to_device(p) for p in params))
     xs, _ = task_batch(task, batch_size, T, data_rng, dtype)
     return hidden_grad_norms(layer, xs, seed=seed)
@@ -159,8 +175,9 @@ def init_grad_norms(cell: str, task="adding", T: int = 100, *, hidden_size: int 
 # ---------------------------------------------------------------------------------------
 # The matrix-power experiment (the book, ch. 6.1)
 # ---------------------------------------------------------------------------------------
-def scaled_matrix(H: int, sigma_max: float, rng: np.random.Generator,
-                  kind: str = "symmetric") -> np.ndarray:
+def scaled_matrix(
+    H: int, sigma_max: float, rng: np.random.Generator, kind: str = "symmetric"
+) -> np.ndarray:
     """A random (H, H) matrix whose largest singular value is ``sigma_max``.
 
     Parameters
@@ -226,8 +243,9 @@ def matrix_power_norms(Wh, T: int, dh=None, hs=None) -> np.ndarray:
     if hs is not None:
         hs = np.asarray(backend.to_cpu(hs), dtype=np.float64)
         if hs.shape[1] < T or hs.shape[2] != H or hs.shape[0] != dh.shape[0]:
-            raise ValueError(f"hs must have shape (N, >= T, H) = ({dh.shape[0]}, >= {T}, {H}), "
-                             f"got {hs.shape}")
+            raise ValueError(
+                f"hs must have shape (N, >= T, H) = ({dh.shape[0]}, >= {T}, {H}), got {hs.shape}"
+            )
     norms = np.empty(T + 1)
     norms[0] = np.linalg.norm(dh)
     for k in range(T):
@@ -269,10 +287,20 @@ class ClippingTrace:
     diverged_at: dict = field(default_factory=dict)
 
 
-def clipping_trace(T: int = 30, *, iters: int = 150, max_norm: float = 1.0, lr: float = 0.1,
-                   sigma: float = 1.5, hidden_size: int = 32, batch_size: int = 32,
-                   seed: int = 0, task="adding", diverge_above: float = 1e6,
-                   progress=None) -> ClippingTrace:
+def clipping_trace(
+    T: int = 30,
+    *,
+    iters: int = 150,
+    max_norm: float = 1.0,
+    lr: float = 0.1,
+    sigma: float = 1.5,
+    hidden_size: int = 32,
+    batch_size: int = 32,
+    seed: int = 0,
+    task="adding",
+    diverge_above: float = 1e6,
+    progress=None,
+) -> ClippingTrace:
     """Train the same RNN twice with SGD, without and with global-norm clipping.
 
     The RNN starts in the exploding regime: ``Wh`` is orthogonal times ``sigma`` (> 1), so
@@ -308,8 +336,9 @@ def clipping_trace(T: int = 30, *, iters: int = 150, max_norm: float = 1.0, lr: 
     task = get_task(task)
     trace = ClippingTrace(max_norm=float(max_norm), T=int(T), sigma=float(sigma), lr=float(lr))
     for label, threshold in (("no clipping", math.inf), ("clipping", max_norm)):
-        init_rng, data_rng = (np.random.default_rng(s)
-                              for s in np.random.SeedSequence(seed).spawn(2))
+        init_rng, data_rng = (
+            np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2)
+        )
         model = LastStepModel("rnn", task, hidden_size, init_rng, dtype=np.float64)
         Wh = model.rnn.params[1]
         Wh[...] = backend.to_device(sigma * orthogonal(hidden_size, init_rng), like=Wh)

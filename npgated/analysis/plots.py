@@ -69,8 +69,13 @@ def plot_grad_flow(panels: dict, path, title: str = "") -> Path:
         for cell, norms in curves.items():
             n = _positive(norms)
             n = n / n[-1]
-            ax.plot(np.arange(len(n)), n, color=CELL_COLORS.get(cell),
-                    label=CELL_LABELS.get(cell, cell), lw=2)
+            ax.plot(
+                np.arange(len(n)),
+                n,
+                color=CELL_COLORS.get(cell),
+                label=CELL_LABELS.get(cell, cell),
+                lw=2,
+            )
         ax.set_yscale("log")
         ax.set_xlabel("time step t (the loss sees only the last one)")
         ax.set_ylabel("||dL/dh_t|| / ||dL/dh_T||")
@@ -133,8 +138,7 @@ def plot_clipping(trace, path, title: str = "") -> Path:
                 finite = np.flatnonzero(np.isfinite(v))
                 if len(finite):
                     ax.plot([finite[-1]], [v[finite[-1]]], "x", color=color, ms=10, mew=2)
-    ax_n.axhline(trace.max_norm, color="k", ls="--", lw=1,
-                 label=f"max_norm = {trace.max_norm:g}")
+    ax_n.axhline(trace.max_norm, color="k", ls="--", lw=1, label=f"max_norm = {trace.max_norm:g}")
     ax_n.set_yscale("log")
     ax_n.set_xlabel("iteration")
     ax_n.set_ylabel("global gradient norm (before clipping)")
@@ -145,14 +149,20 @@ def plot_clipping(trace, path, title: str = "") -> Path:
     ax_l.set_ylabel("training loss")
     ax_l.legend(fontsize=8)
     ax_l.grid(True, which="major", alpha=0.3)
-    fig.suptitle(title or (f"RNN started in the exploding regime (Wh = {trace.sigma:g} x "
-                           f"orthogonal, T = {trace.T}): SGD (lr {trace.lr:g}) with and "
-                           "without clipping"))
+    fig.suptitle(
+        title
+        or (
+            f"RNN started in the exploding regime (Wh = {trace.sigma:g} x "
+            f"orthogonal, T = {trace.T}): SGD (lr {trace.lr:g}) with and "
+            "without clipping"
+        )
+    )
     return _save(fig, path)
 
 
-def plot_success(scores: dict, path, chance: dict | None = None, metrics: dict | None = None,
-                 title: str = "") -> Path:
+def plot_success(
+    scores: dict, path, chance: dict | None = None, metrics: dict | None = None, title: str = ""
+) -> Path:
     """Score against sequence length, one panel per task, one line per cell.
 
     Parameters
@@ -174,17 +184,27 @@ def plot_success(scores: dict, path, chance: dict | None = None, metrics: dict |
         floor = min(0.0, (chance or {}).get(task, 0.0)) - 0.1
         for cell, by_T in per_cell.items():
             Ts = sorted(by_T)
-            vals = [np.maximum(np.atleast_1d(np.asarray(by_T[T], dtype=np.float64)), floor)
-                    for T in Ts]
+            vals = [
+                np.maximum(np.atleast_1d(np.asarray(by_T[T], dtype=np.float64)), floor) for T in Ts
+            ]
             mean = np.array([v.mean() for v in vals])
             color = CELL_COLORS.get(cell)
             hollow = cell == "gru"  # drawn over the LSTM's squares: keep both visible
-            ax.plot(Ts, mean, CELL_STYLES.get(cell, "o-"), color=color,
-                    label=CELL_LABELS.get(cell, cell), lw=2, ms=10 if hollow else 6,
-                    mfc="white" if hollow else color, mew=2 if hollow else 1)
+            ax.plot(
+                Ts,
+                mean,
+                CELL_STYLES.get(cell, "o-"),
+                color=color,
+                label=CELL_LABELS.get(cell, cell),
+                lw=2,
+                ms=10 if hollow else 6,
+                mfc="white" if hollow else color,
+                mew=2 if hollow else 1,
+            )
             if any(len(v) > 1 for v in vals):
-                ax.fill_between(Ts, [v.min() for v in vals], [v.max() for v in vals],
-                                color=color, alpha=0.15)
+                ax.fill_between(
+                    Ts, [v.min() for v in vals], [v.max() for v in vals], color=color, alpha=0.15
+                )
         if chance and task in chance:
             what = "chance" if chance[task] > 0 else "chance / mean prediction"
             ax.axhline(chance[task], color="gray", ls="--", lw=1, label=what)

@@ -279,13 +279,10 @@ def copy_problem(
     V = n_symbols + n_distractors + 1
     ids = np.empty((N, T), dtype=np.int64)
     ids[:, :n_copy] = rng.integers(0, n_symbols, size=(N, n_copy))
-    ids[:, n_copy:-1] = rng.integers(n_symbols, n_symbols + n_distractors,
-                                     size=(N, T - n_copy - 1))
+    ids[:, n_copy:-1] = rng.integers(n_symbols, n_symbols + n_distractors, size=(N, T - n_copy - 1))
     ids[:, -1] = V - 1
     xs = one_hot(ids, V, dtype=dtype)
     return xs, copy_target(xs, n_copy)
-
-
 
 
 @dataclass(frozen=True)
@@ -339,19 +336,35 @@ class Task:
 
 TASKS = {
     "adding": Task(
-        name="adding", kind="regression", make=adding_problem, input_size=2,
-        n_outputs=1, n_classes=0, min_length=2,
-        description="adding problem: the sum of the two marked values"),
+        name="adding",
+        kind="regression",
+        make=adding_problem,
+        input_size=2,
+        n_outputs=1,
+        n_classes=0,
+        min_length=2,
+        description="adding problem: the sum of the two marked values",
+    ),
     "first_token": Task(
-        name="first_token", kind="classification",
-        make=functools.partial(first_token_problem, n_classes=2), input_size=2,
-        n_outputs=1, n_classes=2, min_length=1,
-        description="the first of T random bits is the label (the other bits distract)"),
+        name="first_token",
+        kind="classification",
+        make=functools.partial(first_token_problem, n_classes=2),
+        input_size=2,
+        n_outputs=1,
+        n_classes=2,
+        min_length=1,
+        description="the first of T random bits is the label (the other bits distract)",
+    ),
     "copy": Task(
-        name="copy", kind="classification",
+        name="copy",
+        kind="classification",
         make=functools.partial(copy_problem, n_symbols=4, n_copy=2, n_distractors=3),
-        input_size=8, n_outputs=2, n_classes=4, min_length=3,
-        description="recall the first 2 symbols (of 4) after distractors (3 kinds)"),
+        input_size=8,
+        n_outputs=2,
+        n_classes=4,
+        min_length=3,
+        description="recall the first 2 symbols (of 4) after distractors (3 kinds)",
+    ),
 }
 """The tasks by name, with the sizes the demo uses."""
 
@@ -445,9 +458,17 @@ def orthogonal(n: int, rng: np.random.Generator) -> np.ndarray:
     return q * np.sign(np.diag(r))
 
 
-def init_recurrent_params(cell: str, D: int, H: int, rng: np.random.Generator, *,
-                          dtype=np.float64, wh_init: str = "gaussian",
-                          gate_bias="chrono", T_max: int | None = None):
+def init_recurrent_params(
+    cell: str,
+    D: int,
+    H: int,
+    rng: np.random.Generator,
+    *,
+    dtype=np.float64,
+    wh_init: str = "gaussian",
+    gate_bias="chrono",
+    T_max: int | None = None,
+):
     """Initial ``(Wx, Wh, b)`` of a recurrent cell, as host arrays.
 
     Parameters
@@ -504,7 +525,7 @@ def init_recurrent_params(cell: str, D: int, H: int, rng: np.random.Generator, *
                 b[:H] = -keep  # input gate i
         else:
             keep = float(gate_bias)
-        b[H:2 * H] = keep  # LSTM f (blocks i, f, g, o); GRU z (blocks r, z, n)
+        b[H : 2 * H] = keep  # LSTM f (blocks i, f, g, o); GRU z (blocks r, z, n)
     return Wx.astype(dtype), Wh.astype(dtype), b.astype(dtype)
 
 
@@ -562,17 +583,27 @@ class LastStepModel:
         B4  rnn.backward(dhs)                    (BPTT: dWx, dWh, db)
     """
 
-    def __init__(self, cell: str, task, hidden_size: int, rng: np.random.Generator, *,
-                 dtype=np.float64, wh_init: str = "gaussian", gate_bias="chrono",
-                 T_max: int | None = None):
+    def __init__(
+        self,
+        cell: str,
+        task,
+        hidden_size: int,
+        rng: np.random.Generator,
+        *,
+        dtype=np.float64,
+        wh_init: str = "gaussian",
+        gate_bias="chrono",
+        T_max: int | None = None,
+    ):
         self.cell = _check_cell(cell)
         self.task = get_task(task)
         D = self.task.input_size
         H = checks.check_positive_int(hidden_size, "hidden_size")
         M = self.task.output_size
         rng = _check_rng(rng)
-        host = init_recurrent_params(self.cell, D, H, rng, dtype=dtype, wh_init=wh_init,
-                                     gate_bias=gate_bias, T_max=T_max)
+        host = init_recurrent_params(
+            self.cell, D, H, rng, dtype=dtype, wh_init=wh_init, gate_bias=gate_bias, T_max=T_max
+        )
         self.rnn = make_recurrent_layer(self.cell, *(backend.to_device(p) for p in host))
         W = backend.to_device(rng.standard_normal((H, M)) / math.sqrt(H), dtype=dtype)
         self.head = Affine(W, backend.to_device(np.zeros(M), dtype=dtype))
@@ -697,10 +728,23 @@ class TaskResult:
     model: LastStepModel | None = field(default=None, repr=False)
 
 
-def train_task(task, cell: str, T: int, *, iters: int = 300, batch_size: int = 32,
-               hidden_size: int = 32, lr: float = 0.01, max_norm: float = 1.0,
-               seed: int = 0, n_test: int = 512, dtype=np.float32,
-               wh_init: str = "gaussian", gate_bias="chrono", progress=None) -> TaskResult:
+def train_task(
+    task,
+    cell: str,
+    T: int,
+    *,
+    iters: int = 300,
+    batch_size: int = 32,
+    hidden_size: int = 32,
+    lr: float = 0.01,
+    max_norm: float = 1.0,
+    seed: int = 0,
+    n_test: int = 512,
+    dtype=np.float32,
+    wh_init: str = "gaussian",
+    gate_bias="chrono",
+    progress=None,
+) -> TaskResult:
     """Train a :class:`LastStepModel` on fresh batches of ``task`` and score it.
 
     Each iteration draws a new batch (the data never repeats, so there is no overfitting to
@@ -739,10 +783,19 @@ def train_task(task, cell: str, T: int, *, iters: int = 300, batch_size: int = 3
     if T < task.min_length:
         raise ValueError(f"task {task.name!r} needs T >= {task.min_length}, got T = {T}")
     iters = checks.check_positive_int(iters, "iters")
-    init_rng, data_rng, test_rng = (np.random.default_rng(s)
-                                    for s in np.random.SeedSequence(seed).spawn(3))
-    model = LastStepModel(cell, task, hidden_size, init_rng, dtype=dtype, wh_init=wh_init,
-                          gate_bias=gate_bias, T_max=max(T, 3))
+    init_rng, data_rng, test_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)
+    )
+    model = LastStepModel(
+        cell,
+        task,
+        hidden_size,
+        init_rng,
+        dtype=dtype,
+        wh_init=wh_init,
+        gate_bias=gate_bias,
+        T_max=max(T, 3),
+    )
     optimizer = Adam(lr=lr)
     result = TaskResult(task=task.name, cell=model.cell, T=T, seed=int(seed), model=model)
     start = time.perf_counter()

@@ -63,8 +63,8 @@ class GateMap(NamedTuple):
         H = book.shape[-1] // self.gates
         xp = backend.get_array_module(book)
         for k, (j, s) in enumerate(zip(self.order, self.signs)):
-            src = book[..., j * H:(j + 1) * H]
-            dst = out[..., k * H:(k + 1) * H]
+            src = book[..., j * H : (j + 1) * H]
+            dst = out[..., k * H : (k + 1) * H]
             if s > 0:
                 dst[...] = src  # P1
             else:
@@ -75,8 +75,8 @@ class GateMap(NamedTuple):
         H = own.shape[-1] // self.gates
         xp = backend.get_array_module(own)
         for k, (j, s) in enumerate(zip(self.order, self.signs)):
-            src = own[..., k * H:(k + 1) * H]
-            dst = out[..., j * H:(j + 1) * H]
+            src = own[..., k * H : (k + 1) * H]
+            dst = out[..., j * H : (j + 1) * H]
             if s > 0:
                 dst[...] = src  # P2
             else:

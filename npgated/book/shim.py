@@ -101,14 +101,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m npgated.book.shim",
         description="Write a folder that, first on PYTHONPATH, runs the book's scripts "
-                    "unchanged on npgated's layers (npgated.book).")
+        "unchanged on npgated's layers (npgated.book).",
+    )
     parser.add_argument("folder", help="where to write it (created if needed)")
     args = parser.parse_args(argv)
     try:
         folder = write_shim(args.folder)
     except OSError as exc:
-        print(f"npgated.book.shim: cannot write {args.folder}: {exc.strerror or exc}",
-              file=sys.stderr)
+        print(
+            f"npgated.book.shim: cannot write {args.folder}: {exc.strerror or exc}", file=sys.stderr
+        )
         return 2
     print(os.fspath(folder))
     return 0

@@ -218,8 +218,9 @@ class Vocabulary(Mapping):
         if level == "char":
             bad = [t for t in self.tokens if len(t) != 1 and t != UNK]
             if bad:
-                raise ValueError(f"a character vocabulary holds single characters and {UNK!r}, "
-                                 f"got {bad[:3]}")
+                raise ValueError(
+                    f"a character vocabulary holds single characters and {UNK!r}, got {bad[:3]}"
+                )
         if any("\0" in t for t in self.tokens):
             raise ValueError("a vocabulary cannot hold the NUL character")
         self.source = dict(source or {})
@@ -305,8 +306,12 @@ class Vocabulary(Mapping):
     # -- stored with a run --
     def to_dict(self) -> dict:
         """JSON-able: level, tokens, checksum and source (checkpoint metadata)."""
-        return {"level": self.level, "tokens": list(self.tokens), "checksum": self.checksum,
-                "source": self.source}
+        return {
+            "level": self.level,
+            "tokens": list(self.tokens),
+            "checksum": self.checksum,
+            "source": self.source,
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> Vocabulary:
@@ -316,8 +321,9 @@ class Vocabulary(Mapping):
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"the stored vocabulary is malformed ({exc})") from None
         if d.get("checksum") not in (None, vocab.checksum):
-            raise DataError("the stored vocabulary does not match its checksum: the run's "
-                            "metadata is damaged")
+            raise DataError(
+                "the stored vocabulary does not match its checksum: the run's metadata is damaged"
+            )
         return vocab
 
     @classmethod
@@ -341,8 +347,10 @@ class Vocabulary(Mapping):
             parts.append(f"{len(only_mine):,} gone ({_some(only_mine)})")
         if not only_theirs and not only_mine:
             first = next(i for i, (a, b) in enumerate(zip(self.tokens, other.tokens)) if a != b)
-            parts.append(f"the same tokens in another order (id {first}: "
-                         f"{self.tokens[first]!r} vs {other.tokens[first]!r})")
+            parts.append(
+                f"the same tokens in another order (id {first}: "
+                f"{self.tokens[first]!r} vs {other.tokens[first]!r})"
+            )
         return ", ".join(parts)
 
 
@@ -390,8 +398,9 @@ def parse_fractions(fractions) -> tuple[float, float, float]:
     if len(shares) != 3 or not all(math.isfinite(s) for s in shares):
         raise ValueError(f"--fractions {text!r} is not three numbers: {how}")
     if min(shares) <= 0:
-        raise ValueError(f"--fractions {text}: every share must be > 0 (each part is needed): "
-                         f"{how}")
+        raise ValueError(
+            f"--fractions {text}: every share must be > 0 (each part is needed): {how}"
+        )
     if abs(sum(shares) - 1.0) > 1e-6:
         raise ValueError(f"--fractions {text} sums to {sum(shares):.6g}, not 1: {how}")
     return shares
@@ -402,8 +411,10 @@ def codec_name(encoding: str) -> str:
     try:
         return codecs.lookup(encoding).name
     except (LookupError, TypeError):
-        raise ValueError(f"unknown --encoding {encoding!r}: use a Python codec name such as "
-                         "utf-8, latin-1, cp1252, shift_jis, euc-jp, gb18030 or utf-16") from None
+        raise ValueError(
+            f"unknown --encoding {encoding!r}: use a Python codec name such as "
+            "utf-8, latin-1, cp1252, shift_jis, euc-jp, gb18030 or utf-16"
+        ) from None
 
 
 def _ascii_compatible(codec: str) -> bool:
@@ -421,8 +432,7 @@ def _ascii_compatible(codec: str) -> bool:
 _FOLDER_NAMES = {split: (f"{split}.txt", f"ptb.{split}.txt") for split in SPLITS}
 
 
-def find_sources(path, fractions=DEFAULT_FRACTIONS, encoding: str = "utf-8",
-                 splits=SPLITS) -> dict:
+def find_sources(path, fractions=DEFAULT_FRACTIONS, encoding: str = "utf-8", splits=SPLITS) -> dict:
     """The :class:`Source` of each split of the corpus at ``path``.
 
     Parameters
@@ -446,8 +456,10 @@ def find_sources(path, fractions=DEFAULT_FRACTIONS, encoding: str = "utf-8",
     codec = codec_name(encoding)
     p = Path(path).expanduser()
     if not p.exists():
-        raise FileNotFoundError(f"corpus {p} not found: give a folder with train.txt, valid.txt "
-                                "and test.txt, or one text file")
+        raise FileNotFoundError(
+            f"corpus {p} not found: give a folder with train.txt, valid.txt "
+            "and test.txt, or one text file"
+        )
     splits = [_split_name(s) for s in splits]
     if p.is_dir():
         found = {}
@@ -460,11 +472,13 @@ def find_sources(path, fractions=DEFAULT_FRACTIONS, encoding: str = "utf-8",
                     raise FileNotFoundError(
                         f"{p} has no train.txt (nor ptb.train.txt): a corpus folder holds "
                         "train.txt, valid.txt and test.txt; or give one text file to split "
-                        "by --fractions")
+                        "by --fractions"
+                    )
                 raise FileNotFoundError(
                     f"{p} has {other.name} but no {names[0]}: add {names[0]} (a folder "
                     "corpus needs train.txt, valid.txt and test.txt), or train on one file "
-                    f"split by --fractions (--corpus {other})")
+                    f"split by --fractions (--corpus {other})"
+                )
             found[split] = hit
         return {s: _whole_file(found[s], codec) for s in splits}
     shares = parse_fractions(fractions)
@@ -476,7 +490,8 @@ def find_sources(path, fractions=DEFAULT_FRACTIONS, encoding: str = "utf-8",
         raise DataError(
             f"cannot cut {p} into parts by --fractions in the {codec} encoding (its line "
             "breaks are not single bytes): convert it to UTF-8 (iconv -f "
-            f"{codec} -t utf-8) or give a folder with train.txt, valid.txt and test.txt")
+            f"{codec} -t utf-8) or give a folder with train.txt, valid.txt and test.txt"
+        )
     cuts = [start]
     with open(p, "rb") as f:
         for share in (shares[0], shares[0] + shares[1]):
@@ -526,9 +541,11 @@ def _boundary(f, target: int, size: int, codec: str, path: Path) -> int:
             return lo + 1 + int(lead[0])
     if len(window) < _SEARCH:  # reached the end of the file
         return size
-    raise DataError(f"cannot cut {path} near byte {target:,} for --fractions: no line break or "
-                    f"space in the next {_SEARCH:,} bytes; give a folder with train.txt, "
-                    "valid.txt and test.txt instead")
+    raise DataError(
+        f"cannot cut {path} near byte {target:,} for --fractions: no line break or "
+        f"space in the next {_SEARCH:,} bytes; give a folder with train.txt, "
+        "valid.txt and test.txt instead"
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -536,8 +553,10 @@ def _boundary(f, target: int, size: int, codec: str, path: Path) -> int:
 # ---------------------------------------------------------------------------------------
 def _hint(codec: str) -> str:
     if codec == "utf-8":
-        return ("if the file is in another encoding, give it with --encoding (e.g. latin-1, "
-                "cp1252, shift_jis, euc-jp, gb18030, utf-16)")
+        return (
+            "if the file is in another encoding, give it with --encoding (e.g. latin-1, "
+            "cp1252, shift_jis, euc-jp, gb18030, utf-16)"
+        )
     return "check --encoding (the file may be UTF-8, the default)"
 
 
@@ -561,30 +580,36 @@ def _text_pieces(source: Source, codec: str, chunk_size: int):
         while pos < source.end:
             raw = f.read(min(chunk_size, source.end - pos))
             if not raw:
-                raise DataError(f"{source.path} became shorter while it was read (now "
-                                f"{pos:,} bytes); read it again when it is complete")
+                raise DataError(
+                    f"{source.path} became shorter while it was read (now "
+                    f"{pos:,} bytes); read it again when it is complete"
+                )
             if ascii_nul:
                 nul = raw.find(b"\0")
                 if nul >= 0:
                     raise DataError(
                         f"{source.path} has a NUL byte at byte offset {pos + nul:,}: it is not a "
-                        "text file (UTF-16 or UTF-32 text: give --encoding utf-16 or utf-32)")
+                        "text file (UTF-16 or UTF-32 text: give --encoding utf-16 or utf-32)"
+                    )
             buffered = len(decoder.getstate()[0])  # bytes of a character begun in the last chunk
             final = pos + len(raw) >= source.end
             try:
                 text = decoder.decode(raw, final)
             except UnicodeDecodeError as exc:
                 offset = pos - buffered + exc.start
-                bad = exc.object[exc.start:exc.start + 1].hex() or "end of file"
+                bad = exc.object[exc.start : exc.start + 1].hex() or "end of file"
                 raise DataError(
                     f"{source.path} is not valid {codec} at byte offset {offset:,} "
-                    f"(0x{bad}: {exc.reason}); {_hint(codec)}") from None
+                    f"(0x{bad}: {exc.reason}); {_hint(codec)}"
+                ) from None
             pos += len(raw)
             if not ascii_nul:
                 nul = text.find("\0")
                 if nul >= 0:
-                    raise DataError(f"{source.path} has a NUL character (character {chars + nul:,} "
-                                    "of the text): it is not a text file")
+                    raise DataError(
+                        f"{source.path} has a NUL character (character {chars + nul:,} "
+                        "of the text): it is not a text file"
+                    )
                 chars += len(text)
             text = held + text
             held = ""
@@ -610,9 +635,14 @@ class _Progress:
         now = time.perf_counter()
         if now - self.last >= _PROGRESS_SECONDS:
             self.last = now
-            logger.info("%s: %d %% (%.0f of %.0f MB, %.1f MB/s)", self.what,
-                        100 * done // max(self.total, 1), done / 1e6, self.total / 1e6,
-                        done / 1e6 / max(now - self.start, 1e-9))
+            logger.info(
+                "%s: %d %% (%.0f of %.0f MB, %.1f MB/s)",
+                self.what,
+                100 * done // max(self.total, 1),
+                done / 1e6,
+                self.total / 1e6,
+                done / 1e6 / max(now - self.start, 1e-9),
+            )
 
 
 def _word_texts(source: Source, codec: str, chunk_size: int, what: str = ""):
@@ -684,8 +714,13 @@ class _IdsFile:
     def _header(self, n: int) -> bytes:
         buf = io.BytesIO()
         np.lib.format.write_array_header_1_0(
-            buf, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
-                  "shape": (n,)})
+            buf,
+            {
+                "descr": np.lib.format.dtype_to_descr(self.dtype),
+                "fortran_order": False,
+                "shape": (n,),
+            },
+        )
         return buf.getvalue()
 
     def write(self, ids: np.ndarray) -> None:
@@ -759,8 +794,9 @@ def cache_dir():
 
 
 def _key(**fields) -> str:
-    return hashlib.sha256(json.dumps({"format": _FORMAT, **fields}, sort_keys=True)
-                          .encode("utf-8")).hexdigest()[:40]
+    return hashlib.sha256(
+        json.dumps({"format": _FORMAT, **fields}, sort_keys=True).encode("utf-8")
+    ).hexdigest()[:40]
 
 
 class _Cache:
@@ -798,8 +834,9 @@ class _Cache:
             return None
 
     def _ignore(self, path, problem):
-        logger.warning("ignoring the corpus cache entry %s: %s; tokenising the text again",
-                       path, problem)
+        logger.warning(
+            "ignoring the corpus cache entry %s: %s; tokenising the text again", path, problem
+        )
 
     def read_vocab(self, key: str):
         if self.folder is None:
@@ -830,10 +867,11 @@ class _Cache:
         try:
             ids = np.load(path, mmap_mode="r", allow_pickle=False)
             if ids.dtype != np.dtype(dtype) or ids.shape != (meta["n_tokens"],):
-                raise ValueError(f"ids of dtype {ids.dtype} and shape {ids.shape}, expected "
-                                 f"{np.dtype(dtype)} and ({meta['n_tokens']},)")
-            if _sha256_of(Source(path, ids.offset, ids.offset + ids.nbytes)) \
-                    != meta["ids_sha256"]:
+                raise ValueError(
+                    f"ids of dtype {ids.dtype} and shape {ids.shape}, expected "
+                    f"{np.dtype(dtype)} and ({meta['n_tokens']},)"
+                )
+            if _sha256_of(Source(path, ids.offset, ids.offset + ids.nbytes)) != meta["ids_sha256"]:
                 raise ValueError("the ids do not match their checksum (corrupted or truncated)")
         except FileNotFoundError:
             return None
@@ -870,16 +908,24 @@ class _Cache:
     def _unwritable(self, exc):
         if self.folder not in _unwritable_reported:
             _unwritable_reported.add(self.folder)
-            logger.warning("cannot write the corpus cache in %s (%s): the ids stay in memory; "
-                           "set %s to a writable folder, or to 'off'", self.folder, exc,
-                           CACHE_ENV_VAR)
+            logger.warning(
+                "cannot write the corpus cache in %s (%s): the ids stay in memory; "
+                "set %s to a writable folder, or to 'off'",
+                self.folder,
+                exc,
+                CACHE_ENV_VAR,
+            )
         self.folder = None
 
     def stage_ids(self, key: str, sink, meta: dict):
         """The array to use now: the staged file memory-mapped, or the in-memory ids."""
         sink.close()
-        meta = {**meta, "n_tokens": sink.n, "dtype": sink.dtype.name,
-                "ids_sha256": sink.sha.hexdigest()}
+        meta = {
+            **meta,
+            "n_tokens": sink.n,
+            "dtype": sink.dtype.name,
+            "ids_sha256": sink.sha.hexdigest(),
+        }
         if isinstance(sink, _IdsMemory):
             return sink.array(), meta
         final = self.folder / f"{key}.ids.npy"
@@ -905,8 +951,7 @@ class _Cache:
                     _normal_permissions(tmp)
                 os.replace(tmp, final)
         except OSError as exc:
-            logger.warning("could not save the corpus ids in the cache %s (%s)", self.folder,
-                           exc)
+            logger.warning("could not save the corpus ids in the cache %s (%s)", self.folder, exc)
         finally:
             self.staged = []
             self.sinks = []
@@ -945,12 +990,17 @@ def _prune(folder: Path) -> None:
         names = list(folder.iterdir())
         now = time.time()
         for p in names:
-            if p.name.startswith(".") and p.name.endswith(".tmp") \
-                    and now - p.stat().st_mtime > _STALE_SECONDS:
+            if (
+                p.name.startswith(".")
+                and p.name.endswith(".tmp")
+                and now - p.stat().st_mtime > _STALE_SECONDS
+            ):
                 p.unlink()
         for kind in ("ids.json", "vocab.json"):
-            entries = sorted((p for p in names if _Cache._NAME.match(p.name)
-                              and p.name.endswith(kind)), key=lambda p: p.stat().st_mtime_ns)
+            entries = sorted(
+                (p for p in names if _Cache._NAME.match(p.name) and p.name.endswith(kind)),
+                key=lambda p: p.stat().st_mtime_ns,
+            )
             for old in entries[:-_CACHE_MAX_ENTRIES]:
                 old.unlink()
                 if kind == "ids.json":
@@ -969,8 +1019,10 @@ def _prune(folder: Path) -> None:
 # space. (tests/data/test_corpus.py checks both lists against str.isspace over all of Unicode.)
 _SPACE = np.zeros(256, dtype=bool)
 _SPACE[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True
-_UNICODE_SPACES = "\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008" \
-                  "\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+_UNICODE_SPACES = (
+    "\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
+    "\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
 _UNICODE_SPACE_BYTES = tuple(c.encode("utf-8") for c in _UNICODE_SPACES)
 _TO_SPACE = str.maketrans({c: " " for c in _UNICODE_SPACES})
 _KEY_BYTES = 16  # a word of up to 16 UTF-8 bytes is keyed by those bytes: two uint64
@@ -1051,8 +1103,11 @@ class _WordTable:
     @classmethod
     def of(cls, vocab: Vocabulary) -> _WordTable:
         table = cls(len(vocab))
-        ids = [i for i, t in enumerate(vocab.tokens)  # a token with white space is never met
-               if t and "".join(t.split()) == t]
+        ids = [
+            i
+            for i, t in enumerate(vocab.tokens)  # a token with white space is never met
+            if t and "".join(t.split()) == t
+        ]
         data = " ".join(vocab.tokens[i] for i in ids).encode("utf-8")
         padded, starts, ends = _word_spans(data)
         low, high, short = _word_keys(padded, starts, ends)
@@ -1113,8 +1168,9 @@ class _WordTable:
         """The word of every id (building)."""
         out = [""] * self.n
         used = np.flatnonzero(self.low)
-        for low, high, i in zip(self.low[used].tolist(), self.high[used].tolist(),
-                                self.slot_ids[used].tolist()):
+        for low, high, i in zip(
+            self.low[used].tolist(), self.high[used].tolist(), self.slot_ids[used].tolist()
+        ):
             data = low.to_bytes(8, "little") + high.to_bytes(8, "little")
             out[i] = data.rstrip(b"\0").decode("utf-8")
         for word, i in self.long.items():
@@ -1124,9 +1180,10 @@ class _WordTable:
     def _new_ids(self, m: int, positions) -> np.ndarray:
         ids = np.arange(self.n, self.n + m, dtype=np.uint32)
         if self.n + m > len(self.first):
-            self.first = np.concatenate([self.first, np.empty(max(m, len(self.first)),
-                                                              dtype=np.int64)])
-        self.first[self.n:self.n + m] = positions
+            self.first = np.concatenate(
+                [self.first, np.empty(max(m, len(self.first)), dtype=np.int64)]
+            )
+        self.first[self.n : self.n + m] = positions
         self.n += m
         return ids
 
@@ -1193,8 +1250,9 @@ class _WordTable:
         ids[at] = found
 
 
-def _encode_fixed(source: Source, vocab: Vocabulary, codec: str, sink, chunk_size: int,
-                  what: str) -> int:
+def _encode_fixed(
+    source: Source, vocab: Vocabulary, codec: str, sink, chunk_size: int, what: str
+) -> int:
     """Write the ids of ``source`` under a given vocabulary to ``sink``; the unknown count."""
     if vocab.unk_id is None:
         raise DataError(f"the vocabulary has no {UNK!r}: it cannot encode unseen tokens")
@@ -1353,18 +1411,30 @@ def _too_short(split: str, source: Source, n: int, batch, unit: str):
         fix = "lower --batch-size or --time-size, or use a longer text"
     else:
         need, what = N + 1, f"evaluation in N = {N} streams"
-        fix = ("lower --batch-size, or give it more text" if source.whole
-               else "raise its share in --fractions, lower --batch-size, or use a longer text")
+        fix = (
+            "lower --batch-size, or give it more text"
+            if source.whole
+            else "raise its share in --fractions, lower --batch-size, or use a longer text"
+        )
     if n < need:
         part = source.describe() if source.whole else f"the {split} part of {source.describe()}"
-        raise DataError(f"{part} has {n:,} {unit}, too short for {what} (it needs "
-                        f"{need:,}): {fix}")
+        raise DataError(f"{part} has {n:,} {unit}, too short for {what} (it needs {need:,}): {fix}")
 
 
-def load_corpus(path, level: str = "word", *, fractions=DEFAULT_FRACTIONS,
-                encoding: str = "utf-8", min_count: int = 1, max_vocab: int | None = None,
-                vocab: Vocabulary | None = None, splits=SPLITS, batch=None,
-                cache: bool = True, chunk_size: int = CHUNK_SIZE) -> Corpus:
+def load_corpus(
+    path,
+    level: str = "word",
+    *,
+    fractions=DEFAULT_FRACTIONS,
+    encoding: str = "utf-8",
+    min_count: int = 1,
+    max_vocab: int | None = None,
+    vocab: Vocabulary | None = None,
+    splits=SPLITS,
+    batch=None,
+    cache: bool = True,
+    chunk_size: int = CHUNK_SIZE,
+) -> Corpus:
     """Tokenise a corpus (or read its ids from the cache) into memory-mapped id arrays.
 
     Parameters
@@ -1405,14 +1475,17 @@ def load_corpus(path, level: str = "word", *, fractions=DEFAULT_FRACTIONS,
     if level not in LEVELS:
         raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
     if vocab is not None and vocab.level != level:
-        raise DataError(f"the run's vocabulary is {vocab.describe()}: give --level "
-                        f"{vocab.level}, not {level}")
+        raise DataError(
+            f"the run's vocabulary is {vocab.describe()}: give --level {vocab.level}, not {level}"
+        )
     if isinstance(min_count, bool) or not isinstance(min_count, int) or min_count < 1:
         raise ValueError(f"min_count must be a positive integer, got {min_count!r}")
-    if max_vocab is not None and (isinstance(max_vocab, bool) or not isinstance(max_vocab, int)
-                                  or max_vocab < 2):
-        raise ValueError(f"max_vocab must be an integer >= 2 (one token and {UNK}), got "
-                         f"{max_vocab!r}")
+    if max_vocab is not None and (
+        isinstance(max_vocab, bool) or not isinstance(max_vocab, int) or max_vocab < 2
+    ):
+        raise ValueError(
+            f"max_vocab must be an integer >= 2 (one token and {UNK}), got {max_vocab!r}"
+        )
     chunk_size = int(chunk_size)
     codec = codec_name(encoding)
     wanted = [_split_name(s) for s in splits]
@@ -1423,23 +1496,44 @@ def load_corpus(path, level: str = "word", *, fractions=DEFAULT_FRACTIONS,
         needed = wanted if vocab is not None else dict.fromkeys(["train", *wanted])
         sha = {s: _sha256_of(sources[s]) for s in needed}
         if vocab is None:
-            options = {"level": level, "encoding": codec, "min_count": min_count,
-                           "max_vocab": max_vocab, "text": sha["train"]}
+            options = {
+                "level": level,
+                "encoding": codec,
+                "min_count": min_count,
+                "max_vocab": max_vocab,
+                "text": sha["train"],
+            }
             vocab_key = _key(kind="vocab", **options)
             vocab = store.read_vocab(vocab_key)
             if vocab is None:
-                vocab = _build_train(sources["train"], codec, level, store, chunk_size,
-                                     min_count, max_vocab, sha["train"], batch, arrays, unknown)
-                source = {"corpus": str(Path(path).expanduser().resolve()),
-                          "train_sha256": sha["train"], "encoding": codec,
-                          "min_count": min_count, "max_vocab": max_vocab}
+                vocab = _build_train(
+                    sources["train"],
+                    codec,
+                    level,
+                    store,
+                    chunk_size,
+                    min_count,
+                    max_vocab,
+                    sha["train"],
+                    batch,
+                    arrays,
+                    unknown,
+                )
+                source = {
+                    "corpus": str(Path(path).expanduser().resolve()),
+                    "train_sha256": sha["train"],
+                    "encoding": codec,
+                    "min_count": min_count,
+                    "max_vocab": max_vocab,
+                }
                 vocab = Vocabulary(vocab.tokens, level, source)
                 store.stage_vocab(vocab_key, vocab, {"format": _FORMAT, "kind": "vocab"})
         for split in wanted:
             if split in arrays:
                 continue
-            ids, meta = _ids_of(sources[split], split, vocab, codec, store, chunk_size,
-                                sha[split], level)
+            ids, meta = _ids_of(
+                sources[split], split, vocab, codec, store, chunk_size, sha[split], level
+            )
             if batch is not None:
                 _too_short(split, sources[split], len(ids), batch, vocab.unit)
             arrays[split], unknown[split] = ids, meta.get("unknown", 0)
@@ -1450,22 +1544,45 @@ def load_corpus(path, level: str = "word", *, fractions=DEFAULT_FRACTIONS,
     for split in wanted:
         if unknown.get(split):
             n = len(arrays[split])
-            why = ("below --min-count or beyond --max-vocab" if split == "train"
-                   else "not in the vocabulary")
-            logger.info("%s: %s of %s %s (%.2f %%) %s, read as %s", split,
-                        f"{unknown[split]:,}", f"{n:,}", vocab.unit, 100.0 * unknown[split] / n,
-                        why, UNK)
-    logger.info("corpus %s (%s): %s", path, vocab.describe(),
-                ", ".join(f"{s} {len(arrays[s]):,}" for s in wanted))
-    return Corpus(train=arrays.get("train"), valid=arrays.get("valid"),
-                  test=arrays.get("test"), vocab=vocab,
-                  sources={s: sources[s] for s in wanted},
-                  unknown={s: unknown.get(s, 0) for s in wanted})
+            why = (
+                "below --min-count or beyond --max-vocab"
+                if split == "train"
+                else "not in the vocabulary"
+            )
+            logger.info(
+                "%s: %s of %s %s (%.2f %%) %s, read as %s",
+                split,
+                f"{unknown[split]:,}",
+                f"{n:,}",
+                vocab.unit,
+                100.0 * unknown[split] / n,
+                why,
+                UNK,
+            )
+    logger.info(
+        "corpus %s (%s): %s",
+        path,
+        vocab.describe(),
+        ", ".join(f"{s} {len(arrays[s]):,}" for s in wanted),
+    )
+    return Corpus(
+        train=arrays.get("train"),
+        valid=arrays.get("valid"),
+        test=arrays.get("test"),
+        vocab=vocab,
+        sources={s: sources[s] for s in wanted},
+        unknown={s: unknown.get(s, 0) for s in wanted},
+    )
 
 
 def _ids_meta(level, codec, vocab, text_sha):
-    return {"kind": "ids", "level": level, "encoding": codec, "vocab": vocab.checksum,
-            "text": text_sha}
+    return {
+        "kind": "ids",
+        "level": level,
+        "encoding": codec,
+        "vocab": vocab.checksum,
+        "text": text_sha,
+    }
 
 
 def _ids_of(source, split, vocab, codec, store: _Cache, chunk_size, text_sha, level):
@@ -1477,19 +1594,32 @@ def _ids_of(source, split, vocab, codec, store: _Cache, chunk_size, text_sha, le
         logger.debug("%s: %d ids from the cache", split, len(hit[0]))
         return hit
     sink = store.ids_sink(vocab.dtype)
-    unknown = _encode_fixed(source, vocab, codec, sink, chunk_size,
-                            f"tokenising {split} ({source.describe()})")
+    unknown = _encode_fixed(
+        source, vocab, codec, sink, chunk_size, f"tokenising {split} ({source.describe()})"
+    )
     return store.stage_ids(key, sink, {**fields, "format": _FORMAT, "unknown": unknown})
 
 
-def _build_train(source, codec, level, store: _Cache, chunk_size, min_count, max_vocab,
-                 text_sha, batch, arrays, unknown) -> Vocabulary:
+def _build_train(
+    source,
+    codec,
+    level,
+    store: _Cache,
+    chunk_size,
+    min_count,
+    max_vocab,
+    text_sha,
+    batch,
+    arrays,
+    unknown,
+) -> Vocabulary:
     """Build the vocabulary from the train part; its ids go to ``arrays["train"]``."""
     what = f"tokenising train ({source.describe()})"
     tic = time.perf_counter()
     if level == "word":
-        vocab, n, unk, final_ids, scratch = _build_word(source, codec, store, chunk_size,
-                                                        min_count, max_vocab, what)
+        vocab, n, unk, final_ids, scratch = _build_word(
+            source, codec, store, chunk_size, min_count, max_vocab, what
+        )
     else:
         vocab, n, unk = _build_char(source, codec, chunk_size, min_count, max_vocab, what)
         scratch = None
@@ -1511,13 +1641,20 @@ def _build_train(source, codec, level, store: _Cache, chunk_size, min_count, max
     ids, _ = store.stage_ids(_key(**fields), sink, {**fields, "format": _FORMAT, "unknown": unk})
     arrays["train"], unknown["train"] = ids, unk
     seconds = time.perf_counter() - tic
-    logger.info("train: %s %s, vocabulary of %s (%.1f s, %.1f MB/s)", f"{n:,}", vocab.unit,
-                f"{len(vocab):,}", seconds, source.size / 1e6 / max(seconds, 1e-9))
+    logger.info(
+        "train: %s %s, vocabulary of %s (%.1f s, %.1f MB/s)",
+        f"{n:,}",
+        vocab.unit,
+        f"{len(vocab):,}",
+        seconds,
+        source.size / 1e6 / max(seconds, 1e-9),
+    )
     return vocab
 
 
-def check_unchanged(vocab: Vocabulary, path, *, fractions=DEFAULT_FRACTIONS,
-                    encoding: str = "utf-8") -> None:
+def check_unchanged(
+    vocab: Vocabulary, path, *, fractions=DEFAULT_FRACTIONS, encoding: str = "utf-8"
+) -> None:
     """Refuse a corpus whose train text is not the one ``vocab`` was built from.
 
     Raises
@@ -1535,12 +1672,20 @@ def check_unchanged(vocab: Vocabulary, path, *, fractions=DEFAULT_FRACTIONS,
             f"the run's corpus {path} has changed since training (its train text is not the "
             "one the run's vocabulary was built from, so the vocabulary may differ): evaluate "
             f"it under the run's vocabulary with --corpus {path} (unseen tokens become "
-            f"{UNK}), or train again")
+            f"{UNK}), or train again"
+        )
 
 
-def load_text(path, vocab: Vocabulary, *, split: str = "test", encoding: str = "utf-8",
-              batch_size: int | None = None, cache: bool = True,
-              chunk_size: int = CHUNK_SIZE):
+def load_text(
+    path,
+    vocab: Vocabulary,
+    *,
+    split: str = "test",
+    encoding: str = "utf-8",
+    batch_size: int | None = None,
+    cache: bool = True,
+    chunk_size: int = CHUNK_SIZE,
+):
     """The ids of another text under a run's vocabulary (``npgated eval RUN --corpus PATH``).
 
     Parameters
@@ -1568,12 +1713,22 @@ def load_text(path, vocab: Vocabulary, *, split: str = "test", encoding: str = "
     elif p.is_file():
         source = _whole_file(p, codec)
     else:
-        raise FileNotFoundError(f"corpus {p} not found: give a folder with train.txt, "
-                                "valid.txt and test.txt, or one text file")
+        raise FileNotFoundError(
+            f"corpus {p} not found: give a folder with train.txt, "
+            "valid.txt and test.txt, or one text file"
+        )
     store = _Cache(cache_dir() if cache else None)
     try:
-        ids, meta = _ids_of(source, _split_name(split), vocab, codec, store, chunk_size,
-                            _sha256_of(source), vocab.level)
+        ids, meta = _ids_of(
+            source,
+            _split_name(split),
+            vocab,
+            codec,
+            store,
+            chunk_size,
+            _sha256_of(source),
+            vocab.level,
+        )
         if batch_size is not None:
             _too_short(_split_name(split), source, len(ids), (batch_size, 1), vocab.unit)
         store.commit()
@@ -1582,7 +1737,13 @@ def load_text(path, vocab: Vocabulary, *, split: str = "test", encoding: str = "
         raise
     unknown = meta.get("unknown", 0)
     if unknown:
-        logger.info("%s: %s of %s %s (%.2f %%) not in the run's vocabulary, read as %s",
-                    source.describe(), f"{unknown:,}", f"{len(ids):,}", vocab.unit,
-                    100.0 * unknown / len(ids), UNK)
+        logger.info(
+            "%s: %s of %s %s (%.2f %%) not in the run's vocabulary, read as %s",
+            source.describe(),
+            f"{unknown:,}",
+            f"{len(ids):,}",
+            vocab.unit,
+            100.0 * unknown / len(ids),
+            UNK,
+        )
     return ids, source, unknown

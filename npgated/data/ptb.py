@@ -246,9 +246,7 @@ def download_ptb(dest_dir=None, *, splits=SPLITS, timeout: float = 60.0) -> Path
                             md5.update(chunk)
                             out.write(chunk)
                 except OSError as exc:  # URLError, HTTPError, timeouts are OSErrors
-                    raise DataError(
-                        f"could not download {url} ({exc}); {_how_to_fix()}"
-                    ) from exc
+                    raise DataError(f"could not download {url} ({exc}); {_how_to_fix()}") from exc
             got = md5.hexdigest()
             if got != PTB_MD5[split]:
                 raise DataError(
@@ -379,8 +377,12 @@ def _read_entry(path: Path, name: str, train_sha: str, split_sha: str):
         with np.load(path, allow_pickle=False) as data:
             ids, vocab, meta = data["ids"], data["vocab"], data["meta"]
         meta = json.loads(meta.tobytes().decode("utf-8"))
-        expected = {"format": _CACHE_FORMAT, "split": name, "train_sha256": train_sha,
-                    "split_sha256": split_sha}
+        expected = {
+            "format": _CACHE_FORMAT,
+            "split": name,
+            "train_sha256": train_sha,
+            "split_sha256": split_sha,
+        }
         if not isinstance(meta, dict):
             raise ValueError(f"metadata is a JSON {type(meta).__name__}, not an object")
         differ = [k for k, v in expected.items() if meta.get(k) != v]
@@ -400,8 +402,7 @@ def _read_entry(path: Path, name: str, train_sha: str, split_sha: str):
         return None
     except (OSError, EOFError, KeyError, TypeError, ValueError, zipfile.BadZipFile) as exc:
         problem = f"unreadable ({type(exc).__name__}: {exc})"  # ValueError: JSON, UTF-8 too
-    logger.warning("ignoring the PTB id cache entry %s: %s; parsing the text again",
-                   path, problem)
+    logger.warning("ignoring the PTB id cache entry %s: %s; parsing the text again", path, problem)
     return None
 
 
@@ -409,10 +410,16 @@ def _write_entry(path: Path, name: str, train_sha: str, split_sha: str, ids, wor
     """Save ``(ids, word_to_id)`` atomically; an unwritable folder is logged once, not raised."""
     words = sorted(word_to_id, key=word_to_id.__getitem__)
     vocab = np.frombuffer("\n".join(words).encode("utf-8"), dtype=np.uint8)
-    meta = {"format": _CACHE_FORMAT, "split": name, "train_sha256": train_sha,
-            "split_sha256": split_sha, "n_tokens": len(ids), "vocab_size": len(words),
-            "ids_sha256": _sha256(ids),
-            "vocab_checksum": _sha256(vocab)}  # = vocab_checksum(word_to_id): the same bytes
+    meta = {
+        "format": _CACHE_FORMAT,
+        "split": name,
+        "train_sha256": train_sha,
+        "split_sha256": split_sha,
+        "n_tokens": len(ids),
+        "vocab_size": len(words),
+        "ids_sha256": _sha256(ids),
+        "vocab_checksum": _sha256(vocab),
+    }  # = vocab_checksum(word_to_id): the same bytes
     meta = np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8)
     try:
         atomic_write(path, lambda f: np.savez(f, ids=ids, vocab=vocab, meta=meta))
@@ -422,7 +429,10 @@ def _write_entry(path: Path, name: str, train_sha: str, split_sha: str, ids, wor
             logger.warning(
                 "cannot write the PTB id cache in %s (%s): the text is parsed on every load; "
                 "set %s to a writable folder, or to 'off' to stop caching",
-                path.parent, exc, CACHE_ENV_VAR)
+                path.parent,
+                exc,
+                CACHE_ENV_VAR,
+            )
         return
     logger.debug("saved the %s ids and vocabulary to %s", name, path)
     _prune(path.parent)
@@ -473,8 +483,9 @@ def _load(name: str, key, train_key, store):
     else:  # the vocabulary from a cached train entry, if any, else from parsing train
         cached = None
         if store is not None:
-            cached = _read_entry(_entry_path(store, "train", train_sha, train_sha), "train",
-                                 train_sha, train_sha)
+            cached = _read_entry(
+                _entry_path(store, "train", train_sha, train_sha), "train", train_sha, train_sha
+            )
         word_to_id = cached[1] if cached else _parse_train(train_text, train_path)[1]
         ids = _parse_split(text, path, word_to_id)
     ids.flags.writeable = False
@@ -598,7 +609,6 @@ def ids_to_words(ids, id_to_word) -> list[str]:
                 words.append(id_to_word[i])
         except (KeyError, IndexError):
             raise ValueError(
-                f"id {i} at position {position} is not in the vocabulary "
-                f"(size {len(id_to_word)})"
+                f"id {i} at position {position} is not in the vocabulary (size {len(id_to_word)})"
             ) from None
     return words

@@ -371,8 +371,9 @@ def decode(ids, id_to_char) -> list[str] | str:
 # ---------------------------------------------------------------------------------------
 # Loading a task
 # ---------------------------------------------------------------------------------------
-def load_file(path, *, reverse: bool = False, seed: int | None = SPLIT_SEED,
-              task: str | None = None) -> SequenceData:
+def load_file(
+    path, *, reverse: bool = False, seed: int | None = SPLIT_SEED, task: str | None = None
+) -> SequenceData:
     """Load a file in the book's format with the book's vocabulary and split.
 
     Parameters
@@ -401,8 +402,16 @@ def load_file(path, *, reverse: bool = False, seed: int | None = SPLIT_SEED,
     if reverse:
         x = np.ascontiguousarray(x[:, ::-1])
     split = len(x) - len(x) // 10
-    return SequenceData(x[:split], t[:split], x[split:], t[split:], char_to_id, id_to_char,
-                        task or path.stem, bool(reverse))
+    return SequenceData(
+        x[:split],
+        t[:split],
+        x[split:],
+        t[split:],
+        char_to_id,
+        id_to_char,
+        task or path.stem,
+        bool(reverse),
+    )
 
 
 def load_task(task: str, data_dir=None, *, reverse: bool = False) -> SequenceData:
@@ -428,6 +437,7 @@ def load_task(task: str, data_dir=None, *, reverse: bool = False) -> SequenceDat
     folder = resolve_data_dir(data_dir)
     path = folder / TASK_FILES[task]
     if not path.is_file():
-        raise FileNotFoundError(f"{folder} has no {TASK_FILES[task]} for the {task} task: "
-                                f"{_how_to_fix()}")
+        raise FileNotFoundError(
+            f"{folder} has no {TASK_FILES[task]} for the {task} task: {_how_to_fix()}"
+        )
     return load_file(path, reverse=reverse, task=task)

@@ -18,8 +18,15 @@ from pathlib import Path
 
 CELLS = ("rnn", "lstm", "gru", "attention")
 
-__all__ = ["CELLS", "get", "write_exercise", "solution_source", "check_exercise",
-           "compare_with_npgated", "outcomes_text"]
+__all__ = [
+    "CELLS",
+    "get",
+    "write_exercise",
+    "solution_source",
+    "check_exercise",
+    "compare_with_npgated",
+    "outcomes_text",
+]
 
 
 def get(cell: str):
@@ -36,12 +43,16 @@ def write_exercise(cell: str, out, force: bool = False) -> list:
     """
     exercise = get(cell)
     out = Path(out)
-    files = {out / f"{cell}.py": exercise.template(), out / f"test_{cell}.py":
-             exercise.test_template()}
+    files = {
+        out / f"{cell}.py": exercise.template(),
+        out / f"test_{cell}.py": exercise.test_template(),
+    }
     existing = [str(p) for p in files if p.exists()]
     if existing and not force:
-        raise ValueError(f"{', '.join(existing)} already there: choose another --out, or pass "
-                         "--force to replace (your code in it would be lost)")
+        raise ValueError(
+            f"{', '.join(existing)} already there: choose another --out, or pass "
+            "--force to replace (your code in it would be lost)"
+        )
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
@@ -59,8 +70,10 @@ def solution_source(cell: str) -> str:
 def _exercise_of(module, path: Path):
     cell = getattr(module, "EXERCISE", None) or path.stem
     if cell not in CELLS:
-        raise ValueError(f"{path} is not an npgated exercise (no EXERCISE = 'lstm' line, and "
-                         f"its name is none of {', '.join(c + '.py' for c in CELLS)})")
+        raise ValueError(
+            f"{path} is not an npgated exercise (no EXERCISE = 'lstm' line, and "
+            f"its name is none of {', '.join(c + '.py' for c in CELLS)})"
+        )
     return get(cell)
 
 
@@ -79,8 +92,10 @@ def run_outcomes(path, parts=None):
     exercise = _exercise_of(module, path)
     missing = [n for n in exercise.required_names() if not hasattr(module, n)]
     if missing:
-        raise ValueError(f"{path} lacks {', '.join(missing)}: write the exercise again with "
-                         f"npgated exercise {exercise.cell} --out DIR")
+        raise ValueError(
+            f"{path} lacks {', '.join(missing)}: write the exercise again with "
+            f"npgated exercise {exercise.cell} --out DIR"
+        )
     kwargs = {} if parts is None else {"parts": parts}
     return exercise, exercise.outcomes(module, **kwargs)
 
@@ -102,8 +117,9 @@ def outcomes_text(path, outcomes) -> str:
             details.append(o.brief if (o.part in shown and o.brief) else o.text)
             shown.add(o.part)
     ok = bool(outcomes) and all(o.ok for o in outcomes)
-    lines.append(f"{Path(path).name}: every part is right" if ok else
-                 f"{Path(path).name}: not right yet")
+    lines.append(
+        f"{Path(path).name}: every part is right" if ok else f"{Path(path).name}: not right yet"
+    )
     return "\n".join(lines + [""] + ["\n\n".join(details)] if details else lines)
 
 

@@ -122,18 +122,30 @@ class AttentionExercise:
             if part not in parts:
                 continue
             if part == "part 3" and wrong:
-                out.append(base.Outcome(part, "", False, "Part 3 runs your AttentionWeight and "
-                                        "WeightSum: make parts 1 and 2 right first.",
-                                        "not checked: parts 1 and 2 are not right yet"))
+                out.append(
+                    base.Outcome(
+                        part,
+                        "",
+                        False,
+                        "Part 3 runs your AttentionWeight and "
+                        "WeightSum: make parts 1 and 2 right first.",
+                        "not checked: parts 1 and 2 are not right yet",
+                    )
+                )
                 continue
             inputs = (hs, second[ins[1]])
             student, ref = getattr(module, cls), getattr(mod, cls)
             items = [
-                ("against central differences", lambda s=student, c=cls, i=inputs:
-                    testing.gradient_report(s(), i, title=f"{c}.backward against central "
-                                                          "differences")),
-                (f"against npgated's {cls}", lambda s=student, r=ref, c=cls, i=inputs, n=ins:
-                    self._compare(s, r, c, i, n)),
+                (
+                    "against central differences",
+                    lambda s=student, c=cls, i=inputs: testing.gradient_report(
+                        s(), i, title=f"{c}.backward against central differences"
+                    ),
+                ),
+                (
+                    f"against npgated's {cls}",
+                    lambda s=student, r=ref, c=cls, i=inputs, n=ins: self._compare(s, r, c, i, n),
+                ),
             ]
             results = base.run_items(f"{part} ({cls}.backward, {tags})", items)
             if not all(o.ok for o in results):
@@ -150,8 +162,15 @@ class AttentionExercise:
         (dout,) = upstream((want_out,), 3)
         got = theirs.backward(dout)
         want = mine.backward(dout)
-        report = _compare(f"{cls}.backward against npgated's", list(names), got, want, None,
-                          f"npgated's {cls}", step_level=False)
+        report = _compare(
+            f"{cls}.backward against npgated's",
+            list(names),
+            got,
+            want,
+            None,
+            f"npgated's {cls}",
+            step_level=False,
+        )
         _forward_note(report, [got_out], [want_out], f"{cls}.forward")
         return report
 

@@ -39,9 +39,7 @@ _BEGIN_LINE = re.compile(r"^(\s*)# >>> your code: begin \((part \d+[a-z]?)\)\s*$
 def todo(part: str, what: str, indent: int = 4) -> str:
     """The region a student replaces: markers around a ``raise NotImplementedError``."""
     pad = " " * indent
-    return (f"{pad}{BEGIN} ({part})\n"
-            f"{pad}raise NotImplementedError({what!r})\n"
-            f"{pad}{END}\n")
+    return f"{pad}{BEGIN} ({part})\n{pad}raise NotImplementedError({what!r})\n{pad}{END}\n"
 
 
 def equation_comments(equations: dict, indent: int = 4) -> str:
@@ -75,8 +73,11 @@ def function_body(func) -> str:
     tree = ast.parse(source)
     node = tree.body[0]
     body = node.body
-    if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None),
-                                                              ast.Constant):
+    if (
+        body
+        and isinstance(body[0], ast.Expr)
+        and isinstance(getattr(body[0], "value", None), ast.Constant)
+    ):
         body = body[1:]
     lines = source.splitlines()
     start = body[0].lineno - 1
@@ -100,13 +101,19 @@ def _defined_names(tree) -> set:
 
 def free_names(body: str, template: str) -> list:
     """Names ``body`` reads that neither it, the template module nor builtins define."""
-    used = {n.id for n in ast.walk(ast.parse(body)) if isinstance(n, ast.Name)
-            and isinstance(n.ctx, ast.Load)}
+    used = {
+        n.id
+        for n in ast.walk(ast.parse(body))
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+    }
     tree = ast.parse(template)
     module_level = set()
     for node in tree.body:  # what the file defines for everyone (not a function's locals)
-        module_level |= _defined_names(ast.Module(body=[node], type_ignores=[])) if not \
-            isinstance(node, (ast.FunctionDef, ast.ClassDef)) else {node.name}
+        module_level |= (
+            _defined_names(ast.Module(body=[node], type_ignores=[]))
+            if not isinstance(node, (ast.FunctionDef, ast.ClassDef))
+            else {node.name}
+        )
     args = {n.arg for n in ast.walk(tree) if isinstance(n, ast.arg)}
     known = _defined_names(ast.parse(body)) | module_level | args
     return sorted(used - known - set(dir(builtins)))
@@ -125,7 +132,7 @@ def fill(source: str, part: str, body: str, module: str | None = None) -> str:
     if needed:
         body = f"from {module} import {', '.join(needed)}\n" + body
     new = [indent + line if line.strip() else "" for line in body.rstrip("\n").split("\n")]
-    return "\n".join(lines[:first] + new + lines[last + 1:]) + "\n"
+    return "\n".join(lines[:first] + new + lines[last + 1 :]) + "\n"
 
 
 # ---------------------------------------------------------------------------------------
@@ -227,8 +234,10 @@ class StepsThroughTime:
         N, T, _ = xs.shape
         H = self.params[1].shape[0]
         state = [self.h, self.c][: self.n_state]
-        state = [s if (self.stateful and s is not None) else np.zeros((N, H), dtype=xs.dtype)
-                 for s in state]
+        state = [
+            s if (self.stateful and s is not None) else np.zeros((N, H), dtype=xs.dtype)
+            for s in state
+        ]
         hs = np.empty((N, T, H), dtype=xs.dtype)
         self.caches = []
         for t in range(T):
@@ -270,8 +279,11 @@ def run_report(label_part, label, make_report):
     except NotImplementedError as exc:
         raise NotWritten(str(exc)) from exc
     worst = max((f.error for f in report.findings), default=0.0)
-    summary = (f"ok ({len(report.findings)} gradients, worst rel. error {worst:.0e})"
-               if report.ok else "WRONG")
+    summary = (
+        f"ok ({len(report.findings)} gradients, worst rel. error {worst:.0e})"
+        if report.ok
+        else "WRONG"
+    )
     return Outcome(label_part, label, report.ok, str(report), summary, report.brief())
 
 
@@ -289,8 +301,15 @@ def run_items(part: str, items) -> list:
             break
         except Exception as exc:  # noqa: BLE001 (the student's code raised: show where)
             text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-            out.append(Outcome(part, name, False, f"{name}: your code raised\n{text}",
-                               f"raised {type(exc).__name__}: {exc}"))
+            out.append(
+                Outcome(
+                    part,
+                    name,
+                    False,
+                    f"{name}: your code raised\n{text}",
+                    f"raised {type(exc).__name__}: {exc}",
+                )
+            )
             break
     return out
 

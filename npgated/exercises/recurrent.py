@@ -66,8 +66,11 @@ class RecurrentExercise:
     # -- the reference ---------------------------------------------------------------------
     def reference(self):
         mod = importlib.import_module(self.module)
-        return (getattr(mod, self.step_forward), getattr(mod, self.step_backward),
-                getattr(mod, self.time_class))
+        return (
+            getattr(mod, self.step_forward),
+            getattr(mod, self.step_backward),
+            getattr(mod, self.time_class),
+        )
 
     def equations(self, prefix: str = "B") -> dict:
         mod = importlib.import_module(self.module)
@@ -100,24 +103,29 @@ class RecurrentExercise:
             + (f"    #\n{_comment(self.notes)}" if self.notes else "")
             + base.todo("part 1", f"Part 1: write {self.step_backward} ({tags})")
         )
-        return "".join([
-            self._header(tags),
-            "\n\nfrom typing import NamedTuple\n\nimport numpy as np\n\n",
-            f'EXERCISE = "{self.cell}"\n\n\n',
-            _SIGMOID,
-            "\n\n",
-            textwrap.dedent(self.cell_source).strip("\n"),
-            "\n\n\n",
-            step_bwd,
-            "\n\n",
-            self._time_class(),
-        ])
+        return "".join(
+            [
+                self._header(tags),
+                "\n\nfrom typing import NamedTuple\n\nimport numpy as np\n\n",
+                f'EXERCISE = "{self.cell}"\n\n\n',
+                _SIGMOID,
+                "\n\n",
+                textwrap.dedent(self.cell_source).strip("\n"),
+                "\n\n\n",
+                step_bwd,
+                "\n\n",
+                self._time_class(),
+            ]
+        )
 
     def _header(self, tags) -> str:
         state = "h, c" if self.n_state == 2 else "h"
-        order = (f"the {self.k} gate blocks of Wx (D, {self.k}H), Wh (H, {self.k}H) and b are "
-                 f"packed in the order {', '.join(self.gates)}" if self.gates else
-                 "Wx (D, H), Wh (H, H), b (H,)")
+        order = (
+            f"the {self.k} gate blocks of Wx (D, {self.k}H), Wh (H, {self.k}H) and b are "
+            f"packed in the order {', '.join(self.gates)}"
+            if self.gates
+            else "Wx (D, H), Wh (H, H), b (H,)"
+        )
         return textwrap.dedent(f'''\
             """Exercise: the {self.title}'s backward pass by hand (`npgated exercise {self.cell}`).
 
@@ -136,10 +144,15 @@ class RecurrentExercise:
             and the likely cause.
 
             @@CONVENTIONS@@
-            """''').replace("@@CONVENTIONS@@", textwrap.fill(
+            """''').replace(
+            "@@CONVENTIONS@@",
+            textwrap.fill(
                 f"Conventions (npgated's): N batch, D input size, H hidden size, T time steps, "
                 f"state {state}; {order}. Everything runs in the dtype of the data (the checks "
-                "use float64).", 92))
+                "use float64).",
+                92,
+            ),
+        )
 
     def _time_class(self) -> str:
         c = self.n_state == 2
@@ -151,11 +164,13 @@ class RecurrentExercise:
         hc = "``h``, ``c``" if c else "``h``"
         dhc = "``dh``, ``dc``" if c else "``dh``"
         carry_doc = "dh_next = dc_next = 0" if c else "dh_next = 0"
-        step_call = (f"dx, dh_next, dc_next, dWx_t, dWh_t, db_t = {self.step_backward}(dh, "
-                     "dc_next, caches[t], Wx, Wh)" if c else
-                     f"dx, dh_next, dWx_t, dWh_t, db_t = {self.step_backward}(dh, caches[t], "
-                     "Wx, Wh)")
-        after = ("self.dh = dh_next; self.dc = dc_next" if c else "self.dh = dh_next")
+        step_call = (
+            f"dx, dh_next, dc_next, dWx_t, dWh_t, db_t = {self.step_backward}(dh, "
+            "dc_next, caches[t], Wx, Wh)"
+            if c
+            else f"dx, dh_next, dWx_t, dWh_t, db_t = {self.step_backward}(dh, caches[t], Wx, Wh)"
+        )
+        after = "self.dh = dh_next; self.dc = dc_next" if c else "self.dh = dh_next"
         text = f'''\
 class {self.time_class}:
     """The {self.title} over T time steps, built on the two step functions above.
@@ -189,10 +204,10 @@ class {self.time_class}:
             self.h = np.zeros((N, H), dtype=xs.dtype)
 '''
         if c:
-            text += '''\
+            text += """\
         if not self.stateful or self.c is None:
             self.c = np.zeros((N, H), dtype=xs.dtype)
-'''
+"""
         text += f'''\
         hs = np.empty((N, T, H), dtype=xs.dtype)
         self.caches = []
@@ -322,15 +337,22 @@ class {self.time_class}:
         N, T, D, H = (SIZES[s] for s in "NTDH")
         k = self.k
         b = (2, k * H) if reset_after else (k * H,)
-        return {"Wx": (D, k * H), "Wh": (H, k * H), "b": b, "x": (N, D), "h": (N, H),
-                "xs": (N, T, D)}
+        return {
+            "Wx": (D, k * H),
+            "Wh": (H, k * H),
+            "b": b,
+            "x": (N, D),
+            "h": (N, H),
+            "xs": (N, T, D),
+        }
 
     def outcomes(self, module, parts=("part 1", "part 2")):
         """Run the checks of ``parts`` on the student's ``module``; a list of Outcomes."""
         results = []
         for variant in self.variants:
-            label = (" (" + ", ".join(f"{k}={v}" for k, v in variant.items()) + ")"
-                     if variant else "")
+            label = (
+                " (" + ", ".join(f"{k}={v}" for k, v in variant.items()) + ")" if variant else ""
+            )
             results += self._variant_outcomes(module, variant, label, parts)
         return results
 
@@ -342,42 +364,76 @@ class {self.time_class}:
         sh = self.shapes(bool(variant.get("reset_after")))
         c = self.n_state == 2
         x, h_prev, c_prev, Wx, Wh, b = base.random_arrays(
-            0, sh["x"], sh["h"], sh["h"], sh["Wx"], sh["Wh"], sh["b"])
-        step_in = dict(x=x, h_prev=h_prev, **({"c_prev": c_prev} if c else {}),
-                       Wx=Wx, Wh=Wh, b=b, **variant)
+            0, sh["x"], sh["h"], sh["h"], sh["Wx"], sh["Wh"], sh["b"]
+        )
+        step_in = dict(
+            x=x, h_prev=h_prev, **({"c_prev": c_prev} if c else {}), Wx=Wx, Wh=Wh, b=b, **variant
+        )
         xs, h0, c0 = base.random_arrays(1, sh["xs"], sh["h"], sh["h"])
         state = {"h": h0, "c": c0} if c else {"h": h0}
         out = []
         part1_ok = True
         if "part 1" in parts:
             items = [
-                ("against central differences", lambda: testing.step_backward_report(
-                    fwd, bwd, step_in, gates=self.gates,
-                    title=f"{self.step_backward}{label} against central differences")),
-                (f"against npgated's {self.step_backward}", lambda: self._compare_step(
-                    fwd, bwd, ref_fwd, ref_bwd, step_in, label)),
-                ("through time (your step functions in npgated's BPTT loop, T = "
-                 f"{SIZES['T']})", lambda: testing.gradient_report(
-                    base.StepsThroughTime(fwd, bwd, (Wx, Wh, b), self.n_state, variant), (xs,),
-                    gates=self.gates, state=state,
-                    title=f"your {self.step_forward} / {self.step_backward}{label} in npgated's "
-                          "BPTT loop (npgated.exercises.base.time_backward)")),
+                (
+                    "against central differences",
+                    lambda: testing.step_backward_report(
+                        fwd,
+                        bwd,
+                        step_in,
+                        gates=self.gates,
+                        title=f"{self.step_backward}{label} against central differences",
+                    ),
+                ),
+                (
+                    f"against npgated's {self.step_backward}",
+                    lambda: self._compare_step(fwd, bwd, ref_fwd, ref_bwd, step_in, label),
+                ),
+                (
+                    f"through time (your step functions in npgated's BPTT loop, T = {SIZES['T']})",
+                    lambda: testing.gradient_report(
+                        base.StepsThroughTime(fwd, bwd, (Wx, Wh, b), self.n_state, variant),
+                        (xs,),
+                        gates=self.gates,
+                        state=state,
+                        title=f"your {self.step_forward} / {self.step_backward}{label} "
+                        "in npgated's "
+                        "BPTT loop (npgated.exercises.base.time_backward)",
+                    ),
+                ),
             ]
             part1 = self._run(f"part 1{label}", items)
             part1_ok = all(o.ok for o in part1)
             out += part1
         if "part 2" in parts:
             if not part1_ok:
-                out.append(base.Outcome(f"part 2{label}", "", False,
-                                        f"Part 2 runs your {self.step_backward}: make part 1 "
-                                        "right first.", "not checked: part 1 is not right yet"))
+                out.append(
+                    base.Outcome(
+                        f"part 2{label}",
+                        "",
+                        False,
+                        f"Part 2 runs your {self.step_backward}: make part 1 right first.",
+                        "not checked: part 1 is not right yet",
+                    )
+                )
                 return out
             items = [
-                ("against central differences", lambda: testing.gradient_report(
-                    time_cls(Wx, Wh, b, **variant), (xs,), gates=self.gates, state=state,
-                    title=f"{self.time_class}{label} against central differences")),
-                (f"against npgated's {self.time_class}", lambda: self._compare_time(
-                    time_cls, ref_time, (Wx, Wh, b), xs, state, variant, label)),
+                (
+                    "against central differences",
+                    lambda: testing.gradient_report(
+                        time_cls(Wx, Wh, b, **variant),
+                        (xs,),
+                        gates=self.gates,
+                        state=state,
+                        title=f"{self.time_class}{label} against central differences",
+                    ),
+                ),
+                (
+                    f"against npgated's {self.time_class}",
+                    lambda: self._compare_time(
+                        time_cls, ref_time, (Wx, Wh, b), xs, state, variant, label
+                    ),
+                ),
             ]
             out += self._run(f"part 2{label}", items)
         return out
@@ -395,8 +451,15 @@ class {self.time_class}:
         got = bwd(*douts, cache, Wx, Wh)
         want = ref_bwd(*douts, ref_cache, Wx, Wh)
         names = [n for n, v in step_in.items() if hasattr(v, "shape")]
-        report = _compare(f"{self.step_backward}{label} against npgated's", names, got, want,
-                          self.gates, f"npgated's {self.step_backward}", step_level=True)
+        report = _compare(
+            f"{self.step_backward}{label} against npgated's",
+            names,
+            got,
+            want,
+            self.gates,
+            f"npgated's {self.step_backward}",
+            step_level=True,
+        )
         _forward_note(report, outs, ref_outs, self.step_forward)
         return report
 
@@ -421,8 +484,15 @@ class {self.time_class}:
         names = ["xs", "Wx", "Wh", "b", "h0"] + (["c0"] if self.n_state == 2 else [])
         got = [dxs, *layer.grads, layer.dh] + ([layer.dc] if self.n_state == 2 else [])
         want = [ref_dxs, *ref.grads, ref.dh] + ([ref.dc] if self.n_state == 2 else [])
-        report = _compare(f"{self.time_class}{label} against npgated's", names, got, want,
-                          self.gates, f"npgated's {self.time_class}", step_level=False)
+        report = _compare(
+            f"{self.time_class}{label} against npgated's",
+            names,
+            got,
+            want,
+            self.gates,
+            f"npgated's {self.time_class}",
+            step_level=False,
+        )
         _forward_note(report, [hs], [ref_hs], f"{self.time_class}.forward")
         return report
 
@@ -440,24 +510,34 @@ def _compare(title, names, got, want, gates, against, step_level):
     got = () if got is None else (got if isinstance(got, (tuple, list)) else (got,))
     if len(got) != len(want):
         report = testing.GradientReport(title, [], 1e-9, against=against)
-        report.problems.append(f"returned {len(got)} arrays, npgated's returns {len(want)}: "
-                               + ", ".join("d" + n for n in names))
+        report.problems.append(
+            f"returned {len(got)} arrays, npgated's returns {len(want)}: "
+            + ", ".join("d" + n for n in names)
+        )
         return report
     missing = [n for n, g in zip(names, got) if g is None]
     if missing:
         report = testing.GradientReport(title, [], 1e-9, against=against)
         report.problems.append(f"no gradient for {', '.join(missing)} (None)")
         return report
-    return testing.compare_report(title, list(zip(names, got, want)), against=against,
-                                  tol=1e-9, gates=gates, step_level=step_level)
+    return testing.compare_report(
+        title,
+        list(zip(names, got, want)),
+        against=against,
+        tol=1e-9,
+        gates=gates,
+        step_level=step_level,
+    )
 
 
 def _forward_note(report, outs, ref_outs, name):
     from npgated.gradcheck import rel_error  # noqa: PLC0415
 
     if len(outs) != len(ref_outs) or any(rel_error(a, b) > 1e-12 for a, b in zip(outs, ref_outs)):
-        report.notes.append(f"your {name} computes other numbers than npgated's: this "
-                            "comparison assumes the forward pass of the exercise as written")
+        report.notes.append(
+            f"your {name} computes other numbers than npgated's: this "
+            "comparison assumes the forward pass of the exercise as written"
+        )
 
 
 _SIGMOID = '''\

@@ -151,8 +151,16 @@ def load_book_pickle(path) -> list[np.ndarray]:
             content = _ArrayOnlyUnpickler(f).load()
     except BookFormatError as exc:
         raise BookFormatError(f"{path}: {exc}") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
-            IndexError, KeyError, OverflowError) as exc:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        OverflowError,
+    ) as exc:
         raise BookFormatError(
             f"{path} is not a readable pickle (truncated or corrupted?): "
             f"{type(exc).__name__}: {exc}"
@@ -188,7 +196,7 @@ def _permute_gate_blocks(a, order):
     if G % 4:
         raise BookFormatError(f"an LSTM array needs 4H columns, got {G} (not a multiple of 4)")
     H = G // 4
-    return np.concatenate([a[..., k * H:(k + 1) * H] for k in order], axis=-1)
+    return np.concatenate([a[..., k * H : (k + 1) * H] for k in order], axis=-1)
 
 
 def gates_from_book(a: np.ndarray) -> np.ndarray:
@@ -250,8 +258,12 @@ def _infer(arrays, source) -> tuple[str, int, int, int]:
         raise BookFormatError(
             f"{source} holds {n} arrays; the book's Rnnlm saves 6 (embed_W, lstm_Wx, lstm_Wh, "
             "lstm_b, affine_W, affine_b) and its tied 2-layer BetterRnnlm 9"
-            + ("; 10 is one of its encoder-decoders (Seq2seq, PeekySeq2seq, AttentionSeq2seq): "
-               "read it with npgated.interop.book_seq2seq" if n == 10 else "")
+            + (
+                "; 10 is one of its encoder-decoders (Seq2seq, PeekySeq2seq, AttentionSeq2seq): "
+                "read it with npgated.interop.book_seq2seq"
+                if n == 10
+                else ""
+            )
         )
     kind = "Rnnlm" if n == 6 else "BetterRnnlm"
     layout = _LAYOUTS[kind]
@@ -296,8 +308,7 @@ def _layout_of(model) -> tuple:
         kind = "Rnnlm"
     else:
         raise BookFormatError(
-            f"the book's format holds its Rnnlm and BetterRnnlm only, not a "
-            f"{type(model).__name__}"
+            f"the book's format holds its Rnnlm and BetterRnnlm only, not a {type(model).__name__}"
         )
     problems = []
     if config.get("cell") != "lstm":
@@ -353,8 +364,17 @@ def model_from_book(path, model=None, dtype=np.float32):
         if kind == "Rnnlm":
             model = Rnnlm(V, D, H, cell="lstm", seed=0, dtype=dtype)
         else:
-            model = BetterRnnlm(V, D, H, num_layers=2, dropout_ratio=0.5, tie_weights=True,
-                                cell="lstm", seed=0, dtype=dtype)
+            model = BetterRnnlm(
+                V,
+                D,
+                H,
+                num_layers=2,
+                dropout_ratio=0.5,
+                tie_weights=True,
+                cell="lstm",
+                seed=0,
+                dtype=dtype,
+            )
     layout = _layout_of(model)
     if len(layout) != len(arrays):
         raise BookFormatError(

@@ -84,9 +84,11 @@ def infer_book_seq2seq(arrays, source="the file", vocab_size: int | None = None)
     """
     n = len(arrays)
     if n != len(_LAYOUT):
-        what = {6: " (that is the book's chapter-6 Rnnlm: load it with npgated import-book "
-                   "as a language model)",
-                9: " (that is the book's BetterRnnlm, a language model)"}.get(n, "")
+        what = {
+            6: " (that is the book's chapter-6 Rnnlm: load it with npgated import-book "
+            "as a language model)",
+            9: " (that is the book's BetterRnnlm, a language model)",
+        }.get(n, "")
         raise BookFormatError(
             f"{source} holds {n} arrays{what}; the book's Seq2seq, PeekySeq2seq and "
             "AttentionSeq2seq save 10 (encoder embed_W, lstm_Wx, lstm_Wh, lstm_b; decoder "
@@ -108,8 +110,18 @@ def infer_book_seq2seq(arrays, source="the file", vocab_size: int | None = None)
         model, D_dec, H_out = "AttentionSeq2seq", D, 2 * H
     else:
         model, D_dec, H_out = "Seq2seq", D, H
-    expected = [(V, D), (D, 4 * H), (H, 4 * H), (4 * H,), (V, D), (D_dec, 4 * H), (H, 4 * H),
-                (4 * H,), (H_out, V), (V,)]
+    expected = [
+        (V, D),
+        (D, 4 * H),
+        (H, 4 * H),
+        (4 * H,),
+        (V, D),
+        (D_dec, 4 * H),
+        (H, 4 * H),
+        (4 * H,),
+        (H_out, V),
+        (V,),
+    ]
     for k, ((book_name, _, _), shape) in enumerate(zip(_LAYOUT, expected)):
         if arrays[k].shape != shape:
             raise BookFormatError(
@@ -153,8 +165,9 @@ def model_from_book(path, vocab_size: int | None = None, dtype=np.float32):
     arrays = load_book_pickle(path)
     config = infer_book_seq2seq(arrays, str(path), vocab_size)
     model = build_seq2seq(config, dtype=dtype, seed=0)
-    model.load_params({name: gates_from_book(a) if gates else a
-                       for (_, name, gates), a in zip(_LAYOUT, arrays)})
+    model.load_params(
+        {name: gates_from_book(a) if gates else a for (_, name, gates), a in zip(_LAYOUT, arrays)}
+    )
     return model.eval()
 
 
@@ -176,11 +189,15 @@ def model_to_book(model, path) -> Path:
     from npgated.models.seq2seq import Seq2seq  # noqa: PLC0415
 
     if not isinstance(model, Seq2seq):
-        raise BookFormatError(f"not an encoder-decoder: {type(model).__name__} (use "
-                              "npgated.interop.book for the language models)")
+        raise BookFormatError(
+            f"not an encoder-decoder: {type(model).__name__} (use "
+            "npgated.interop.book for the language models)"
+        )
     if model.cell != "lstm":
-        raise BookFormatError(f"the book's encoder-decoders are LSTMs; this one has "
-                              f"cell={model.cell!r} and cannot be written in its format")
+        raise BookFormatError(
+            f"the book's encoder-decoders are LSTMs; this one has "
+            f"cell={model.cell!r} and cannot be written in its format"
+        )
     host = {name: backend.to_cpu(p) for name, p, _ in model.named_params()}
     arrays = []
     for book_name, name, gates in _LAYOUT:

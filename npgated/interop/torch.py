@@ -396,9 +396,11 @@ def parity_report(layers, module, xs, seed: int = 0) -> dict:
     like = layers[0].params[0]
     dtype = np.dtype(like.dtype)
     xs_host = backend.to_cpu(xs).astype(dtype)
-    dout = backend.default_rng(seed).standard_normal(
-        (*xs_host.shape[:2], layers[-1].hidden_size)
-    ).astype(dtype)
+    dout = (
+        backend.default_rng(seed)
+        .standard_normal((*xs_host.shape[:2], layers[-1].hidden_size))
+        .astype(dtype)
+    )
 
     out = backend.to_device(xs_host, like=like)
     for layer in layers:
@@ -524,9 +526,7 @@ class NpgatedTorchLM(nn.Module):
         self.rnns = nn.ModuleList(
             torch_cls(D if k == 0 else H, H, batch_first=True, dtype=dtype) for k in range(L)
         )
-        self.drops = nn.ModuleList(
-            _LMDropout(spec["p"], spec["variational"]) for _ in range(L + 1)
-        )
+        self.drops = nn.ModuleList(_LMDropout(spec["p"], spec["variational"]) for _ in range(L + 1))
         self.decoder = nn.Linear(H, V, dtype=dtype)
         if spec["tie"]:
             self.decoder.weight = self.embed.weight  # one Parameter (Press & Wolf 2016)
@@ -573,8 +573,9 @@ class NpgatedTorchLM(nn.Module):
         as npgated's ``TimeSoftmaxWithLoss``."""
         logits, state = self(xs, state)
         ts = torch.as_tensor(ts, device=logits.device).long()
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ts.reshape(-1),
-                               ignore_index=-1)
+        loss = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), ts.reshape(-1), ignore_index=-1
+        )
         return loss, state
 
 

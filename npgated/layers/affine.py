@@ -95,8 +95,7 @@ def _fused_view(W, b):
     if _address(b) != _address(W) + D * M * s or _allocation(W) is not _allocation(b):
         return None
     if isinstance(W, np.ndarray):  # NumPy, and the stand-in keeps its type (subok)
-        return np.lib.stride_tricks.as_strided(W, shape=(D + 1, M), strides=(M * s, s),
-                                               subok=True)
+        return np.lib.stride_tricks.as_strided(W, shape=(D + 1, M), strides=(M * s, s), subok=True)
     xp = backend.get_array_module(W)  # CuPy: a new header on the same memory
     return xp.ndarray((D + 1, M), dtype=W.dtype, memptr=W.data, strides=(M * s, s))
 

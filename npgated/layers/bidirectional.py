@@ -112,8 +112,7 @@ class TimeBidirectional(Layer):
             a, b = getattr(forward_layer, what), getattr(backward_layer, what)
             if a != b:
                 raise ValueError(
-                    f"the two directions must have one {what}, got {a} (forward) and {b} "
-                    "(backward)"
+                    f"the two directions must have one {what}, got {a} (forward) and {b} (backward)"
                 )
         if backend.get_array_module(forward_layer.params[0]) is not backend.get_array_module(
             backward_layer.params[0]
@@ -331,10 +330,13 @@ class TimeBiGRU(TimeBidirectional):
 
     param_names = ("Wx1", "Wh1", "b1", "Wx2", "Wh2", "b2")
 
-    def __init__(self, Wx1, Wh1, b1, Wx2, Wh2, b2, stateful: bool = False,
-                 reset_after: bool = False):
-        super().__init__(TimeGRU(Wx1, Wh1, b1, stateful, reset_after),
-                         TimeGRU(Wx2, Wh2, b2, stateful, reset_after))
+    def __init__(
+        self, Wx1, Wh1, b1, Wx2, Wh2, b2, stateful: bool = False, reset_after: bool = False
+    ):
+        super().__init__(
+            TimeGRU(Wx1, Wh1, b1, stateful, reset_after),
+            TimeGRU(Wx2, Wh2, b2, stateful, reset_after),
+        )
         self.reset_after = bool(reset_after)
 
     @property

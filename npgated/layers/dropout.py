@@ -211,12 +211,13 @@ class TimeDropout(Dropout):
         if t0 == 0:
             self._window_mask = None
             if self.training and p > 0.0:
-                self._window_mask = keep_mask(self.rng, self._mask_shape((N, T, D)), p, xs,
-                                              self.batch_shard)  # F1
+                self._window_mask = keep_mask(
+                    self.rng, self._mask_shape((N, T, D)), p, xs, self.batch_shard
+                )  # F1
         mask = self._window_mask
         if mask is None:
             return xs
-        return xs * (mask if self.variational else mask[:, t0:t0 + Tc])  # F2
+        return xs * (mask if self.variational else mask[:, t0 : t0 + Tc])  # F2
 
     def backward_chunk(self, dys, t0: int, T: int):
         """``backward`` over steps t0 .. t0 + Tc - 1 of the window of the last chunks'
@@ -224,10 +225,7 @@ class TimeDropout(Dropout):
         mask = self._window_mask
         if mask is None:
             return dys  # B1 with mask = 1 (eval mode or p = 0)
-        return dys * (mask if self.variational else mask[:, t0:t0 + dys.shape[1]])  # B1
+        return dys * (mask if self.variational else mask[:, t0 : t0 + dys.shape[1]])  # B1
 
     def __repr__(self) -> str:
-        return (
-            f"TimeDropout(dropout_ratio={self.dropout_ratio}, "
-            f"variational={self.variational})"
-        )
+        return f"TimeDropout(dropout_ratio={self.dropout_ratio}, variational={self.variational})"

@@ -466,13 +466,26 @@ class TimeGRU(RecurrentLayer):
     param_names = ("Wx", "Wh", "b")
 
     def __init__(
-        self, Wx, Wh, b, stateful: bool = False, reset_after: bool = False, *,
-        recurrent_dropout: float = 0.0, weight_drop: float = 0.0, seed=None,
+        self,
+        Wx,
+        Wh,
+        b,
+        stateful: bool = False,
+        reset_after: bool = False,
+        *,
+        recurrent_dropout: float = 0.0,
+        weight_drop: float = 0.0,
+        seed=None,
     ):
         _check_gru_params(Wx, Wh, b, reset_after)
         super().__init__(
-            Wx, Wh, b, stateful=stateful, recurrent_dropout=recurrent_dropout,
-            weight_drop=weight_drop, seed=seed,
+            Wx,
+            Wh,
+            b,
+            stateful=stateful,
+            recurrent_dropout=recurrent_dropout,
+            weight_drop=weight_drop,
+            seed=seed,
         )
         self.reset_after = bool(reset_after)
 
@@ -569,9 +582,7 @@ class TimeGRU(RecurrentLayer):
 
         self.h = hs[:, -1].copy()
         self._eval_forward = not store
-        self.cache = (
-            TimeGRUCache(xs, hs, gates, hn_all, self.drop_masks, Wh) if store else None
-        )
+        self.cache = TimeGRUCache(xs, hs, gates, hn_all, self.drop_masks, Wh) if store else None
         return hs[:, 1:].copy()
 
     def backward(self, dhs):

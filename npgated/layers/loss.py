@@ -215,7 +215,8 @@ class _SoftmaxCrossEntropy(Layer):
         else:
             # F2-F4 without an (R, V) result; backward (rare in eval) recomputes it
             s, m, x_t = self._sums_only(
-                lambda rows, buf: x2[rows], safe_t, self._row_blocks(x2), V, x2)
+                lambda rows, buf: x2[rows], safe_t, self._row_blocks(x2), V, x2
+            )
             self.cache = _LossCache(None, None, x2, safe_t, keep, K, shape)
         return self._mean_loss(x_t, m, s, keep, K)  # F3, F5
 
@@ -244,7 +245,8 @@ class _SoftmaxCrossEntropy(Layer):
         e, s = cache.exp, cache.sums
         if e is None:  # eval-mode forward kept no buffer
             e, s, _ = self._exp_shifted(
-                cache.logits, out=cache.logits if self.overwrite_input else None)
+                cache.logits, out=cache.logits if self.overwrite_input else None
+            )
         xp = backend.get_array_module(e)
         scale = float(dout) / max(cache.count, 1)
         c = cache.keep * (scale / s)  # B1
@@ -409,5 +411,6 @@ class TimeSoftmaxWithLoss(_SoftmaxCrossEntropy):
         blocks = [slice(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
         self.cache = _EVALUATED  # nothing for backward (which says so)
         s, m, x_t = self._sums_only(
-            lambda rows, buf: head.rows_into(x2[rows], buf), safe_t, blocks, V, hs)  # F1-F4
+            lambda rows, buf: head.rows_into(x2[rows], buf), safe_t, blocks, V, hs
+        )  # F1-F4
         return self._mean_loss(x_t, m, s, keep, K)  # F3, F5

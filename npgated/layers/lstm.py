@@ -171,7 +171,14 @@ def lstm_step_backward(dh_next, dc_next, cache: LSTMStepCache, Wx, Wh):
     """
     xp = backend.get_array_module(dh_next)
     x, h_prev, c_prev, i, f, g, o, tanh_c = (
-        cache.x, cache.h_prev, cache.c_prev, cache.i, cache.f, cache.g, cache.o, cache.tanh_c
+        cache.x,
+        cache.h_prev,
+        cache.c_prev,
+        cache.i,
+        cache.f,
+        cache.g,
+        cache.o,
+        cache.tanh_c,
     )
     dc = dc_next + dh_next * o * (1 - tanh_c**2)  # B1
     da_i = dc * g * i * (1 - i)  # B2
@@ -403,13 +410,25 @@ class TimeLSTM(RecurrentLayer):
     has_cell = True
 
     def __init__(
-        self, Wx, Wh, b, stateful: bool = False, *, recurrent_dropout: float = 0.0,
-        weight_drop: float = 0.0, seed=None,
+        self,
+        Wx,
+        Wh,
+        b,
+        stateful: bool = False,
+        *,
+        recurrent_dropout: float = 0.0,
+        weight_drop: float = 0.0,
+        seed=None,
     ):
         check_recurrent_params(Wx, Wh, b, gates=4)
         super().__init__(
-            Wx, Wh, b, stateful=stateful, recurrent_dropout=recurrent_dropout,
-            weight_drop=weight_drop, seed=seed,
+            Wx,
+            Wh,
+            b,
+            stateful=stateful,
+            recurrent_dropout=recurrent_dropout,
+            weight_drop=weight_drop,
+            seed=seed,
         )
 
     def forward(self, xs):

@@ -219,8 +219,15 @@ class RecurrentLayer(Layer):
     record_grad_norms = False
 
     def __init__(
-        self, Wx, Wh, b, stateful: bool = False, *, recurrent_dropout: float = 0.0,
-        weight_drop: float = 0.0, seed=None,
+        self,
+        Wx,
+        Wh,
+        b,
+        stateful: bool = False,
+        *,
+        recurrent_dropout: float = 0.0,
+        weight_drop: float = 0.0,
+        seed=None,
     ):
         super().__init__(Wx, Wh, b)
         self.stateful = bool(stateful)
@@ -383,7 +390,8 @@ class RecurrentLayer(Layer):
                 f"{type(self).__name__}.forward_chunk: chunk from step {t0} of a window of "
                 f"{T} steps, but the next chunk starts at step "
                 f"{None if chunks is None else chunks.next_t}: run a window's chunks in order "
-                "from t0 = 0")
+                "from t0 = 0"
+            )
         chunks.inside = True
         try:
             hs = self.forward(xs)
@@ -418,7 +426,8 @@ class RecurrentLayer(Layer):
                 f"{type(self).__name__}.backward_chunk: chunk from step {t0} of a window of "
                 f"{T} steps, but no forward_chunk in training mode left the chunk that ends "
                 f"at step {t0 + Tc}: run the chunks' backward in reverse order after their "
-                "forward in training mode")
+                "forward in training mode"
+            )
         self.cache = chunks.caches.pop()
         chunks.inside, chunks.final = True, t0 == 0
         try:

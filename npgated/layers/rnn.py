@@ -306,13 +306,25 @@ class TimeRNN(RecurrentLayer):
     param_names = ("Wx", "Wh", "b")
 
     def __init__(
-        self, Wx, Wh, b, stateful: bool = False, *, recurrent_dropout: float = 0.0,
-        weight_drop: float = 0.0, seed=None,
+        self,
+        Wx,
+        Wh,
+        b,
+        stateful: bool = False,
+        *,
+        recurrent_dropout: float = 0.0,
+        weight_drop: float = 0.0,
+        seed=None,
     ):
         check_recurrent_params(Wx, Wh, b, gates=1)
         super().__init__(
-            Wx, Wh, b, stateful=stateful, recurrent_dropout=recurrent_dropout,
-            weight_drop=weight_drop, seed=seed,
+            Wx,
+            Wh,
+            b,
+            stateful=stateful,
+            recurrent_dropout=recurrent_dropout,
+            weight_drop=weight_drop,
+            seed=seed,
         )
 
     def forward(self, xs):

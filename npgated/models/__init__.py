@@ -6,5 +6,15 @@ from npgated.models.generation import generate
 from npgated.models.rnnlm import BetterRnnlm, LanguageModel, Rnnlm, build_model
 from npgated.models.seq2seq import AttentionSeq2seq, PeekySeq2seq, Seq2seq, build_seq2seq
 
-__all__ = ["AttentionSeq2seq", "BetterRnnlm", "LanguageModel", "Model", "PeekySeq2seq", "Rnnlm",
-           "Seq2seq", "build_model", "build_seq2seq", "generate"]
+__all__ = [
+    "AttentionSeq2seq",
+    "BetterRnnlm",
+    "LanguageModel",
+    "Model",
+    "PeekySeq2seq",
+    "Rnnlm",
+    "Seq2seq",
+    "build_model",
+    "build_seq2seq",
+    "generate",
+]

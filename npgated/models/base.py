@@ -102,8 +102,12 @@ class Model:
         clash = flat.overlapping(self.params) or flat.overlapping(self.grads)
         if clash is not None:
             i, j = (self._param_names[k] for k in clash)
-            logger.info("separate parameter arrays: %s and %s share memory without being one "
-                        "array (e.g. TimeAffine(E.T, b)), which copies would break", i, j)
+            logger.info(
+                "separate parameter arrays: %s and %s share memory without being one "
+                "array (e.g. TimeAffine(E.T, b)), which copies would break",
+                i,
+                j,
+            )
             return
         groups: dict = {}  # (dtype, backend) -> indices into params, in order
         for k, p in enumerate(self.params):
@@ -122,13 +126,17 @@ class Model:
         new_params = [v for fb in buffers for v in fb.param_views]
         new_grads = [v for fb in buffers for v in fb.grad_views]
         self._rebind_layers(self.params, new_params, new_grads)
-        stale = flat.stale_references({**self.layers, **self._own_attributes()},
-                                      old_params + old_grads)
+        stale = flat.stale_references(
+            {**self.layers, **self._own_attributes()}, old_params + old_grads
+        )
         if stale:
             self._rebind_layers(new_params, self.params, self.grads)  # every layer as before
-            logger.warning("separate parameter arrays: %s still holds a parameter's or "
-                           "gradient's memory after the layers got views of the flat buffers "
-                           "(give its layer a rebind method that re-points it)", stale[0])
+            logger.warning(
+                "separate parameter arrays: %s still holds a parameter's or "
+                "gradient's memory after the layers got views of the flat buffers "
+                "(give its layer a rebind method that re-points it)",
+                stale[0],
+            )
             return
         self.params, self.grads, self.flat_buffers = new_params, new_grads, buffers
 
@@ -223,8 +231,11 @@ class Model:
 
     def rng_states(self) -> dict:
         """``{layer name: bit-generator state}`` of every stochastic layer (JSON-friendly)."""
-        return {name: layer.rng.bit_generator.state
-                for name, layer in self.layers.items() if hasattr(layer, "rng")}
+        return {
+            name: layer.rng.bit_generator.state
+            for name, layer in self.layers.items()
+            if hasattr(layer, "rng")
+        }
 
     def set_rng_states(self, states: dict) -> None:
         for name, layer in self.layers.items():

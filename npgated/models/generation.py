@@ -198,8 +198,9 @@ class Sampler:
         return token
 
 
-def generate(model, start_ids, length, temperature=1.0, top_k=None, skip_ids=(), seed=None,
-             on_token=None):
+def generate(
+    model, start_ids, length, temperature=1.0, top_k=None, skip_ids=(), seed=None, on_token=None
+):
     """Sample ``length`` token ids following the prompt ``start_ids``.
 
     The model's recurrent state is reset first and the model is put in eval mode for the

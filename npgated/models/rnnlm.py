@@ -146,8 +146,11 @@ class LanguageModel(Model):
                 f"{checks.shape_str(np.shape(ts))} must have the same shape (N, T)"
             )
         loss, body = self.layers["loss"], self._body()
-        if not self.training and isinstance(loss, TimeSoftmaxWithLoss) and isinstance(
-                body[-1], TimeAffine):
+        if (
+            not self.training
+            and isinstance(loss, TimeSoftmaxWithLoss)
+            and isinstance(body[-1], TimeAffine)
+        ):
             # evaluation: the loss straight from the output layer's input, block by block,
             # without the (N, T, V) logits (TimeSoftmaxWithLoss.forward_affine)
             return loss.forward_affine(self._through(body[:-1], xs), body[-1], ts)
@@ -189,15 +192,32 @@ class Rnnlm(LanguageModel):
         ``NPGATED_FLAT=0``; see :mod:`npgated.flat`). Not part of ``config``.
     """
 
-    def __init__(self, vocab_size=10000, wordvec_size=100, hidden_size=100, cell="lstm",
-                 seed=None, dtype=np.float32, init="book", reset_after=True, flat=None):
+    def __init__(
+        self,
+        vocab_size=10000,
+        wordvec_size=100,
+        hidden_size=100,
+        cell="lstm",
+        seed=None,
+        dtype=np.float32,
+        init="book",
+        reset_after=True,
+        flat=None,
+    ):
         super().__init__(vocab_size, flat=flat)
         V = self.vocab_size
         D = checks.check_positive_int(wordvec_size, "wordvec_size")
         H = checks.check_positive_int(hidden_size, "hidden_size")
         self.cell = _check_cell(cell)
-        self.config = dict(model="Rnnlm", vocab_size=V, wordvec_size=D, hidden_size=H,
-                           cell=cell, init=init, reset_after=reset_after)
+        self.config = dict(
+            model="Rnnlm",
+            vocab_size=V,
+            wordvec_size=D,
+            hidden_size=H,
+            cell=cell,
+            init=init,
+            reset_after=reset_after,
+        )
         ini = _Init(init, seed, dtype)
         self.add_layer("embed", TimeEmbedding(ini.weight((V, D), 1 / 100)))
         self.add_layer(f"{cell}1", _make_cell(cell, ini, D, H, reset_after))
@@ -245,11 +265,27 @@ class BetterRnnlm(LanguageModel):
         last forward is :attr:`penalty`.
     """
 
-    def __init__(self, vocab_size=10000, wordvec_size=650, hidden_size=650, num_layers=2,
-                 dropout_ratio=0.5, variational=True, tie_weights=True, cell="lstm",
-                 seed=None, dtype=np.float32, init="book", reset_after=True,
-                 recurrent_dropout=0.0, weight_drop=0.0, embedding_dropout=0.0, ar=0.0,
-                 tar=0.0, flat=None):
+    def __init__(
+        self,
+        vocab_size=10000,
+        wordvec_size=650,
+        hidden_size=650,
+        num_layers=2,
+        dropout_ratio=0.5,
+        variational=True,
+        tie_weights=True,
+        cell="lstm",
+        seed=None,
+        dtype=np.float32,
+        init="book",
+        reset_after=True,
+        recurrent_dropout=0.0,
+        weight_drop=0.0,
+        embedding_dropout=0.0,
+        ar=0.0,
+        tar=0.0,
+        flat=None,
+    ):
         super().__init__(vocab_size, flat=flat)
         V = self.vocab_size
         D = checks.check_positive_int(wordvec_size, "wordvec_size")
@@ -263,32 +299,53 @@ class BetterRnnlm(LanguageModel):
                 f"(V, D) embedding used as (H, V)), got hidden_size={H}, wordvec_size={D}; "
                 "make them equal or pass tie_weights=False"
             )
-        self.config = dict(model="BetterRnnlm", vocab_size=V, wordvec_size=D, hidden_size=H,
-                           num_layers=L, dropout_ratio=p, variational=bool(variational),
-                           tie_weights=bool(tie_weights), cell=cell, init=init,
-                           reset_after=reset_after,
-                           recurrent_dropout=checks.check_ratio(recurrent_dropout,
-                                                                "recurrent_dropout"),
-                           weight_drop=checks.check_ratio(weight_drop, "weight_drop"),
-                           embedding_dropout=checks.check_ratio(embedding_dropout,
-                                                                "embedding_dropout"),
-                           ar=check_range(ar, "ar", low=0.0), tar=check_range(tar, "tar", low=0.0))
+        self.config = dict(
+            model="BetterRnnlm",
+            vocab_size=V,
+            wordvec_size=D,
+            hidden_size=H,
+            num_layers=L,
+            dropout_ratio=p,
+            variational=bool(variational),
+            tie_weights=bool(tie_weights),
+            cell=cell,
+            init=init,
+            reset_after=reset_after,
+            recurrent_dropout=checks.check_ratio(recurrent_dropout, "recurrent_dropout"),
+            weight_drop=checks.check_ratio(weight_drop, "weight_drop"),
+            embedding_dropout=checks.check_ratio(embedding_dropout, "embedding_dropout"),
+            ar=check_range(ar, "ar", low=0.0),
+            tar=check_range(tar, "tar", low=0.0),
+        )
         # children 0 .. L+1 as before these options existed; the new ones appended
         seeds = np.random.SeedSequence(seed).spawn(2 * L + 3)
         ini = _Init(init, seeds[0], dtype)
-        embed = self.add_layer("embed", TimeEmbedding(
-            ini.weight((V, D), 1 / 100), embedding_dropout=self.config["embedding_dropout"],
-            seed=seeds[2 * L + 2]))
+        embed = self.add_layer(
+            "embed",
+            TimeEmbedding(
+                ini.weight((V, D), 1 / 100),
+                embedding_dropout=self.config["embedding_dropout"],
+                seed=seeds[2 * L + 2],
+            ),
+        )
         self.add_layer("drop0", TimeDropout(p, variational=variational, seed=seeds[1]))
         for i in range(1, L + 1):
-            self.add_layer(f"{cell}{i}", _make_cell(
-                cell, ini, D if i == 1 else H, H, reset_after,
-                recurrent_dropout=self.config["recurrent_dropout"],
-                weight_drop=self.config["weight_drop"], seed=seeds[L + 1 + i]))
+            self.add_layer(
+                f"{cell}{i}",
+                _make_cell(
+                    cell,
+                    ini,
+                    D if i == 1 else H,
+                    H,
+                    reset_after,
+                    recurrent_dropout=self.config["recurrent_dropout"],
+                    weight_drop=self.config["weight_drop"],
+                    seed=seeds[L + 1 + i],
+                ),
+            )
             if i == L and self.config["tar"] > 0:
                 self.add_layer("tar", TemporalActivationRegularizer(self.config["tar"]))
-            self.add_layer(f"drop{i}", TimeDropout(p, variational=variational,
-                                                   seed=seeds[i + 1]))
+            self.add_layer(f"drop{i}", TimeDropout(p, variational=variational, seed=seeds[i + 1]))
         if self.config["ar"] > 0:
             self.add_layer("ar", ActivationRegularizer(self.config["ar"]))
         if tie_weights:

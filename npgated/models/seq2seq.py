@@ -161,18 +161,35 @@ class Seq2seq(Model):
     peeky = False
     attentive = False
 
-    def __init__(self, vocab_size, wordvec_size=16, hidden_size=128, cell="lstm", seed=None,
-                 dtype=np.float32, init="book", reset_after=True):
+    def __init__(
+        self,
+        vocab_size,
+        wordvec_size=16,
+        hidden_size=128,
+        cell="lstm",
+        seed=None,
+        dtype=np.float32,
+        init="book",
+        reset_after=True,
+    ):
         super().__init__()
         V = self.vocab_size = checks.check_positive_int(vocab_size, "vocab_size")
         D = checks.check_positive_int(wordvec_size, "wordvec_size")
         H = checks.check_positive_int(hidden_size, "hidden_size")
         if cell not in CELLS:
-            raise ValueError(f"unknown cell {cell!r} for an encoder-decoder; choose one of: "
-                             f"{', '.join(CELLS)}")
+            raise ValueError(
+                f"unknown cell {cell!r} for an encoder-decoder; choose one of: {', '.join(CELLS)}"
+            )
         self.cell = cell
-        self.config = dict(model=type(self).__name__, vocab_size=V, wordvec_size=D,
-                           hidden_size=H, cell=cell, init=init, reset_after=bool(reset_after))
+        self.config = dict(
+            model=type(self).__name__,
+            vocab_size=V,
+            wordvec_size=D,
+            hidden_size=H,
+            cell=cell,
+            init=init,
+            reset_after=bool(reset_after),
+        )
         ini = _Init(init, seed, dtype)
         # in the book's order: encoder embed_W, Wx, Wh, b; decoder embed_W, Wx, Wh, b, W, b
         self.add_layer("encoder.embed", TimeEmbedding(ini.weight((V, D), 1 / 100)))
@@ -210,8 +227,10 @@ class Seq2seq(Model):
     def _check_questions(self, xs):
         checks.check_ids(xs, self.vocab_size, "xs", ndim=2)
         if xs.shape[0] < 1 or xs.shape[1] < 1:
-            raise ValueError(f"xs must hold at least one question of at least one character, "
-                             f"got shape {checks.shape_str(xs.shape)}")
+            raise ValueError(
+                f"xs must hold at least one question of at least one character, "
+                f"got shape {checks.shape_str(xs.shape)}"
+            )
 
     # -- forward ----------------------------------------------------------------------------
     def _encode(self, xs):
@@ -304,8 +323,14 @@ class Seq2seq(Model):
         if self.cell == "lstm":
             h, c, _ = lstm_step_forward(x, h, c, Wx, Wh, b)  # F4 (lstm.py's F1-F4)
             return h, c
-        h, _ = gru_step_forward(x, h, Wx, Wh, b,  # F4 (gru.py's F0-F5)
-                                reset_after=self._layer("decoder", "rnn").reset_after)
+        h, _ = gru_step_forward(
+            x,
+            h,
+            Wx,
+            Wh,
+            b,  # F4 (gru.py's F0-F5)
+            reset_after=self._layer("decoder", "rnn").reset_after,
+        )
         return h, None
 
     def _step(self, ids, h, c, hs_enc):
@@ -364,8 +389,9 @@ class Seq2seq(Model):
         N = xs.shape[0]
         starts = np.asarray(backend.to_cpu(start_id))
         if starts.ndim > 1 or (starts.ndim == 1 and starts.shape != (N,)):
-            raise ValueError(f"start_id must be one id or one per question ({N},), got shape "
-                             f"{starts.shape}")
+            raise ValueError(
+                f"start_id must be one id or one per question ({N},), got shape {starts.shape}"
+            )
         starts = np.broadcast_to(starts, (N,)).astype(np.int64)
         checks.check_ids(starts, self.vocab_size, "start_id")
         was_training = self.training
@@ -488,8 +514,7 @@ class AttentionSeq2seq(Seq2seq):
         return dhs_enc
 
 
-_CLASSES = {"Seq2seq": Seq2seq, "PeekySeq2seq": PeekySeq2seq,
-            "AttentionSeq2seq": AttentionSeq2seq}
+_CLASSES = {"Seq2seq": Seq2seq, "PeekySeq2seq": PeekySeq2seq, "AttentionSeq2seq": AttentionSeq2seq}
 
 
 def build_seq2seq(config: dict, dtype=np.float32, seed=None) -> Seq2seq:
@@ -539,11 +564,13 @@ def seq2seq_accuracy(model, x, t, batch_size: int = 1000, beam_size=None) -> tup
     x = np.asarray(backend.to_cpu(x))
     t = np.asarray(backend.to_cpu(t))
     if x.ndim != 2 or t.ndim != 2 or len(x) != len(t) or t.shape[1] < 2:
-        raise ValueError(f"x (n, T_enc) and t (n, 1 + T_dec) with the same n and T_dec >= 1, "
-                         f"got {checks.shape_str(x.shape)} and {checks.shape_str(t.shape)}")
+        raise ValueError(
+            f"x (n, T_enc) and t (n, 1 + T_dec) with the same n and T_dec >= 1, "
+            f"got {checks.shape_str(x.shape)} and {checks.shape_str(t.shape)}"
+        )
     correct = 0
     for start in range(0, len(x), batch_size):
-        xs, ts = x[start:start + batch_size], t[start:start + batch_size]
+        xs, ts = x[start : start + batch_size], t[start : start + batch_size]
         guess = model.generate(xs, ts[:, 0], ts.shape[1] - 1, beam_size=beam_size)
         correct += int((guess == ts[:, 1:]).all(axis=1).sum())
     return correct, len(x)

@@ -260,8 +260,10 @@ def unsupported_reason(model):
         kind = type(layer)
         if kind in _CELLS:
             if not layer.stateful:
-                return (f"a {kind.__name__} is not stateful: predict restarts it from zeros at "
-                        "every call, which a stepper would not")
+                return (
+                    f"a {kind.__name__} is not stateful: predict restarts it from zeros at "
+                    "every call, which a stepper would not"
+                )
             recurrent += 1
         elif kind not in _EVAL_IDENTITY:
             return f"the stepper has no equations for a {kind.__name__} layer"

@@ -36,9 +36,7 @@ __all__ = [
     "make_optimizer",
 ]
 
-OPTIMIZERS = {
-    cls.name: cls for cls in (SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam, ASGD)
-}
+OPTIMIZERS = {cls.name: cls for cls in (SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam, ASGD)}
 """Registry: name (as used in configs and on the command line) -> optimizer class."""
 
 

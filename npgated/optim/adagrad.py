@@ -39,7 +39,7 @@ class AdaGrad(Optimizer):
 
     def _step(self, p, g, h) -> None:
         h += g * g  # G1
-        denom = h ** 0.5  # G2
+        denom = h**0.5  # G2
         denom += self.eps  # G2
         p -= self.lr * g / denom  # G2
 
@@ -76,6 +76,6 @@ class RMSprop(Optimizer):
     def _step(self, p, g, h) -> None:
         h *= self.decay_rate  # R1
         h += (1.0 - self.decay_rate) * (g * g)  # R1
-        denom = h ** 0.5  # R2
+        denom = h**0.5  # R2
         denom += self.eps  # R2
         p -= self.lr * g / denom  # R2

@@ -20,7 +20,6 @@ import math
 
 from npgated import backend, flat, parallel
 
-
 WHOLE_BLOCK = 1 << 20  # elements per call of _step on whole buffers (its temporaries: 4 MB)
 
 
@@ -120,8 +119,7 @@ class Optimizer:
         """
         arrays = [*params, *grads, *(a for s in self.slot_names for a in self.slots[s])]
         key = self._whole_key
-        if key is not None and len(key) == len(arrays) and all(
-                a is b for a, b in zip(key, arrays)):
+        if key is not None and len(key) == len(arrays) and all(a is b for a, b in zip(key, arrays)):
             return self._whole_value
         P = len(params)
         lists = [params, grads] + [self.slots[s] for s in self.slot_names]
@@ -221,8 +219,7 @@ class Optimizer:
         cls = type(self).__name__
         if state.get("name") != self.name:
             raise ValueError(
-                f"optimizer state is for {state.get('name')!r}, but this is {cls} "
-                f"({self.name!r})"
+                f"optimizer state is for {state.get('name')!r}, but this is {cls} ({self.name!r})"
             )
         hyper = dict(state.get("hyper", {}))
         if set(hyper) != set(self.hyper_names):

@@ -61,8 +61,9 @@ def _to_jsonable(obj):
     return obj
 
 
-def save_checkpoint(path, model, optimizer=None, meta: dict | None = None,
-                    extra: dict | None = None) -> Path:
+def save_checkpoint(
+    path, model, optimizer=None, meta: dict | None = None, extra: dict | None = None
+) -> Path:
     """Write ``model`` (and ``optimizer`` state) to ``path`` atomically.
 
     Parameters
@@ -91,8 +92,12 @@ def save_checkpoint(path, model, optimizer=None, meta: dict | None = None,
         arrays[f"params/{name}"] = backend.to_cpu(p)
         names.append(name)
     info = dict(meta or {})
-    info.update(format=FORMAT, npgated_version=__version__,
-                config=getattr(model, "config", {}), param_names=names)
+    info.update(
+        format=FORMAT,
+        npgated_version=__version__,
+        config=getattr(model, "config", {}),
+        param_names=names,
+    )
     if optimizer is not None:
         state = optimizer.state_dict()
         info["optimizer"] = {k: v for k, v in state.items() if k != "slots"}

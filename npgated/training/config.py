@@ -58,58 +58,97 @@ class TrainConfig:
     variational: bool = _f(True, "variational dropout: one mask per sequence, reused over time")
     tie_weights: bool = _f(False, "tie the output matrix to the embedding (needs H == D)")
     init: str = _f("book", "initialisation: 'book' (scaled normal) or a uniform scale like 0.1")
-    recurrent_dropout: float = _f(0.0, "dropout ratio on h_{t-1} in the recurrent product, one "
-                                       "mask per window (BetterRnnlm; Gal & Ghahramani 2016)")
-    weight_drop: float = _f(0.0, "DropConnect ratio on the recurrent matrix Wh, one mask per "
-                                 "window (BetterRnnlm; Merity et al. 2017)")
-    embedding_dropout: float = _f(0.0, "ratio of word types whose embedding row is dropped per "
-                                       "window (BetterRnnlm; Gal & Ghahramani 2016)")
-    ar: float = _f(0.0, "activation regularization alpha: alpha * mean((m * h)^2) on the last "
-                        "layer's dropped outputs (BetterRnnlm; Merity et al. 2017 use 2)")
-    tar: float = _f(0.0, "temporal activation regularization beta: beta * mean((h_t - h_{t-1})^2) "
-                         "on the last layer's outputs (BetterRnnlm; Merity et al. 2017 use 1)")
+    recurrent_dropout: float = _f(
+        0.0,
+        "dropout ratio on h_{t-1} in the recurrent product, one "
+        "mask per window (BetterRnnlm; Gal & Ghahramani 2016)",
+    )
+    weight_drop: float = _f(
+        0.0,
+        "DropConnect ratio on the recurrent matrix Wh, one mask per "
+        "window (BetterRnnlm; Merity et al. 2017)",
+    )
+    embedding_dropout: float = _f(
+        0.0,
+        "ratio of word types whose embedding row is dropped per "
+        "window (BetterRnnlm; Gal & Ghahramani 2016)",
+    )
+    ar: float = _f(
+        0.0,
+        "activation regularization alpha: alpha * mean((m * h)^2) on the last "
+        "layer's dropped outputs (BetterRnnlm; Merity et al. 2017 use 2)",
+    )
+    tar: float = _f(
+        0.0,
+        "temporal activation regularization beta: beta * mean((h_t - h_{t-1})^2) "
+        "on the last layer's outputs (BetterRnnlm; Merity et al. 2017 use 1)",
+    )
     # data
-    data_dir: str | None = _f(None, "folder with ptb.{train,valid,test}.txt "
-                                    "(default: $NPGATED_DATA_DIR, else download to a cache)")
-    corpus: str | None = _f(None, "your own text instead of PTB: a folder with train.txt, "
-                                  "valid.txt, test.txt (or ptb.*.txt), or one file cut by "
-                                  "--fractions (docs/own-text.md)")
-    level: str = _f("word", "tokens of --corpus: words (<eos> per line) or characters "
-                            "(Unicode code points)", choices=("word", "char"))
-    fractions: str = _f("0.9,0.05,0.05", "train,valid,test shares of a single --corpus file "
-                                         "(contiguous parts)")
+    data_dir: str | None = _f(
+        None,
+        "folder with ptb.{train,valid,test}.txt "
+        "(default: $NPGATED_DATA_DIR, else download to a cache)",
+    )
+    corpus: str | None = _f(
+        None,
+        "your own text instead of PTB: a folder with train.txt, "
+        "valid.txt, test.txt (or ptb.*.txt), or one file cut by "
+        "--fractions (docs/own-text.md)",
+    )
+    level: str = _f(
+        "word",
+        "tokens of --corpus: words (<eos> per line) or characters (Unicode code points)",
+        choices=("word", "char"),
+    )
+    fractions: str = _f(
+        "0.9,0.05,0.05", "train,valid,test shares of a single --corpus file (contiguous parts)"
+    )
     encoding: str = _f("utf-8", "text encoding of --corpus")
     min_count: int = _f(1, "--corpus: tokens seen fewer times in train become <unk>")
-    max_vocab: int | None = _f(None, "--corpus: keep at most this many tokens, <unk> included "
-                                     "(the most frequent)")
+    max_vocab: int | None = _f(
+        None, "--corpus: keep at most this many tokens, <unk> included (the most frequent)"
+    )
     batch_size: int = _f(20, "batch size N (parallel streams)")
     time_size: int = _f(35, "truncated-BPTT window T")
     # optimisation
-    optimizer: str = _f("sgd", "optimizer",
-                        choices=("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam",
-                                 "asgd"))
+    optimizer: str = _f(
+        "sgd",
+        "optimizer",
+        choices=("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "asgd"),
+    )
     lr: float = _f(20.0, "learning rate")
     max_grad_norm: float = _f(0.25, "global gradient-norm clip (0 disables clipping)")
-    schedule: str = _f("constant", "learning-rate schedule",
-                       choices=("constant", "plateau", "step", "budget-linear"))
+    schedule: str = _f(
+        "constant",
+        "learning-rate schedule",
+        choices=("constant", "plateau", "step", "budget-linear"),
+    )
     lr_factor: float = _f(4.0, "divide the learning rate by this (plateau and step schedules)")
     lr_decay_start: int = _f(4, "step schedule: first epoch after which the lr is divided")
-    asgd_nonmono: int = _f(5, "asgd: start averaging when validation has not improved on the "
-                              "best of the epochs before the last n (NT-ASGD's n; 0: average "
-                              "from the first step)")
+    asgd_nonmono: int = _f(
+        5,
+        "asgd: start averaging when validation has not improved on the "
+        "best of the epochs before the last n (NT-ASGD's n; 0: average "
+        "from the first step)",
+    )
     epochs: int = _f(4, "number of epochs")
-    time_budget: float | None = _f(None, "minutes for the whole run, validation and the final "
-                                         "test evaluation included; training stops in time")
+    time_budget: float | None = _f(
+        None,
+        "minutes for the whole run, validation and the final "
+        "test evaluation included; training stops in time",
+    )
     max_iters: int | None = _f(None, "stop each epoch after this many iterations (quick runs)")
     # bookkeeping
     seed: int = _f(0, "seed for initialisation and dropout")
     dtype: str = _f("float32", "compute dtype", choices=("float32", "float64"))
     backend: str = _f("numpy", "array backend", choices=("numpy", "cupy", "fake-cupy"))
-    run_dir: str = _f("runs/npgated",
-                      "where config.json, metrics.jsonl, checkpoints and the plot go")
+    run_dir: str = _f(
+        "runs/npgated", "where config.json, metrics.jsonl, checkpoints and the plot go"
+    )
     log_interval: int = _f(100, "iterations between log lines")
     checkpoint_interval: int = _f(
-        0, "also save last.npz every this many iterations (0: epoch ends only)")
+        0, "also save last.npz every this many iterations (0: epoch ends only)"
+    )
     progress: bool = _f(True, "show a tqdm progress bar")
 
     def __post_init__(self):
@@ -138,11 +177,20 @@ class TrainConfig:
 
     def model_kwargs(self, vocab_size: int) -> dict:
         """Keyword arguments for the model class."""
-        kw = dict(vocab_size=vocab_size, wordvec_size=self.wordvec_size,
-                  hidden_size=self.hidden_size, cell=self.cell, init=self.init_value())
+        kw = dict(
+            vocab_size=vocab_size,
+            wordvec_size=self.wordvec_size,
+            hidden_size=self.hidden_size,
+            cell=self.cell,
+            init=self.init_value(),
+        )
         if self.model == "BetterRnnlm":
-            kw.update(num_layers=self.num_layers, dropout_ratio=self.dropout,
-                      variational=self.variational, tie_weights=self.tie_weights)
+            kw.update(
+                num_layers=self.num_layers,
+                dropout_ratio=self.dropout,
+                variational=self.variational,
+                tie_weights=self.tie_weights,
+            )
             kw.update({name: getattr(self, name) for name in _REGULARIZERS})
         return kw
 
@@ -158,8 +206,15 @@ def _validate(c: TrainConfig) -> None:
             raise ValueError(
                 f"{f.name}={getattr(c, f.name)!r} is not valid; choose one of: {', '.join(choices)}"
             )
-    for name in ("wordvec_size", "hidden_size", "num_layers", "batch_size", "time_size",
-                 "epochs", "log_interval"):
+    for name in (
+        "wordvec_size",
+        "hidden_size",
+        "num_layers",
+        "batch_size",
+        "time_size",
+        "epochs",
+        "log_interval",
+    ):
         v = getattr(c, name)
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -173,14 +228,19 @@ def _validate(c: TrainConfig) -> None:
     for name in ("ar", "tar"):
         if not 0.0 <= getattr(c, name) < float("inf"):
             raise ValueError(f"{name} must be a finite number >= 0, got {getattr(c, name)}")
-    if isinstance(c.asgd_nonmono, bool) or not isinstance(c.asgd_nonmono, int) \
-            or c.asgd_nonmono < 0:
+    if (
+        isinstance(c.asgd_nonmono, bool)
+        or not isinstance(c.asgd_nonmono, int)
+        or c.asgd_nonmono < 0
+    ):
         raise ValueError(f"asgd_nonmono must be an integer >= 0, got {c.asgd_nonmono!r}")
     if c.time_budget is not None and not 0.0 < c.time_budget < float("inf"):
         raise ValueError(f"time_budget must be a positive number of minutes, got {c.time_budget}")
     if c.schedule == "budget-linear" and c.time_budget is None:
-        raise ValueError("schedule 'budget-linear' decays over the time budget: give "
-                         "--time-budget MINUTES or choose another --schedule")
+        raise ValueError(
+            "schedule 'budget-linear' decays over the time budget: give "
+            "--time-budget MINUTES or choose another --schedule"
+        )
     if not c.lr > 0:
         raise ValueError(f"lr must be > 0, got {c.lr}")
     if c.max_grad_norm < 0:
@@ -222,50 +282,137 @@ def _validate_corpus(c: TrainConfig) -> None:
     codec_name(c.encoding)
     if isinstance(c.min_count, bool) or not isinstance(c.min_count, int) or c.min_count < 1:
         raise ValueError(f"min_count must be a positive integer, got {c.min_count!r}")
-    if c.max_vocab is not None and (isinstance(c.max_vocab, bool)
-                                    or not isinstance(c.max_vocab, int) or c.max_vocab < 2):
-        raise ValueError(f"max_vocab must be an integer >= 2 (a token and <unk>), got "
-                         f"{c.max_vocab!r}")
+    if c.max_vocab is not None and (
+        isinstance(c.max_vocab, bool) or not isinstance(c.max_vocab, int) or c.max_vocab < 2
+    ):
+        raise ValueError(
+            f"max_vocab must be an integer >= 2 (a token and <unk>), got {c.max_vocab!r}"
+        )
     if c.corpus is None:
         if c.level != "word":
-            raise ValueError("--level char reads your own text: give --corpus PATH (a folder "
-                             "with train.txt, valid.txt, test.txt, or one file; PTB's folder "
-                             "works too)")
+            raise ValueError(
+                "--level char reads your own text: give --corpus PATH (a folder "
+                "with train.txt, valid.txt, test.txt, or one file; PTB's folder "
+                "works too)"
+            )
         if c.min_count != 1 or c.max_vocab is not None:
-            raise ValueError("--min-count and --max-vocab shape the vocabulary of --corpus; "
-                             "PTB's is fixed: give --corpus PATH or drop them")
+            raise ValueError(
+                "--min-count and --max-vocab shape the vocabulary of --corpus; "
+                "PTB's is fixed: give --corpus PATH or drop them"
+            )
     elif c.data_dir is not None:
         raise ValueError("give either --corpus (your own text) or --data-dir (PTB), not both")
 
 
 PRESETS: dict[str, dict] = {
-    "book-small": dict(model="Rnnlm", cell="lstm", wordvec_size=100, hidden_size=100,
-                       batch_size=20, time_size=35, optimizer="sgd", lr=20.0,
-                       max_grad_norm=0.25, schedule="constant", epochs=4),
-    "book-better": dict(model="BetterRnnlm", cell="lstm", wordvec_size=650, hidden_size=650,
-                        num_layers=2, dropout=0.5, variational=True, tie_weights=True,
-                        batch_size=20, time_size=35, optimizer="sgd", lr=20.0,
-                        max_grad_norm=0.25, schedule="plateau", lr_factor=4.0, epochs=40),
-    "zaremba-small": dict(model="BetterRnnlm", cell="lstm", wordvec_size=200, hidden_size=200,
-                          num_layers=2, dropout=0.0, tie_weights=False, batch_size=20,
-                          time_size=20, optimizer="sgd", lr=20.0, max_grad_norm=0.25,
-                          schedule="step", lr_factor=2.0, lr_decay_start=4, init="0.1",
-                          epochs=13),
-    "cpu-hour": dict(model="BetterRnnlm", cell="lstm", wordvec_size=300, hidden_size=300,
-                     num_layers=2, dropout=0.3, variational=True, tie_weights=True,
-                     recurrent_dropout=0.15, weight_drop=0.0, embedding_dropout=0.05,
-                     ar=1.0, tar=1.0, batch_size=32, time_size=35, optimizer="sgd", lr=20.0,
-                     max_grad_norm=0.25, schedule="budget-linear", epochs=40,
-                     time_budget=60.0),
-    "char-small": dict(level="char", model="Rnnlm", cell="rnn", wordvec_size=100,
-                       hidden_size=100, batch_size=1, time_size=25, optimizer="adagrad",
-                       lr=0.1, max_grad_norm=0.2, schedule="constant", init="0.01",
-                       epochs=10),
-    "char-lstm": dict(level="char", model="BetterRnnlm", cell="lstm", wordvec_size=64,
-                      hidden_size=512, num_layers=2, dropout=0.0, tie_weights=False,
-                      batch_size=50, time_size=100, optimizer="rmsprop", lr=2e-3,
-                      max_grad_norm=5.0, schedule="step", lr_factor=1 / 0.97,
-                      lr_decay_start=10, init="0.08", epochs=50),
+    "book-small": dict(
+        model="Rnnlm",
+        cell="lstm",
+        wordvec_size=100,
+        hidden_size=100,
+        batch_size=20,
+        time_size=35,
+        optimizer="sgd",
+        lr=20.0,
+        max_grad_norm=0.25,
+        schedule="constant",
+        epochs=4,
+    ),
+    "book-better": dict(
+        model="BetterRnnlm",
+        cell="lstm",
+        wordvec_size=650,
+        hidden_size=650,
+        num_layers=2,
+        dropout=0.5,
+        variational=True,
+        tie_weights=True,
+        batch_size=20,
+        time_size=35,
+        optimizer="sgd",
+        lr=20.0,
+        max_grad_norm=0.25,
+        schedule="plateau",
+        lr_factor=4.0,
+        epochs=40,
+    ),
+    "zaremba-small": dict(
+        model="BetterRnnlm",
+        cell="lstm",
+        wordvec_size=200,
+        hidden_size=200,
+        num_layers=2,
+        dropout=0.0,
+        tie_weights=False,
+        batch_size=20,
+        time_size=20,
+        optimizer="sgd",
+        lr=20.0,
+        max_grad_norm=0.25,
+        schedule="step",
+        lr_factor=2.0,
+        lr_decay_start=4,
+        init="0.1",
+        epochs=13,
+    ),
+    "cpu-hour": dict(
+        model="BetterRnnlm",
+        cell="lstm",
+        wordvec_size=300,
+        hidden_size=300,
+        num_layers=2,
+        dropout=0.3,
+        variational=True,
+        tie_weights=True,
+        recurrent_dropout=0.15,
+        weight_drop=0.0,
+        embedding_dropout=0.05,
+        ar=1.0,
+        tar=1.0,
+        batch_size=32,
+        time_size=35,
+        optimizer="sgd",
+        lr=20.0,
+        max_grad_norm=0.25,
+        schedule="budget-linear",
+        epochs=40,
+        time_budget=60.0,
+    ),
+    "char-small": dict(
+        level="char",
+        model="Rnnlm",
+        cell="rnn",
+        wordvec_size=100,
+        hidden_size=100,
+        batch_size=1,
+        time_size=25,
+        optimizer="adagrad",
+        lr=0.1,
+        max_grad_norm=0.2,
+        schedule="constant",
+        init="0.01",
+        epochs=10,
+    ),
+    "char-lstm": dict(
+        level="char",
+        model="BetterRnnlm",
+        cell="lstm",
+        wordvec_size=64,
+        hidden_size=512,
+        num_layers=2,
+        dropout=0.0,
+        tie_weights=False,
+        batch_size=50,
+        time_size=100,
+        optimizer="rmsprop",
+        lr=2e-3,
+        max_grad_norm=5.0,
+        schedule="step",
+        lr_factor=1 / 0.97,
+        lr_decay_start=10,
+        init="0.08",
+        epochs=50,
+    ),
 }
 
 

@@ -46,8 +46,9 @@ def _evaluating(model):
         model.train(was_training)
 
 
-def eval_perplexity(model, corpus, batch_size: int = 10, time_size: int = 35,
-                    progress: bool = False) -> float:
+def eval_perplexity(
+    model, corpus, batch_size: int = 10, time_size: int = 35, progress: bool = False
+) -> float:
     """Perplexity of ``model`` on ``corpus`` (a 1-D array of token ids).
 
     Parameters
@@ -66,8 +67,14 @@ def eval_perplexity(model, corpus, batch_size: int = 10, time_size: int = 35,
     total, count = 0.0, 0
     with _evaluating(model):
         batches = eval_batches(corpus, batch_size, time_size)
-        for xs, ts in tqdm(batches, total=eval_window_count(corpus, batch_size, time_size),
-                           disable=not progress, desc="eval", unit="win", leave=False):
+        for xs, ts in tqdm(
+            batches,
+            total=eval_window_count(corpus, batch_size, time_size),
+            disable=not progress,
+            desc="eval",
+            unit="win",
+            leave=False,
+        ):
             if dp is not None:
                 xs, ts = dp.rows(xs), dp.rows(ts)
             loss = float(model.forward(xs, ts))
@@ -78,8 +85,9 @@ def eval_perplexity(model, corpus, batch_size: int = 10, time_size: int = 35,
     return math.exp(total / count)
 
 
-def eval_perplexity_book(model, corpus, batch_size: int = 10, time_size: int = 35,
-                         progress: bool = False) -> float:
+def eval_perplexity_book(
+    model, corpus, batch_size: int = 10, time_size: int = 35, progress: bool = False
+) -> float:
     """Perplexity of ``model`` on ``corpus`` exactly as the book's ``eval_perplexity`` computes it.
 
     Parameters
@@ -144,8 +152,7 @@ def eval_perplexity_book(model, corpus, batch_size: int = 10, time_size: int = 3
     starts = np.arange(N, dtype=np.int64)[:, None] * jump + np.arange(T, dtype=np.int64)[None, :]
     total = 0.0
     with _evaluating(model):
-        for k in tqdm(range(K), disable=not progress, desc="eval (book)", unit="win",
-                      leave=False):
+        for k in tqdm(range(K), disable=not progress, desc="eval (book)", unit="win", leave=False):
             pos = starts + k * T  # (N, T)
             total += float(model.forward(corpus[pos % L], corpus[(pos + 1) % L]))
     return math.exp(total / K)

@@ -149,7 +149,8 @@ class RunClock:
         if forward is not None:
             self._forwards += 1
             self.forward_seconds = (self.forward_seconds or 0.0) + (
-                forward - (self.forward_seconds or 0.0)) / self._forwards
+                forward - (self.forward_seconds or 0.0)
+            ) / self._forwards
 
     def record_valid(self, seconds: float) -> None:
         self.valid_seconds = max(self.valid_seconds or 0.0, seconds)
@@ -160,8 +161,7 @@ class RunClock:
             valid = self.valid_seconds
             per_window = valid / max(self.val_windows, 1)
         else:  # not measured yet: a training forward pass per window (else a whole step)
-            per_window = self.step_seconds if self.forward_seconds is None \
-                else self.forward_seconds
+            per_window = self.step_seconds if self.forward_seconds is None else self.forward_seconds
             valid = per_window * self.val_windows
         return valid, per_window * self.test_windows
 
@@ -235,9 +235,16 @@ class Run:
         plot_perplexity(self.history(), self.dir / "perplexity.png")
 
 
-def save_state(path, model, optimizer, progress: Progress, config: TrainConfig,
-               vocab_checksum: str | None, averaged: bool = False,
-               vocab: dict | None = None) -> None:
+def save_state(
+    path,
+    model,
+    optimizer,
+    progress: Progress,
+    config: TrainConfig,
+    vocab_checksum: str | None,
+    averaged: bool = False,
+    vocab: dict | None = None,
+) -> None:
     """Write a resumable checkpoint (parameters, optimizer, state, generators, position).
 
     ``averaged``: the parameters are ASGD's averages swapped in (``best.npz``); the file
@@ -245,8 +252,12 @@ def save_state(path, model, optimizer, progress: Progress, config: TrainConfig,
     ``vocab``: the vocabulary (``Vocabulary.to_dict()``), kept in the metadata so that
     eval, generate and resume need no data to rebuild it.
     """
-    meta = dict(progress=progress.__dict__, train_config=config.to_dict(),
-                vocab_checksum=vocab_checksum, rng_states=model.rng_states())
+    meta = dict(
+        progress=progress.__dict__,
+        train_config=config.to_dict(),
+        vocab_checksum=vocab_checksum,
+        rng_states=model.rng_states(),
+    )
     if vocab is not None:
         meta["vocab"] = vocab
     if averaged:
@@ -266,9 +277,20 @@ def _averaged(optimizer, model):
     return contextlib.nullcontext(False)
 
 
-def fit(model, optimizer, schedule, batcher, valid_corpus, config: TrainConfig, run: Run,
-        progress: Progress, vocab_checksum=None, stop_after: int | None = None,
-        run_clock: RunClock | None = None, vocab: dict | None = None):
+def fit(
+    model,
+    optimizer,
+    schedule,
+    batcher,
+    valid_corpus,
+    config: TrainConfig,
+    run: Run,
+    progress: Progress,
+    vocab_checksum=None,
+    stop_after: int | None = None,
+    run_clock: RunClock | None = None,
+    vocab: dict | None = None,
+):
     """Train until ``config.epochs`` are done; returns the signal number if interrupted.
 
     ``stop_after`` behaves like a Ctrl-C after that many iterations in total (tests).
@@ -296,28 +318,43 @@ def fit(model, optimizer, schedule, batcher, valid_corpus, config: TrainConfig, 
         while progress.epoch <= config.epochs and not progress.budget_stop:
             model.train()
             optimizer.lr = progress.lr
-            bar = tqdm(total=per_epoch, initial=progress.iteration, disable=not config.progress,
-                       desc=f"epoch {progress.epoch}/{config.epochs}", unit="it", leave=False)
+            bar = tqdm(
+                total=per_epoch,
+                initial=progress.iteration,
+                disable=not config.progress,
+                desc=f"epoch {progress.epoch}/{config.epochs}",
+                unit="it",
+                leave=False,
+            )
             tic, tokens = time.perf_counter(), 0
             while progress.iteration < per_epoch:
-                if stop.signum is None and stop_after is not None \
-                        and progress.total_iterations >= stop_after:
+                if (
+                    stop.signum is None
+                    and stop_after is not None
+                    and progress.total_iterations >= stop_after
+                ):
                     stop.signum = signal.SIGINT
                 if stop.signum is not None:
                     bar.close()
                     progress.batcher = batcher.state_dict()
                     progress.elapsed = run_clock.elapsed()
-                    save_state(run.last, model, optimizer, progress, config, vocab_checksum,
-                               vocab=vocab)
+                    save_state(
+                        run.last, model, optimizer, progress, config, vocab_checksum, vocab=vocab
+                    )
                     logger.warning("interrupted: resumable checkpoint written to %s", run.last)
                     return stop.signum
                 budget_stop, fraction = _budget_check(run_clock, by_time, dp)
                 if budget_stop:
                     progress.budget_stop = True
                     valid, test = run_clock.estimates()
-                    logger.info("time budget: stopping training at %.0f s of %.0f s (kept "
-                                "%.0f s for validation and %.0f s for the test evaluation)",
-                                run_clock.elapsed(), run_clock.total, valid, test)
+                    logger.info(
+                        "time budget: stopping training at %.0f s of %.0f s (kept "
+                        "%.0f s for validation and %.0f s for the test evaluation)",
+                        run_clock.elapsed(),
+                        run_clock.total,
+                        valid,
+                        test,
+                    )
                     break
                 if by_time:
                     progress.lr = optimizer.lr = schedule.lr_at(fraction, config.lr)
@@ -357,18 +394,25 @@ def fit(model, optimizer, schedule, batcher, valid_corpus, config: TrainConfig, 
                 bar.update(1)
                 if config.progress:
                     elapsed = time.perf_counter() - tic
-                    bar.set_postfix(ppl=f"{math.exp(loss):.1f}", lr=f"{progress.lr:.3g}",
-                                    tok_s=f"{tokens / max(elapsed, 1e-9):.0f}")
+                    bar.set_postfix(
+                        ppl=f"{math.exp(loss):.1f}",
+                        lr=f"{progress.lr:.3g}",
+                        tok_s=f"{tokens / max(elapsed, 1e-9):.0f}",
+                    )
                 if progress.iteration % config.log_interval == 0 or progress.iteration == per_epoch:
                     progress.elapsed = run_clock.elapsed()
-                    _log_interval(run, progress, per_epoch, tic, tokens, N * T,
-                                  bpc=config.level == "char")
-                if config.checkpoint_interval and \
-                        progress.total_iterations % config.checkpoint_interval == 0:
+                    _log_interval(
+                        run, progress, per_epoch, tic, tokens, N * T, bpc=config.level == "char"
+                    )
+                if (
+                    config.checkpoint_interval
+                    and progress.total_iterations % config.checkpoint_interval == 0
+                ):
                     progress.batcher = batcher.state_dict()
                     progress.elapsed = run_clock.elapsed()
-                    save_state(run.last, model, optimizer, progress, config, vocab_checksum,
-                               vocab=vocab)
+                    save_state(
+                        run.last, model, optimizer, progress, config, vocab_checksum, vocab=vocab
+                    )
             bar.close()
             if progress.budget_stop and progress.iteration == 0:
                 break  # the budget ran out right after an epoch end: nothing new to validate
@@ -386,27 +430,43 @@ def fit(model, optimizer, schedule, batcher, valid_corpus, config: TrainConfig, 
                 progress.valid_passes += 1
             if dp is not None:
                 dp.check_params(model, progress.epoch)  # identical on every rank, or stop
-            improved = val_ppl is not None and (progress.best_val_ppl is None
-                                                or val_ppl < progress.best_val_ppl)
+            improved = val_ppl is not None and (
+                progress.best_val_ppl is None or val_ppl < progress.best_val_ppl
+            )
             progress.elapsed = run_clock.elapsed()
-            record = dict(kind="valid", epoch=progress.epoch, ppl=val_ppl, lr=progress.lr,
-                          improved=improved, averaged=bool(averaged), elapsed=progress.elapsed)
+            record = dict(
+                kind="valid",
+                epoch=progress.epoch,
+                ppl=val_ppl,
+                lr=progress.lr,
+                improved=improved,
+                averaged=bool(averaged),
+                elapsed=progress.elapsed,
+            )
             bpc = _bpc(config, val_ppl)
             if bpc is not None:
                 record["bpc"] = bpc
             run.log(record)
-            logger.info("| end of epoch %d | valid ppl %.2f%s | lr %.4g%s%s", progress.epoch,
-                        val_ppl if val_ppl is not None else float("nan"),
-                        "" if bpc is None else f" | bpc {bpc:.3f}", progress.lr,
-                        " | averaged" if averaged else "", " | best" if improved else "")
+            logger.info(
+                "| end of epoch %d | valid ppl %.2f%s | lr %.4g%s%s",
+                progress.epoch,
+                val_ppl if val_ppl is not None else float("nan"),
+                "" if bpc is None else f" | bpc {bpc:.3f}",
+                progress.lr,
+                " | averaged" if averaged else "",
+                " | best" if improved else "",
+            )
             if improved:
                 progress.best_val_ppl = val_ppl
             if _asgd_switch(optimizer, config, progress.val_history, val_ppl):
                 optimizer.start_averaging()
                 run.log(dict(kind="asgd", epoch=progress.epoch, elapsed=progress.elapsed))
-                logger.info("| end of epoch %d | NT-ASGD: validation has not improved for "
-                            "%d epochs: averaging from now on", progress.epoch,
-                            config.asgd_nonmono)
+                logger.info(
+                    "| end of epoch %d | NT-ASGD: validation has not improved for "
+                    "%d epochs: averaging from now on",
+                    progress.epoch,
+                    config.asgd_nonmono,
+                )
             if val_ppl is not None:
                 progress.val_history.append(val_ppl)
             progress.lr = schedule.step(progress.epoch, progress.lr, val_ppl)
@@ -416,8 +476,16 @@ def fit(model, optimizer, schedule, batcher, valid_corpus, config: TrainConfig, 
             progress.batcher = batcher.state_dict()
             if improved:
                 with _averaged(optimizer, model) as swapped:
-                    save_state(run.best, model, optimizer, progress, config, vocab_checksum,
-                               averaged=swapped, vocab=vocab)
+                    save_state(
+                        run.best,
+                        model,
+                        optimizer,
+                        progress,
+                        config,
+                        vocab_checksum,
+                        averaged=swapped,
+                        vocab=vocab,
+                    )
             save_state(run.last, model, optimizer, progress, config, vocab_checksum, vocab=vocab)
             run.plot()
     return None
@@ -449,18 +517,39 @@ def _asgd_switch(optimizer, config: TrainConfig, val_history, val_ppl) -> bool:
     return nonmono_trigger(val_history, val_ppl, config.asgd_nonmono)
 
 
-def _log_interval(run: Run, progress: Progress, per_epoch: int, tic: float, tokens: int,
-                  tokens_per_iter: int, bpc: bool = False) -> None:
+def _log_interval(
+    run: Run,
+    progress: Progress,
+    per_epoch: int,
+    tic: float,
+    tokens: int,
+    tokens_per_iter: int,
+    bpc: bool = False,
+) -> None:
     mean = progress.interval_loss / progress.interval_count
     ms = 1000 * (time.perf_counter() - tic) * tokens_per_iter / max(tokens, 1)
-    logger.info("| epoch %3d | %5d/%5d batches | lr %.4g | ms/batch %7.1f | loss %5.2f "
-                "| ppl %8.2f%s",
-                progress.epoch, progress.iteration, per_epoch, progress.lr, ms, mean,
-                math.exp(mean), f" | bpc {mean / math.log(2):.3f}" if bpc else "")
-    record = dict(kind="train", epoch=progress.epoch, iteration=progress.iteration,
-                  progress=progress.epoch - 1 + progress.iteration / per_epoch,
-                  loss=mean, ppl=math.exp(mean), lr=progress.lr, ms_per_batch=ms,
-                  elapsed=progress.elapsed)
+    logger.info(
+        "| epoch %3d | %5d/%5d batches | lr %.4g | ms/batch %7.1f | loss %5.2f | ppl %8.2f%s",
+        progress.epoch,
+        progress.iteration,
+        per_epoch,
+        progress.lr,
+        ms,
+        mean,
+        math.exp(mean),
+        f" | bpc {mean / math.log(2):.3f}" if bpc else "",
+    )
+    record = dict(
+        kind="train",
+        epoch=progress.epoch,
+        iteration=progress.iteration,
+        progress=progress.epoch - 1 + progress.iteration / per_epoch,
+        loss=mean,
+        ppl=math.exp(mean),
+        lr=progress.lr,
+        ms_per_batch=ms,
+        elapsed=progress.elapsed,
+    )
     if bpc:
         record["bpc"] = mean / math.log(2)
     run.log(record)
@@ -484,10 +573,16 @@ def load_corpora(config: TrainConfig, vocab: Vocabulary | None = None):
     anything is written. Otherwise PTB from ``config.data_dir``.
     """
     if config.corpus is not None:
-        c = load_corpus(config.corpus, config.level, fractions=config.fractions,
-                        encoding=config.encoding, min_count=config.min_count,
-                        max_vocab=config.max_vocab, vocab=vocab,
-                        batch=(config.batch_size, config.time_size))
+        c = load_corpus(
+            config.corpus,
+            config.level,
+            fractions=config.fractions,
+            encoding=config.encoding,
+            min_count=config.min_count,
+            max_vocab=config.max_vocab,
+            vocab=vocab,
+            batch=(config.batch_size, config.time_size),
+        )
         return c.train, c.valid, c.test, c.vocab, c.vocab.tokens
     train, word_to_id, id_to_word = ptb.load_data("train", config.data_dir)
     valid, _, _ = ptb.load_data("valid", config.data_dir)
@@ -495,8 +590,14 @@ def load_corpora(config: TrainConfig, vocab: Vocabulary | None = None):
     return train, valid, test, word_to_id, id_to_word
 
 
-def train(config: TrainConfig, corpora=None, resume: bool = False,
-          stop_after: int | None = None, data_parallel=None, clock=time.monotonic) -> TrainResult:
+def train(
+    config: TrainConfig,
+    corpora=None,
+    resume: bool = False,
+    stop_after: int | None = None,
+    data_parallel=None,
+    clock=time.monotonic,
+) -> TrainResult:
     """Build everything from ``config``, train, and evaluate the best model on the test set.
 
     Parameters
@@ -526,8 +627,11 @@ def train(config: TrainConfig, corpora=None, resume: bool = False,
         train_c, valid_c, test_c, word_to_id = corpora[:4]
     vocab = Vocabulary.of(word_to_id, config.level)
     checksum = vocab.checksum
-    model = build_model(dict(model=config.model, **config.model_kwargs(len(word_to_id))),
-                        dtype=np.dtype(config.dtype), seed=config.seed)
+    model = build_model(
+        dict(model=config.model, **config.model_kwargs(len(word_to_id))),
+        dtype=np.dtype(config.dtype),
+        seed=config.seed,
+    )
     if dp is not None:
         dp.attach(model, config.batch_size)  # this rank's streams, dropout rows, buffer
     optimizer = make_optimizer(config.optimizer, config.lr)
@@ -551,14 +655,19 @@ def train(config: TrainConfig, corpora=None, resume: bool = False,
         progress = Progress(**ckpt.meta["progress"])
         model.set_rng_states(_rng_states_to_restore(model, ckpt.meta["rng_states"]))
         model.set_recurrent_state(
-            ckpt.extra if dp is None else dp.local_recurrent_state(ckpt.extra))
+            ckpt.extra if dp is None else dp.local_recurrent_state(ckpt.extra)
+        )
         batcher.load_state_dict(progress.batcher)
         if progress.schedule:
             schedule.load_state_dict(progress.schedule)
         run_clock.resume(progress)
         progress.budget_stop = False  # decided afresh under this session's --time-budget
-        logger.info("resumed from %s at epoch %d, iteration %d", run.last, progress.epoch,
-                    progress.iteration)
+        logger.info(
+            "resumed from %s at epoch %d, iteration %d",
+            run.last,
+            progress.epoch,
+            progress.iteration,
+        )
     elif dp is None or dp.is_writer:
         run.metrics_path.write_text("")
     if dp is not None:
@@ -567,9 +676,20 @@ def train(config: TrainConfig, corpora=None, resume: bool = False,
 
     logger.info("%r", model)
     run_clock.test_windows = eval_window_count(test_c, config.batch_size, config.time_size)
-    interrupted = fit(model, optimizer, schedule, batcher, valid_c, config, run, progress,
-                      vocab_checksum=checksum, stop_after=stop_after, run_clock=run_clock,
-                      vocab=vocab.to_dict())
+    interrupted = fit(
+        model,
+        optimizer,
+        schedule,
+        batcher,
+        valid_c,
+        config,
+        run,
+        progress,
+        vocab_checksum=checksum,
+        stop_after=stop_after,
+        run_clock=run_clock,
+        vocab=vocab.to_dict(),
+    )
     test_ppl = None
     if interrupted is None and test_c is not None:
         if dp is not None:
@@ -587,8 +707,12 @@ def train(config: TrainConfig, corpora=None, resume: bool = False,
         if bpc is not None:
             record["bpc"] = bpc
         run.log(record)
-        logger.info("| end of training | test ppl %.2f%s (%s)", test_ppl,
-                    "" if bpc is None else f" | bpc {bpc:.3f}", best.name)
+        logger.info(
+            "| end of training | test ppl %.2f%s (%s)",
+            test_ppl,
+            "" if bpc is None else f" | bpc {bpc:.3f}",
+            best.name,
+        )
         if run_clock.total is not None:
             _log_budget(run, run_clock, progress, test_seconds)
     return TrainResult(run.dir, progress.best_val_ppl, test_ppl, progress, interrupted)
@@ -599,14 +723,18 @@ def _check_vocabulary(meta: dict, vocab: Vocabulary, config: TrainConfig, path) 
     if meta.get("vocab_checksum") in (None, vocab.checksum):
         return
     stored = meta.get("vocab")
-    what = (Vocabulary.from_dict(stored).difference(vocab) if stored
-            else f"checksum {meta['vocab_checksum'][:12]} vs {vocab.checksum[:12]}")
+    what = (
+        Vocabulary.from_dict(stored).difference(vocab)
+        if stored
+        else f"checksum {meta['vocab_checksum'][:12]} vs {vocab.checksum[:12]}"
+    )
     data = config.corpus if config.corpus is not None else "PTB"
     raise DataError(
         f"cannot resume {path}: it was trained with another vocabulary than {data} gives now "
         f"({what}); resume with the corpus and the --level, --min-count, --max-vocab, "
         "--encoding and --fractions it was trained with (see config.json in the run "
-        "directory), or start a new --run-dir")
+        "directory), or start a new --run-dir"
+    )
 
 
 def _rng_states_to_restore(model, saved: dict) -> dict:
@@ -617,25 +745,40 @@ def _rng_states_to_restore(model, saved: dict) -> dict:
     states = dict(saved)
     ratios = ("dropout_ratio", "recurrent_dropout", "weight_drop", "embedding_dropout")
     for name, layer in model.layers.items():
-        if hasattr(layer, "rng") and name not in states \
-                and not any(getattr(layer, r, 0.0) for r in ratios):
+        if (
+            hasattr(layer, "rng")
+            and name not in states
+            and not any(getattr(layer, r, 0.0) for r in ratios)
+        ):
             states[name] = layer.rng.bit_generator.state
     return states
 
 
 def _log_budget(run: Run, run_clock: RunClock, progress: Progress, test_seconds: float) -> None:
     """How the time budget was spent: one log line and one metrics record."""
-    spent = dict(budget=run_clock.total, elapsed=progress.elapsed,
-                 valid=progress.valid_seconds, valid_passes=progress.valid_passes,
-                 test=test_seconds, stopped_on_budget=progress.budget_stop,
-                 left=run_clock.total - progress.elapsed)
+    spent = dict(
+        budget=run_clock.total,
+        elapsed=progress.elapsed,
+        valid=progress.valid_seconds,
+        valid_passes=progress.valid_passes,
+        test=test_seconds,
+        stopped_on_budget=progress.budget_stop,
+        left=run_clock.total - progress.elapsed,
+    )
     spent["train_and_other"] = progress.elapsed - progress.valid_seconds - test_seconds
     run.log(dict(kind="budget", **spent))
-    logger.info("| time budget %.0f s | used %.0f s: training and checkpoints %.0f s, "
-                "%d validation passes %.0f s, test %.0f s | %.0f s left%s", run_clock.total,
-                progress.elapsed, spent["train_and_other"], progress.valid_passes,
-                progress.valid_seconds, test_seconds, spent["left"],
-                " | training stopped on the budget" if progress.budget_stop else "")
+    logger.info(
+        "| time budget %.0f s | used %.0f s: training and checkpoints %.0f s, "
+        "%d validation passes %.0f s, test %.0f s | %.0f s left%s",
+        run_clock.total,
+        progress.elapsed,
+        spent["train_and_other"],
+        progress.valid_passes,
+        progress.valid_seconds,
+        test_seconds,
+        spent["left"],
+        " | training stopped on the budget" if progress.budget_stop else "",
+    )
 
 
 def _make_schedule(config: TrainConfig):

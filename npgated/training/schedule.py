@@ -24,8 +24,15 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["SCHEDULES", "BudgetLinear", "ConstantLR", "DivideOnPlateau", "Schedule", "StepDecay",
-           "make_schedule"]
+__all__ = [
+    "SCHEDULES",
+    "BudgetLinear",
+    "ConstantLR",
+    "DivideOnPlateau",
+    "Schedule",
+    "StepDecay",
+    "make_schedule",
+]
 
 
 def _check_step_args(epoch, lr) -> tuple[int, float]:

@@ -53,8 +53,16 @@ from npgated.training.split_batch import SplitBatch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Seq2seqProgress", "Seq2seqResult", "Seq2seqRun", "TrainingDiverged", "epoch_order",
-           "fit_seq2seq", "task_meta", "train_seq2seq"]
+__all__ = [
+    "Seq2seqProgress",
+    "Seq2seqResult",
+    "Seq2seqRun",
+    "TrainingDiverged",
+    "epoch_order",
+    "fit_seq2seq",
+    "task_meta",
+    "train_seq2seq",
+]
 
 
 @dataclass
@@ -132,12 +140,15 @@ def task_meta(task: str, reverse: bool, data) -> dict:
     from npgated.data import sequence  # noqa: PLC0415
 
     V = len(data.char_to_id)
-    return dict(task=task, reverse=bool(reverse),
-                vocabulary=[data.id_to_char[i] for i in range(V)],
-                vocab_checksum=sequence.vocab_checksum(data.char_to_id),
-                question_length=int(data.x_train.shape[1]),
-                answer_length=int(data.t_train.shape[1]) - 1,
-                start_char=data.id_to_char[int(data.t_train[0, 0])])
+    return dict(
+        task=task,
+        reverse=bool(reverse),
+        vocabulary=[data.id_to_char[i] for i in range(V)],
+        vocab_checksum=sequence.vocab_checksum(data.char_to_id),
+        question_length=int(data.x_train.shape[1]),
+        answer_length=int(data.t_train.shape[1]) - 1,
+        start_char=data.id_to_char[int(data.t_train[0, 0])],
+    )
 
 
 def _save(path, model, optimizer, progress: Seq2seqProgress, config: Seq2seqConfig, meta: dict):
@@ -145,9 +156,17 @@ def _save(path, model, optimizer, progress: Seq2seqProgress, config: Seq2seqConf
     save_checkpoint(path, model, optimizer, meta=info)
 
 
-def fit_seq2seq(model, optimizer, data, config: Seq2seqConfig, run: Seq2seqRun,
-                progress: Seq2seqProgress, meta: dict, stop_after: int | None = None,
-                evaluate=None):
+def fit_seq2seq(
+    model,
+    optimizer,
+    data,
+    config: Seq2seqConfig,
+    run: Seq2seqRun,
+    progress: Seq2seqProgress,
+    meta: dict,
+    stop_after: int | None = None,
+    evaluate=None,
+):
     """Train until ``config.epochs`` are done; returns the signal number if interrupted.
 
     Parameters
@@ -176,10 +195,13 @@ def fit_seq2seq(model, optimizer, data, config: Seq2seqConfig, run: Seq2seqRun,
     n = len(x_train)
     per_epoch = n // N
     if per_epoch < 1:
-        raise ValueError(f"{n} training questions are fewer than one minibatch of "
-                         f"--batch-size {N}; use a smaller --batch-size")
+        raise ValueError(
+            f"{n} training questions are fewer than one minibatch of "
+            f"--batch-size {N}; use a smaller --batch-size"
+        )
     per_epoch = min(per_epoch, config.max_iters or per_epoch)
     if evaluate is None:
+
         def evaluate(m):
             return accuracy(m, data.x_test, data.t_test)
 
@@ -188,14 +210,23 @@ def fit_seq2seq(model, optimizer, data, config: Seq2seqConfig, run: Seq2seqRun,
         while progress.epoch <= config.epochs:
             model.train()
             order = epoch_order(n, config.seed, progress.epoch)
-            bar = tqdm(total=per_epoch, initial=progress.iteration, disable=not config.progress,
-                       desc=f"epoch {progress.epoch}/{config.epochs}", unit="it", leave=False)
+            bar = tqdm(
+                total=per_epoch,
+                initial=progress.iteration,
+                disable=not config.progress,
+                desc=f"epoch {progress.epoch}/{config.epochs}",
+                unit="it",
+                leave=False,
+            )
             tic = time.perf_counter()
             done_before = progress.iteration  # iterations of this epoch in earlier sessions
             seconds_before = progress.train_seconds
             while progress.iteration < per_epoch:
-                if stop.signum is None and stop_after is not None \
-                        and progress.total_iterations >= stop_after:
+                if (
+                    stop.signum is None
+                    and stop_after is not None
+                    and progress.total_iterations >= stop_after
+                ):
                     stop.signum = 2  # SIGINT
                 if stop.signum is not None:
                     bar.close()
@@ -203,7 +234,7 @@ def fit_seq2seq(model, optimizer, data, config: Seq2seqConfig, run: Seq2seqRun,
                     _save(run.last, model, optimizer, progress, config, meta)
                     logger.warning("interrupted: resumable checkpoint written to %s", run.last)
                     return stop.signum
-                rows = order[progress.iteration * N:(progress.iteration + 1) * N]
+                rows = order[progress.iteration * N : (progress.iteration + 1) * N]
                 xs = backend.to_device(x_train[rows])
                 ts = backend.to_device(t_train[rows])
                 loss = step(xs, ts)  # zero_grads, forward, backward (rows over the threads)
@@ -247,12 +278,29 @@ def fit_seq2seq(model, optimizer, data, config: Seq2seqConfig, run: Seq2seqRun,
             if improved:
                 progress.best_accuracy, progress.best_epoch = acc, progress.epoch
             progress.accuracies.append(acc)
-            run.log(dict(kind="test", epoch=progress.epoch, accuracy=acc, correct=int(correct),
-                         total=int(total), improved=improved, train_seconds=train_seconds,
-                         eval_seconds=eval_seconds))
-            logger.info("| end of epoch %3d | test accuracy %6.2f %% (%d of %d) | train %.1f s "
-                        "| eval %.2f s%s", progress.epoch, 100 * acc, correct, total,
-                        train_seconds, eval_seconds, " | best" if improved else "")
+            run.log(
+                dict(
+                    kind="test",
+                    epoch=progress.epoch,
+                    accuracy=acc,
+                    correct=int(correct),
+                    total=int(total),
+                    improved=improved,
+                    train_seconds=train_seconds,
+                    eval_seconds=eval_seconds,
+                )
+            )
+            logger.info(
+                "| end of epoch %3d | test accuracy %6.2f %% (%d of %d) | train %.1f s "
+                "| eval %.2f s%s",
+                progress.epoch,
+                100 * acc,
+                correct,
+                total,
+                train_seconds,
+                eval_seconds,
+                " | best" if improved else "",
+            )
             progress.epoch += 1
             progress.iteration = 0
             progress.train_seconds = 0.0
@@ -266,16 +314,34 @@ def fit_seq2seq(model, optimizer, data, config: Seq2seqConfig, run: Seq2seqRun,
 
 def _log_interval(run: Seq2seqRun, progress: Seq2seqProgress, per_epoch: int, ms: float) -> None:
     mean = progress.interval_loss / progress.interval_count
-    logger.info("| epoch %3d | %5d/%5d batches | ms/batch %7.1f | loss %6.3f",
-                progress.epoch, progress.iteration, per_epoch, ms, mean)
-    run.log(dict(kind="train", epoch=progress.epoch, iteration=progress.iteration,
-                 progress=progress.epoch - 1 + progress.iteration / per_epoch, loss=mean,
-                 ms_per_batch=ms))
+    logger.info(
+        "| epoch %3d | %5d/%5d batches | ms/batch %7.1f | loss %6.3f",
+        progress.epoch,
+        progress.iteration,
+        per_epoch,
+        ms,
+        mean,
+    )
+    run.log(
+        dict(
+            kind="train",
+            epoch=progress.epoch,
+            iteration=progress.iteration,
+            progress=progress.epoch - 1 + progress.iteration / per_epoch,
+            loss=mean,
+            ms_per_batch=ms,
+        )
+    )
     progress.interval_loss, progress.interval_count = 0.0, 0
 
 
-def train_seq2seq(config: Seq2seqConfig, data=None, resume: bool = False,
-                  stop_after: int | None = None, test_limit: int | None = None) -> Seq2seqResult:
+def train_seq2seq(
+    config: Seq2seqConfig,
+    data=None,
+    resume: bool = False,
+    stop_after: int | None = None,
+    test_limit: int | None = None,
+) -> Seq2seqResult:
     """Build everything from ``config`` and train; the test accuracy after every epoch.
 
     Parameters
@@ -300,12 +366,21 @@ def train_seq2seq(config: Seq2seqConfig, data=None, resume: bool = False,
     if test_limit is not None:
         data = data._replace(x_test=data.x_test[:test_limit], t_test=data.t_test[:test_limit])
     if len(data.x_train) < config.batch_size:  # before anything is written
-        raise ValueError(f"{len(data.x_train)} training questions are fewer than one minibatch "
-                         f"of --batch-size {config.batch_size}; use a smaller --batch-size")
-    model = build_seq2seq(dict(model=config.model, vocab_size=len(data.char_to_id),
-                               wordvec_size=config.wordvec_size, hidden_size=config.hidden_size,
-                               cell=config.cell),
-                          dtype=np.dtype(config.dtype), seed=config.seed)
+        raise ValueError(
+            f"{len(data.x_train)} training questions are fewer than one minibatch "
+            f"of --batch-size {config.batch_size}; use a smaller --batch-size"
+        )
+    model = build_seq2seq(
+        dict(
+            model=config.model,
+            vocab_size=len(data.char_to_id),
+            wordvec_size=config.wordvec_size,
+            hidden_size=config.hidden_size,
+            cell=config.cell,
+        ),
+        dtype=np.dtype(config.dtype),
+        seed=config.seed,
+    )
     optimizer = make_optimizer(config.optimizer, config.lr)
     run = Seq2seqRun(config.run_dir, config)
     progress = Seq2seqProgress()
@@ -313,20 +388,29 @@ def train_seq2seq(config: Seq2seqConfig, data=None, resume: bool = False,
     if resume:
         if not run.last.exists():
             raise FileNotFoundError(
-                f"cannot resume: no checkpoint at {run.last}; start without --resume")
+                f"cannot resume: no checkpoint at {run.last}; start without --resume"
+            )
         ckpt = load_checkpoint(run.last)
         for key in ("task", "reverse"):
             if ckpt.meta.get(key) != meta[key]:
-                raise ValueError(f"cannot resume: {run.last} was trained with {key} "
-                                 f"{ckpt.meta.get(key)!r}, this command asks for {meta[key]!r}")
+                raise ValueError(
+                    f"cannot resume: {run.last} was trained with {key} "
+                    f"{ckpt.meta.get(key)!r}, this command asks for {meta[key]!r}"
+                )
         restore(model, ckpt, optimizer, vocab_checksum=meta["vocab_checksum"])
         progress = Seq2seqProgress(**ckpt.meta["progress"])
-        logger.info("resumed from %s at epoch %d, iteration %d", run.last, progress.epoch,
-                    progress.iteration)
+        logger.info(
+            "resumed from %s at epoch %d, iteration %d",
+            run.last,
+            progress.epoch,
+            progress.iteration,
+        )
     else:
         run.metrics_path.write_text("")
     logger.info("%r", model)
-    interrupted = fit_seq2seq(model, optimizer, data, config, run, progress, meta,
-                              stop_after=stop_after)
-    return Seq2seqResult(run.dir, progress.best_accuracy, list(progress.accuracies), progress,
-                         interrupted)
+    interrupted = fit_seq2seq(
+        model, optimizer, data, config, run, progress, meta, stop_after=stop_after
+    )
+    return Seq2seqResult(
+        run.dir, progress.best_accuracy, list(progress.accuracies), progress, interrupted
+    )

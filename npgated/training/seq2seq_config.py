@@ -44,8 +44,9 @@ class Seq2seqConfig:
     """Everything that defines an encoder-decoder training run."""
 
     # task and model
-    task: str = _f("addition", "the book's task: addition (addition.txt) or date (date.txt)",
-                   choices=TASKS)
+    task: str = _f(
+        "addition", "the book's task: addition (addition.txt) or date (date.txt)", choices=TASKS
+    )
     reverse: bool = _f(False, "feed the questions reversed (the book's is_reverse)")
     model: str = _f("Seq2seq", "encoder-decoder class", choices=MODELS)
     cell: str = _f("lstm", "recurrent cell of encoder and decoder", choices=("lstm", "gru"))
@@ -55,8 +56,9 @@ class Seq2seqConfig:
     data_dir: str | None = _f(None, "folder with the book's addition.txt and date.txt")
     batch_size: int = _f(128, "questions per minibatch N")
     # optimisation
-    optimizer: str = _f("adam", "optimizer",
-                        choices=("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"))
+    optimizer: str = _f(
+        "adam", "optimizer", choices=("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
+    )
     lr: float = _f(0.001, "learning rate")
     max_grad_norm: float = _f(5.0, "global gradient-norm clip (0 disables clipping)")
     epochs: int = _f(25, "number of epochs")
@@ -65,8 +67,9 @@ class Seq2seqConfig:
     seed: int = _f(0, "seed for initialisation and the minibatch order")
     dtype: str = _f("float32", "compute dtype", choices=("float32", "float64"))
     backend: str = _f("numpy", "array backend", choices=("numpy", "cupy", "fake-cupy"))
-    run_dir: str = _f("runs/seq2seq", "where config.json, metrics.jsonl, checkpoints and "
-                                      "accuracy.png go")
+    run_dir: str = _f(
+        "runs/seq2seq", "where config.json, metrics.jsonl, checkpoints and accuracy.png go"
+    )
     log_interval: int = _f(100, "iterations between log lines")
     progress: bool = _f(True, "show a tqdm progress bar")
 
@@ -112,15 +115,45 @@ def _validate(c: Seq2seqConfig) -> None:
 
 
 PRESETS: dict[str, dict] = {
-    "book-addition": dict(task="addition", model="Seq2seq", cell="lstm", reverse=False,
-                          wordvec_size=16, hidden_size=128, batch_size=128, epochs=25,
-                          optimizer="adam", lr=0.001, max_grad_norm=5.0),
-    "book-addition-peeky": dict(task="addition", model="PeekySeq2seq", cell="lstm",
-                                reverse=True, wordvec_size=16, hidden_size=128, batch_size=128,
-                                epochs=25, optimizer="adam", lr=0.001, max_grad_norm=5.0),
-    "book-date-attention": dict(task="date", model="AttentionSeq2seq", cell="lstm",
-                                reverse=True, wordvec_size=16, hidden_size=256, batch_size=128,
-                                epochs=10, optimizer="adam", lr=0.001, max_grad_norm=5.0),
+    "book-addition": dict(
+        task="addition",
+        model="Seq2seq",
+        cell="lstm",
+        reverse=False,
+        wordvec_size=16,
+        hidden_size=128,
+        batch_size=128,
+        epochs=25,
+        optimizer="adam",
+        lr=0.001,
+        max_grad_norm=5.0,
+    ),
+    "book-addition-peeky": dict(
+        task="addition",
+        model="PeekySeq2seq",
+        cell="lstm",
+        reverse=True,
+        wordvec_size=16,
+        hidden_size=128,
+        batch_size=128,
+        epochs=25,
+        optimizer="adam",
+        lr=0.001,
+        max_grad_norm=5.0,
+    ),
+    "book-date-attention": dict(
+        task="date",
+        model="AttentionSeq2seq",
+        cell="lstm",
+        reverse=True,
+        wordvec_size=16,
+        hidden_size=256,
+        batch_size=128,
+        epochs=10,
+        optimizer="adam",
+        lr=0.001,
+        max_grad_norm=5.0,
+    ),
 }
 
 

@@ -29,6 +29,7 @@ One place, one switch: :class:`SplitBatch` decides at every call (threads on and
 large enough, host NumPy arrays) and otherwise runs the plain ``zero_grads``, ``forward``,
 ``backward`` of ``model``. ``NPGATED_THREADS=1`` (``parallel.use_threads(1)``) turns it off.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -73,6 +74,7 @@ class SplitBatch:
                 r = self._make_replica()
             else:
                 from npgated.models.seq2seq import build_seq2seq  # noqa: PLC0415
+
                 r = build_seq2seq(self.model.config, dtype=self.model.dtype)
             if [p.shape for p in r.params] != [p.shape for p in self.model.params]:
                 raise ValueError("SplitBatch: the replica's parameters do not match the model's")

@@ -55,26 +55,34 @@ def test_plots_are_written_without_a_display(tmp_path, monkeypatch):
     decay["rnn"][0] = 0.0  # an underflow must not break the log axis
     paths = [
         plots.plot_grad_flow({"init": decay, "trained": decay}, tmp_path / "a.png"),
-        plots.plot_matrix_power({"sigma 0.9": 0.9 ** np.arange(T),
-                                 "sigma 1.1, tanh": 1.1 ** np.arange(T)}, tmp_path / "b.png"),
-        plots.plot_clipping(ClippingTrace(max_norm=1.0,
-                                          norms={"no clipping": [2.0, 50.0, float("inf")],
-                                                 "clipping": [2.0, 1.5, 1.2, 1.1]},
-                                          losses={"no clipping": [1.0, 9.0, float("nan")],
-                                                  "clipping": [1.0, 0.8, 0.6, 0.5]},
-                                          diverged_at={"no clipping": 2}),
-                            tmp_path / "c.png"),
-        plots.plot_success({"adding": {"rnn": {10: 0.9, 50: -3.0}, "lstm": {10: [0.99, 0.98],
-                                                                          50: [0.97, 0.99]}}},
-                           tmp_path / "sub" / "d.png", chance={"adding": 0.0}),
+        plots.plot_matrix_power(
+            {"sigma 0.9": 0.9 ** np.arange(T), "sigma 1.1, tanh": 1.1 ** np.arange(T)},
+            tmp_path / "b.png",
+        ),
+        plots.plot_clipping(
+            ClippingTrace(
+                max_norm=1.0,
+                norms={"no clipping": [2.0, 50.0, float("inf")], "clipping": [2.0, 1.5, 1.2, 1.1]},
+                losses={"no clipping": [1.0, 9.0, float("nan")], "clipping": [1.0, 0.8, 0.6, 0.5]},
+                diverged_at={"no clipping": 2},
+            ),
+            tmp_path / "c.png",
+        ),
+        plots.plot_success(
+            {"adding": {"rnn": {10: 0.9, 50: -3.0}, "lstm": {10: [0.99, 0.98], 50: [0.97, 0.99]}}},
+            tmp_path / "sub" / "d.png",
+            chance={"adding": 0.0},
+        ),
     ]
     for path in paths:
         assert _is_png(path), path
 
 
 def test_format_table_and_seeds_table(tmp_path):
-    scores = {"adding": {"rnn": {10: 0.95, 50: 0.01}, "lstm": {10: 0.99, 50: 0.98}},
-              "copy": {"rnn": {10: 1.0}, "lstm": {10: 1.0}}}
+    scores = {
+        "adding": {"rnn": {10: 0.95, 50: 0.01}, "lstm": {10: 0.99, 50: 0.98}},
+        "copy": {"rnn": {10: 1.0}, "lstm": {10: 1.0}},
+    }
     table = demo.format_table(scores)
     lines = table.strip().splitlines()
     assert lines[0] == "| task (score; chance) | cell | T = 10 | T = 50 |"
@@ -83,8 +91,10 @@ def test_format_table_and_seeds_table(tmp_path):
     files = []
     for seed, shift in ((0, 0.0), (1, -0.1)):
         path = tmp_path / f"r{seed}.json"
-        shifted = {t: {c: {str(T): s + shift for T, s in by_T.items()} for c, by_T in pc.items()}
-                   for t, pc in scores.items()}
+        shifted = {
+            t: {c: {str(T): s + shift for T, s in by_T.items()} for c, by_T in pc.items()}
+            for t, pc in scores.items()
+        }
         path.write_text(json.dumps({"seed": seed, "scores": shifted}))
         files.append(path)
     merged_table, merged = demo.seeds_table(files)
@@ -105,8 +115,12 @@ def test_demo_config_is_checked(tmp_path):
 
 
 def test_module_entry_point_parses_the_cli_flags():
-    result = subprocess.run([sys.executable, "-m", "npgated.analysis.demo", "--help"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "npgated.analysis.demo", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0
     for flag in ("--out", "--quick", "--seed"):
         assert flag in result.stdout

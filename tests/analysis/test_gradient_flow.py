@@ -119,8 +119,13 @@ def test_recorded_norms_equal_a_loop_of_step_layers(cell, dev):
     params, (xs, dhs) = _params(cell), _data()
     recorded = _recorded_norms(cell, params, xs, dhs, dev)
     reference = _step_loop_norms(cell, params, xs, dhs)
-    np.testing.assert_allclose(recorded, reference, rtol=1e-12, atol=0,
-                               err_msg=f"Time{cell.upper()} grad_norms vs step loop")
+    np.testing.assert_allclose(
+        recorded,
+        reference,
+        rtol=1e-12,
+        atol=0,
+        err_msg=f"Time{cell.upper()} grad_norms vs step loop",
+    )
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -144,8 +149,9 @@ def test_recording_changes_no_gradient(cell, dev):
         outputs.append([hs, dxs, layer.dh, *layer.grads])
         assert (layer.grad_norms is not None) == record
     for name, a, b in zip(["hs", "dxs", "dh", "dWx", "dWh", "db"], *outputs):
-        np.testing.assert_array_equal(backend.to_cpu(a), backend.to_cpu(b),
-                                      err_msg=f"record_grad_norms changed {name}")
+        np.testing.assert_array_equal(
+            backend.to_cpu(a), backend.to_cpu(b), err_msg=f"record_grad_norms changed {name}"
+        )
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -165,8 +171,9 @@ def test_hidden_grad_norms_leaves_the_layer_as_it_was(cell, dev):
     dhs = np.zeros((N, T, H))
     dhs[:, -1] = dh_last
     expected = _step_loop_norms(cell, params, xs, dhs)
-    np.testing.assert_allclose(gf.hidden_grad_norms(layer, dev(xs), dh_last=dev(dh_last)),
-                               expected, rtol=1e-12)
+    np.testing.assert_allclose(
+        gf.hidden_grad_norms(layer, dev(xs), dh_last=dev(dh_last)), expected, rtol=1e-12
+    )
 
 
 def test_rnn_gradient_vanishes_and_gated_cells_keep_it():
@@ -208,7 +215,7 @@ def test_matrix_power_grows_or_decays_like_sigma_to_the_k(sigma):
     k = np.arange(61)
     norms = gf.matrix_power_norms(W, 60, dh=rng.standard_normal((2, 10)))
     assert norms.shape == (61,) and norms[0] == 1.0
-    assert (norms <= sigma ** k * (1 + 1e-9)).all(), "||dh W^k|| <= sigma^k ||dh||"
+    assert (norms <= sigma**k * (1 + 1e-9)).all(), "||dh W^k|| <= sigma^k ||dh||"
     slope = np.polyfit(k[30:], np.log(norms[30:]), 1)[0]
     assert slope == pytest.approx(math.log(sigma), abs=0.02)
     assert (norms[-1] > 100) if sigma > 1 else (norms[-1] < 1e-4)
@@ -241,8 +248,9 @@ def test_clipping_trace_tames_an_exploding_rnn():
     blows up, and a clipped run that stays finite, bounded and learns.
     """
     max_norm, iters = 1.0, 40
-    trace = gf.clipping_trace(T=20, iters=iters, max_norm=max_norm, sigma=2.0,
-                              hidden_size=16, batch_size=16, seed=0)
+    trace = gf.clipping_trace(
+        T=20, iters=iters, max_norm=max_norm, sigma=2.0, hidden_size=16, batch_size=16, seed=0
+    )
     unclipped, clipped = np.asarray(trace.norms["no clipping"]), np.asarray(trace.norms["clipping"])
     loss_u, loss_c = trace.losses["no clipping"], trace.losses["clipping"]
     assert unclipped[0] == clipped[0], "both runs start from the same parameters and batch"

@@ -72,8 +72,9 @@ def test_adding_baseline_is_the_variance_of_the_target():
 
 
 def test_first_token_problem():
-    xs, ys = first_token_problem(50, 30, np.random.default_rng(3), n_classes=3,
-                                 n_distractors=5, dtype=np.float32)
+    xs, ys = first_token_problem(
+        50, 30, np.random.default_rng(3), n_classes=3, n_distractors=5, dtype=np.float32
+    )
     assert xs.shape == (50, 30, 8) and xs.dtype == np.float32
     assert ys.shape == (50, 1) and ys.dtype == np.int64
     assert (xs.sum(axis=-1) == 1).all(), "one-hot"
@@ -105,8 +106,7 @@ def test_first_token_target_ignores_distractors():
 
 
 def test_copy_problem():
-    xs, ys = copy_problem(30, 12, np.random.default_rng(5), n_symbols=4, n_copy=3,
-                          n_distractors=2)
+    xs, ys = copy_problem(30, 12, np.random.default_rng(5), n_symbols=4, n_copy=3, n_distractors=2)
     V = 4 + 2 + 1
     assert xs.shape == (30, 12, V) and ys.shape == (30, 3)
     assert (xs.sum(axis=-1) == 1).all()
@@ -116,8 +116,9 @@ def test_copy_problem():
     assert (ids[:, -1] == V - 1).all(), "the recall token ends every sequence"
     np.testing.assert_array_equal(ys, ids[:, :3])
     # the target is a function of the first n_copy steps only
-    other, _ = copy_problem(30, 12, np.random.default_rng(6), n_symbols=4, n_copy=3,
-                            n_distractors=2)
+    other, _ = copy_problem(
+        30, 12, np.random.default_rng(6), n_symbols=4, n_copy=3, n_distractors=2
+    )
     perturbed = xs.copy()
     perturbed[:, 3:] = other[:, 3:]
     np.testing.assert_array_equal(copy_target(perturbed, 3), ys)
@@ -188,8 +189,7 @@ def test_init_recurrent_params(cell, k):
     if cell == "lstm":
         np.testing.assert_array_equal(b[:8], -keep)  # input gate
         assert (b[16:] == 0).all()
-    _, Wh_o, b_c = init_recurrent_params(cell, 5, 8, rng, wh_init="orthogonal",
-                                         gate_bias=1.0)
+    _, Wh_o, b_c = init_recurrent_params(cell, 5, 8, rng, wh_init="orthogonal", gate_bias=1.0)
     np.testing.assert_allclose(Wh_o[:, :8].T @ Wh_o[:, :8], np.eye(8), atol=1e-12)
     assert (b_c[8:16] == 1.0).all()
 

@@ -12,8 +12,13 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "book_dropin.py"
 
 
 def test_book_dropin_example():
-    out = subprocess.run([sys.executable, str(EXAMPLE), "--iters", "60"], capture_output=True,
-                         text=True, timeout=120, check=False)
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLE), "--iters", "60"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     diffs = dict(re.findall(r"^([AC]) .*differ from B's by (\S+)", out.stdout, re.M))
     assert set(diffs) == {"A", "C"}, out.stdout

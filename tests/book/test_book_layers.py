@@ -41,14 +41,21 @@ def host_params(cell, seed=0, D=D, H=H):
     """The book's Wx (D, kH), Wh (H, kH), b (kH,), float64."""
     r = np.random.default_rng(seed)
     k = GATES[cell]
-    return (r.standard_normal((D, k * H)) * 0.5, r.standard_normal((H, k * H)) * 0.5,
-            r.standard_normal(k * H) * 0.3)
+    return (
+        r.standard_normal((D, k * H)) * 0.5,
+        r.standard_normal((H, k * H)) * 0.5,
+        r.standard_normal(k * H) * 0.3,
+    )
 
 
 def host_data(seed=1):
     r = np.random.default_rng(seed)
-    return (r.standard_normal((N, T, D)), r.standard_normal((N, H)), r.standard_normal((N, H)),
-            r.standard_normal((N, T, H)))
+    return (
+        r.standard_normal((N, T, D)),
+        r.standard_normal((N, H)),
+        r.standard_normal((N, H)),
+        r.standard_normal((N, T, H)),
+    )
 
 
 def to_npgated(cell, a):
@@ -82,8 +89,8 @@ def book_step(cell, x, h, c, Wx, Wh, b):
         return np.tanh(x @ Wx + h @ Wh + b), None
     if cell == "lstm":
         a = x @ Wx + h @ Wh + b
-        f, g = sigmoid(a[:, :Hh]), np.tanh(a[:, Hh:2 * Hh])
-        i, o = sigmoid(a[:, 2 * Hh:3 * Hh]), sigmoid(a[:, 3 * Hh:])
+        f, g = sigmoid(a[:, :Hh]), np.tanh(a[:, Hh : 2 * Hh])
+        i, o = sigmoid(a[:, 2 * Hh : 3 * Hh]), sigmoid(a[:, 3 * Hh :])
         c = f * c + g * i
         return o * np.tanh(c), c
     blocks = [slice(k * Hh, (k + 1) * Hh) for k in range(3)]  # z, r, h~
@@ -167,9 +174,11 @@ def test_step_layer_is_the_books_math_computed_by_npgated(xp_name, dev, cell):
         assert_close(g, to_book(cell, g_ref), f"{cell} step d{name}")
 
 
-@pytest.mark.parametrize("cell,wrt", [(c, w) for c in ("rnn", "lstm", "gru")
-                                      for w in ("xs", "Wx", "Wh", "b", "h0")]
-                         + [("lstm", "c0")])
+@pytest.mark.parametrize(
+    "cell,wrt",
+    [(c, w) for c in ("rnn", "lstm", "gru") for w in ("xs", "Wx", "Wh", "b", "h0")]
+    + [("lstm", "c0")],
+)
 def test_time_layer_gradcheck_in_the_books_layout(cell, wrt):
     params = host_params(cell, seed=4)
     xs, h0, c0, _ = host_data(seed=5)
@@ -182,10 +191,12 @@ def test_time_layer_gradcheck_in_the_books_layout(cell, wrt):
 # -- the book's semantics --------------------------------------------------------------------
 def _factories(cell):
     """(build on given arrays, forward+backward with a seed) for every parameterised layer."""
+
     def run_time(layer, seed):
         xs, _, _, dhs = host_data(seed)
         layer.forward(xs)
         layer.backward(dhs)
+
     return {
         "rnn": lambda: BOOK_TIME["rnn"](*host_params("rnn")),
         "lstm": lambda: BOOK_TIME["lstm"](*host_params("lstm")),
@@ -336,7 +347,8 @@ def test_time_softmax_with_loss(xp_name, dev):
     onehot = np.eye(V)[np.where(ts == -1, 0, ts)]
     ts_clean = np.where(ts == -1, 0, ts)
     assert float(layer.forward(dev(xs), dev(onehot))) == pytest.approx(
-        float(book.TimeSoftmaxWithLoss().forward(dev(xs), dev(ts_clean))), rel=1e-12)
+        float(book.TimeSoftmaxWithLoss().forward(dev(xs), dev(ts_clean))), rel=1e-12
+    )
 
 
 def test_softmax_with_loss_takes_one_hot_targets():
@@ -393,8 +405,12 @@ def test_time_bilstm_is_the_books_math_computed_by_npgated(xp_name, dev):
     zeros = np.zeros((N, H))
     want_f = book_time_forward("lstm", xs, zeros, zeros, fwd)[0]
     want_b = book_time_forward("lstm", xs[:, ::-1], zeros, zeros, bwd)[0][:, ::-1]
-    assert_close(hs, np.concatenate([want_f, want_b], axis=2), "TimeBiLSTM vs the book's "
-                 "equations (forward states, then backward ones by input position)", 1e-12)
+    assert_close(
+        hs,
+        np.concatenate([want_f, want_b], axis=2),
+        "TimeBiLSTM vs the book's equations (forward states, then backward ones by input position)",
+        1e-12,
+    )
     dxs = layer.backward(dev(dhs))
     ref = bidirectional.TimeBiLSTM(*(dev(to_npgated("lstm", p)) for p in fwd + bwd))
     assert_close(hs, ref.forward(dev(xs)), "TimeBiLSTM hs vs npgated's")

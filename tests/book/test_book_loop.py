@@ -60,8 +60,7 @@ def remove_duplicate(params, grads):
             a, b = params[i], params[j]
             if a is b:
                 grads[i] += grads[j]
-            elif (a.ndim == 2 and b.ndim == 2 and a.T.shape == b.shape
-                  and bool((a.T == b).all())):
+            elif a.ndim == 2 and b.ndim == 2 and a.T.shape == b.shape and bool((a.T == b).all()):
                 grads[i] += grads[j].T
             else:
                 j += 1
@@ -166,11 +165,18 @@ class S2S(LM):
 def host_arrays(cell, seed=0):
     r = np.random.default_rng(seed)
     k = GATES[cell]
-    return {"E": r.standard_normal((V, D)) * 0.5, "Wx": r.standard_normal((D, k * D)) * 0.4,
-            "Wh": r.standard_normal((D, k * D)) * 0.4, "b": r.standard_normal(k * D) * 0.1,
-            "b_out": r.standard_normal(V) * 0.1, "E2": r.standard_normal((V, D)) * 0.5,
-            "Wx2": r.standard_normal((D, k * D)) * 0.4, "Wh2": r.standard_normal((D, k * D)) * 0.4,
-            "b2": r.standard_normal(k * D) * 0.1, "W_out": r.standard_normal((D, V)) * 0.4}
+    return {
+        "E": r.standard_normal((V, D)) * 0.5,
+        "Wx": r.standard_normal((D, k * D)) * 0.4,
+        "Wh": r.standard_normal((D, k * D)) * 0.4,
+        "b": r.standard_normal(k * D) * 0.1,
+        "b_out": r.standard_normal(V) * 0.1,
+        "E2": r.standard_normal((V, D)) * 0.5,
+        "Wx2": r.standard_normal((D, k * D)) * 0.4,
+        "Wh2": r.standard_normal((D, k * D)) * 0.4,
+        "b2": r.standard_normal(k * D) * 0.1,
+        "W_out": r.standard_normal((D, V)) * 0.4,
+    }
 
 
 def build(kind, cell, flavour, dev):
@@ -193,8 +199,14 @@ def build(kind, cell, flavour, dev):
     enc = Cell(gates(a["Wx"]), gates(a["Wh"]), gates(a["b"]))
     dec = Cell(gates(a["Wx2"]), gates(a["Wh2"]), gates(a["b2"]), stateful=True)
     Head = book.TimeAffine if flavour == "book" else TimeAffine
-    return S2S(Emb(dev(a["E"])), enc, Emb(dev(a["E2"])), dec,
-               Head(dev(a["W_out"]), dev(a["b_out"])), Loss())
+    return S2S(
+        Emb(dev(a["E"])),
+        enc,
+        Emb(dev(a["E2"])),
+        dec,
+        Head(dev(a["W_out"]), dev(a["b_out"])),
+        Loss(),
+    )
 
 
 def batches():
@@ -202,8 +214,16 @@ def batches():
     return [(r.integers(0, V, (N, T)), r.integers(0, V, (N, T))) for _ in range(ITERS)]
 
 
-@pytest.mark.parametrize("kind,cell", [("rnnlm", "lstm"), ("rnnlm", "gru"), ("rnnlm", "rnn"),
-                                       ("seq2seq", "lstm"), ("seq2seq", "gru")])
+@pytest.mark.parametrize(
+    "kind,cell",
+    [
+        ("rnnlm", "lstm"),
+        ("rnnlm", "gru"),
+        ("rnnlm", "rnn"),
+        ("seq2seq", "lstm"),
+        ("seq2seq", "gru"),
+    ],
+)
 def test_the_books_loop_gives_npgateds_parameters(xp_name, dev, kind, cell):
     book_model = build(kind, cell, "book", dev)
     own_model = build(kind, cell, "npgated", dev)
@@ -225,8 +245,13 @@ def test_the_books_loop_gives_npgateds_parameters(xp_name, dev, kind, cell):
         pb, pn = backend.to_cpu(pb), backend.to_cpu(pn)
         if pb.shape[-1] == GATES[cell] * D and cell != "rnn":
             pb = to_npgated(cell, pb)
-        np.testing.assert_allclose(pb, pn, rtol=1e-10, atol=1e-12,
-                                   err_msg=f"{kind}/{cell}: parameter {k} after {ITERS} iterations")
+        np.testing.assert_allclose(
+            pb,
+            pn,
+            rtol=1e-10,
+            atol=1e-12,
+            err_msg=f"{kind}/{cell}: parameter {k} after {ITERS} iterations",
+        )
     moved = np.abs(backend.to_cpu(book_params[0]) - start["E"]).max()
     assert moved > 1e-3, "the loop did not train"
 
@@ -234,8 +259,10 @@ def test_the_books_loop_gives_npgateds_parameters(xp_name, dev, kind, cell):
 def test_npgateds_own_layers_in_the_books_loop_train_on_a_running_sum():
     """Why npgated.book exists: npgated's own (accumulating) layers in the book's loop do not
     give npgated's parameters (their gradients are the sum of every iteration's so far)."""
+
     def ident(x):
         return np.asarray(x, dtype=np.float64)
+
     wrong = build("seq2seq", "rnn", "npgated", ident)  # untied: only the sums differ
     right = build("seq2seq", "rnn", "npgated", ident)
     optimizer = SGD(LR)

@@ -34,11 +34,12 @@ def _book_dir():
 
 BOOK = _book_dir()
 pytestmark = pytest.mark.skipif(
-    BOOK is None, reason="the book's repository is not checked out (set NPGATED_BOOK_DIR; it "
-                         "is not part of CI)")
+    BOOK is None,
+    reason="the book's repository is not checked out (set NPGATED_BOOK_DIR; it is not part of CI)",
+)
 pytest.importorskip("matplotlib")  # the book's common/trainer.py imports pyplot
 
-DRIVER = '''
+DRIVER = """
 import json, sys
 import numpy
 chapter = sys.argv[1]
@@ -72,7 +73,7 @@ modules = [type(lstm).__module__]
 if chapter == "ch08":
     modules.append(type(model.decoder.attention).__module__)
 print(json.dumps({"losses": losses, "modules": modules}))
-'''
+"""
 
 
 ROOT = Path(__file__).resolve().parents[2]  # npgated's checkout, for an uninstalled npgated
@@ -81,8 +82,15 @@ ROOT = Path(__file__).resolve().parents[2]  # npgated's checkout, for an uninsta
 def _run(driver, chapter, pythonpath, cwd):
     pythonpath = [*pythonpath, ROOT]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(map(str, pythonpath)), MPLBACKEND="Agg")
-    proc = subprocess.run([sys.executable, str(driver), chapter], check=False, cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(driver), chapter],
+        check=False,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -95,7 +103,7 @@ def test_the_books_model_file_trains_the_same_on_npgated_book(tmp_path, chapter)
     chapter_dir = BOOK / chapter
     own = _run(driver, chapter, [BOOK, chapter_dir], tmp_path)
     ours = _run(driver, chapter, [shim, BOOK, chapter_dir], tmp_path)
-    assert own["modules"] == ["common.time_layers", "ch08.attention_layer"][:len(own["modules"])]
+    assert own["modules"] == ["common.time_layers", "ch08.attention_layer"][: len(own["modules"])]
     assert all(m.startswith("npgated.") for m in ours["modules"]), ours["modules"]
     assert len(own["losses"]) == len(ours["losses"]) == 8
     for k, (a, b) in enumerate(zip(own["losses"], ours["losses"])):

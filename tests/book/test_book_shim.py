@@ -27,8 +27,15 @@ def _fake_book(root: Path) -> Path:
 
 def _python(code, pythonpath, cwd):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(map(str, [*pythonpath, ROOT])))
-    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_shim_answers_the_layer_imports_and_leaves_the_rest_to_the_book(tmp_path):
@@ -41,10 +48,17 @@ def test_shim_answers_the_layer_imports_and_leaves_the_rest_to_the_book(tmp_path
         "print(TimeLSTM.__module__, MatMul.__module__, common.trainer.WHERE, np is common.np.np)\n"
         "from ch08.attention_layer import TimeAttention\n"
         "print(TimeAttention.__module__)\n",
-        [folder, book], tmp_path)
+        [folder, book],
+        tmp_path,
+    )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["npgated.book.time_layers", "common.layers", "book", "True",
-                                  "npgated.layers.attention"]
+    assert out.stdout.split() == [
+        "npgated.book.time_layers",
+        "common.layers",
+        "book",
+        "True",
+        "npgated.layers.attention",
+    ]
 
 
 def test_shim_without_the_book_says_what_to_do(tmp_path):

@@ -16,9 +16,11 @@ from npgated.data import corpus, ptb
 from npgated.data.batching import TBPTTBatcher, eval_batches
 from npgated.data.corpus import EOS, UNK, DataError, Vocabulary, load_corpus, load_text
 
-JAPANESE = ("吾輩は猫である。名前はまだ無い。\n"
-            "どこで生れたかとんと見当がつかぬ。\r\n"
-            "何でも薄暗いじめじめした所でニャーニャー泣いていた事だけは記憶している。\n")
+JAPANESE = (
+    "吾輩は猫である。名前はまだ無い。\n"
+    "どこで生れたかとんと見当がつかぬ。\r\n"
+    "何でも薄暗いじめじめした所でニャーニャー泣いていた事だけは記憶している。\n"
+)
 
 
 @pytest.fixture
@@ -67,8 +69,9 @@ def ref_ids(tokens, vocab_tokens):
 def story(n_lines=200, seed=0):
     rng = np.random.default_rng(seed)
     words = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran", "über", "naïve", "café"]
-    return "".join(" ".join(rng.choice(words, size=rng.integers(1, 9))) + "\n"
-                   for _ in range(n_lines))
+    return "".join(
+        " ".join(rng.choice(words, size=rng.integers(1, 9))) + "\n" for _ in range(n_lines)
+    )
 
 
 # -- word level ---------------------------------------------------------------------------
@@ -93,8 +96,11 @@ def test_ptb_files_give_ptb_loader_ids_and_checksum(cache, synthetic_ptb):
         ids, word_to_id, _ = ptb.load_data(split, synthetic_ptb, cache=False)
         np.testing.assert_array_equal(c[split], ids)
     assert dict(c.vocab) == {**word_to_id, UNK: len(word_to_id)}  # the synthetic text has none
-    assert ptb.vocab_checksum(word_to_id) == corpus.vocab_checksum(word_to_id) \
+    assert (
+        ptb.vocab_checksum(word_to_id)
+        == corpus.vocab_checksum(word_to_id)
         == Vocabulary(list(word_to_id)).checksum
+    )
 
 
 def test_real_ptb_is_ptbs_vocabulary(cache, ptb_dir):
@@ -155,8 +161,11 @@ def test_other_encodings_decode_to_the_same_ids(cache, tmp_path):
         load_corpus(sjis, "char")
     c = load_corpus(sjis, "char", encoding="shift_jis")
     assert c.vocab == utf8.vocab and c.train.tolist() == utf8.train.tolist()
-    c = load_corpus(write_folder(tmp_path / "16", JAPANESE, JAPANESE, JAPANESE,
-                                 encoding="utf-16"), "char", encoding="utf-16")
+    c = load_corpus(
+        write_folder(tmp_path / "16", JAPANESE, JAPANESE, JAPANESE, encoding="utf-16"),
+        "char",
+        encoding="utf-16",
+    )
     assert c.train.tolist() == utf8.train.tolist()
 
 
@@ -178,7 +187,7 @@ def test_single_file_cut_at_line_breaks(cache, tmp_path, level):
     assert src["valid"].end == src["test"].start and src["test"].end == path.stat().st_size
     raw = path.read_bytes()
     for split in ("valid", "test"):
-        assert raw[src[split].start - 1:src[split].start] == b"\n"  # whole lines
+        assert raw[src[split].start - 1 : src[split].start] == b"\n"  # whole lines
     assert abs(src["train"].end / len(raw) - 0.8) < 0.02
     whole, _, _ = load_text(path, c.vocab, cache=False)
     np.testing.assert_array_equal(np.concatenate([c.train, c.valid, c.test]), whole)
@@ -188,8 +197,12 @@ def test_single_file_cut_at_line_breaks(cache, tmp_path, level):
 
 def test_fractions_must_be_three_shares_summing_to_one():
     assert corpus.parse_fractions("0.9,0.05,0.05") == (0.9, 0.05, 0.05)
-    for bad, message in (("0.9,0.05,0.1", "sums to 1.05, not 1"), ("0.9,0.1", "three numbers"),
-                         ("1,0,0", "must be > 0"), ("a,b,c", "three numbers")):
+    for bad, message in (
+        ("0.9,0.05,0.1", "sums to 1.05, not 1"),
+        ("0.9,0.1", "three numbers"),
+        ("1,0,0", "must be > 0"),
+        ("a,b,c", "three numbers"),
+    ):
         with pytest.raises(ValueError, match=message):
             corpus.parse_fractions(bad)
 
@@ -216,18 +229,51 @@ def test_white_space_tables_are_str_isspace():
     separates at (ASCII ones by byte, the others replaced by a space first)."""
     ascii_space = [c for c in range(256) if corpus._SPACE[c]]
     assert ascii_space == [c for c in range(128) if chr(c).isspace()]
-    assert set(corpus._UNICODE_SPACES) == {chr(c) for c in range(128, 0x110000)
-                                           if chr(c).isspace()}
+    assert set(corpus._UNICODE_SPACES) == {chr(c) for c in range(128, 0x110000) if chr(c).isspace()}
 
 
 def random_text(rng, n_tokens):
     """Words of 1 to 24 UTF-8 bytes (the 8/9/16/17-byte edges included), separated by every
     kind of white space, with literal <eos> and <unk>."""
-    pieces = ["a", "ab", "abcdefgh", "abcdefghi", "abcdefghijklmnop", "abcdefghijklmnopq",
-              "\u00e9", "\u00e9" * 7, "\u00e9" * 8, "\u732b", "\u732b" * 5, "\u732b" * 6, EOS,
-              UNK, "x" * 24, "na\u00efve", "\U0001f600"]
-    gaps = [" ", " ", " ", "\n", "\n", "\t", "  ", "\x0b", "\x0c", "\x1c", "\x1f", "\xa0",
-            "\u3000", "\u2028", "\x85", " \n ", "\n\n", "\r\n"]
+    pieces = [
+        "a",
+        "ab",
+        "abcdefgh",
+        "abcdefghi",
+        "abcdefghijklmnop",
+        "abcdefghijklmnopq",
+        "\u00e9",
+        "\u00e9" * 7,
+        "\u00e9" * 8,
+        "\u732b",
+        "\u732b" * 5,
+        "\u732b" * 6,
+        EOS,
+        UNK,
+        "x" * 24,
+        "na\u00efve",
+        "\U0001f600",
+    ]
+    gaps = [
+        " ",
+        " ",
+        " ",
+        "\n",
+        "\n",
+        "\t",
+        "  ",
+        "\x0b",
+        "\x0c",
+        "\x1c",
+        "\x1f",
+        "\xa0",
+        "\u3000",
+        "\u2028",
+        "\x85",
+        " \n ",
+        "\n\n",
+        "\r\n",
+    ]
     out = []
     for _ in range(n_tokens):
         word = pieces[rng.integers(len(pieces))]
@@ -287,8 +333,11 @@ def test_the_checksum_catches_a_damaged_entry(cache, tmp_path, caplog, damage):
     folder = write_folder(tmp_path / "t", story(40), story(5, 1), story(5, 2))
     good = np.array(load_corpus(folder, "char").valid)
     c = load_corpus(folder, "char")
-    key = next(k for k in {p.name.split(".")[0] for p in cache.glob("*.ids.npy")}
-               if np.load(cache / f"{k}.ids.npy").tolist() == good.tolist())
+    key = next(
+        k
+        for k in {p.name.split(".")[0] for p in cache.glob("*.ids.npy")}
+        if np.load(cache / f"{k}.ids.npy").tolist() == good.tolist()
+    )
     npy, meta = cache / f"{key}.ids.npy", cache / f"{key}.ids.json"
     del c
     if damage == "flip":
@@ -343,8 +392,11 @@ BAD = {
     "empty": (b"", "is empty"),
     "nul": (b"abc\ndef\x00ghi\n" * 3, "NUL byte at byte offset 7"),
     "utf8": ("héllo\n".encode() + b"w\xffrld\n", r"not valid utf-8 at byte offset 8 .*--encoding"),
-    "short": (b"a b c\n", "has 4 words, too short for one training batch of N x T = 2 x 5 "
-                          r"tokens \(it needs 11\)"),
+    "short": (
+        b"a b c\n",
+        "has 4 words, too short for one training batch of N x T = 2 x 5 "
+        r"tokens \(it needs 11\)",
+    ),
 }
 
 
@@ -375,8 +427,11 @@ def test_missing_split_file_and_too_short_valid(cache, tmp_path):
         load_corpus(folder, "word")
     (folder / "valid.txt").write_text("a\n")
     (folder / "test.txt").write_text("a b c\n")
-    with pytest.raises(DataError, match=r"valid.txt has 2 words, too short for evaluation in "
-                                        r"N = 4 streams \(it needs 5\)"):
+    with pytest.raises(
+        DataError,
+        match=r"valid.txt has 2 words, too short for evaluation in "
+        r"N = 4 streams \(it needs 5\)",
+    ):
         load_corpus(folder, "word", batch=(4, 2))
     assert files_in(cache) == []
     with pytest.raises(FileNotFoundError, match="not found"):

@@ -97,8 +97,9 @@ def test_synthetic_ids_and_eos(tmp_path):
 @pytest.mark.parametrize("newline", ["\r\n", "\r"])
 def test_windows_and_old_mac_newlines_end_lines(tmp_path, newline):
     lf = load_data("valid", write_corpus(tmp_path / "lf"), cache=False)
-    other = write_corpus(tmp_path / "other",
-                         *(t.replace("\n", newline) for t in (TRAIN, VALID, TEST)))
+    other = write_corpus(
+        tmp_path / "other", *(t.replace("\n", newline) for t in (TRAIN, VALID, TEST))
+    )
     assert b"\r" in (other / "ptb.valid.txt").read_bytes()
     for cache in (False, True):  # the text as parsed, and as cached
         corpus, word_to_id, _ = load_data("valid", other, cache=cache)

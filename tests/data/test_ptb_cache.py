@@ -189,7 +189,8 @@ CORRUPTIONS = {
     "empty": lambda p: p.write_bytes(b""),
     "garbage": lambda p: p.write_bytes(b"not an npz file at all\n" * 10),
     "flipped byte": lambda p: p.write_bytes(
-        (lambda b: b[:200] + bytes([b[200] ^ 0xFF]) + b[201:])(p.read_bytes())),
+        (lambda b: b[:200] + bytes([b[200] ^ 0xFF]) + b[201:])(p.read_bytes())
+    ),
     "ids changed": lambda p: _rewrite(p, ids=_flip_first),
     "ids shortened": lambda p: _rewrite(p, ids=lambda a: a[:-1]),
     "ids as int64": lambda p: _rewrite(p, ids=lambda a: a.astype(np.int64)),

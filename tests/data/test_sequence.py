@@ -22,11 +22,13 @@ def write(path: Path, lines) -> Path:
 def legacy_global_permutation(n: int, seed: int) -> np.ndarray:
     """The book's shuffle as the book calls it (the global legacy generator), run in a fresh
     interpreter so that this process's global generator is never touched."""
-    code = ("import sys, numpy\n"
-            f"i = numpy.arange({n})\n"
-            f"numpy.random.seed({seed})\n"
-            "numpy.random.shuffle(i)\n"
-            "sys.stdout.write(' '.join(map(str, i.tolist())))\n")
+    code = (
+        "import sys, numpy\n"
+        f"i = numpy.arange({n})\n"
+        f"numpy.random.seed({seed})\n"
+        "numpy.random.shuffle(i)\n"
+        "sys.stdout.write(' '.join(map(str, i.tolist())))\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return np.array(out.stdout.split(), dtype=np.int64)
 
@@ -64,10 +66,13 @@ def test_load_file_split_reverse_and_ids(tmp_path):
     assert data.x_train.dtype == np.int64
     order = seq.book_permutation(40)
     rows = [lines[k] for k in order]
-    decoded = [q + a for q, a in zip(seq.decode(np.concatenate([data.x_train, data.x_test]),
-                                                data.id_to_char),
-                                     seq.decode(np.concatenate([data.t_train, data.t_test]),
-                                                data.id_to_char))]
+    decoded = [
+        q + a
+        for q, a in zip(
+            seq.decode(np.concatenate([data.x_train, data.x_test]), data.id_to_char),
+            seq.decode(np.concatenate([data.t_train, data.t_test]), data.id_to_char),
+        )
+    ]
     assert decoded == rows  # shuffled rows, the last tenth the test split
     assert (data.t_train[:, 0] == data.start_id).all() and data.start_id == data.char_to_id["_"]
     assert data.question_width == 6 and data.answer_width == 3 and data.vocab_size == 13
@@ -105,11 +110,17 @@ def test_missing_files_name_the_file_and_the_fix(tmp_path):
         seq.load_task("sums", tmp_path)
 
 
-@pytest.mark.parametrize("lines, message", [
-    (["1+1_2", "2+2 4"], r"line 2: no '_'"),
-    (["1+1_2 ", "2+22_4 "], r"line 2: question of 4 and answer of 3 characters, but line 1 has 3"),
-    ([], "is empty"),
-])
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        (["1+1_2", "2+2 4"], r"line 2: no '_'"),
+        (
+            ["1+1_2 ", "2+22_4 "],
+            r"line 2: question of 4 and answer of 3 characters, but line 1 has 3",
+        ),
+        ([], "is empty"),
+    ],
+)
 def test_malformed_files(tmp_path, lines, message):
     with pytest.raises(ValueError, match=message):
         seq.read_pairs(write(tmp_path / "bad.txt", lines))
@@ -134,11 +145,17 @@ def test_encode_decode_round_trip_and_padding(xp_name):
 
 
 def test_encode_errors_say_what_is_wrong():
-    with pytest.raises(ValueError, match=r"character 'x' at position 2 of '12x3' is not in the "
-                                         r"task's vocabulary of 13 characters"):
+    with pytest.raises(
+        ValueError,
+        match=r"character 'x' at position 2 of '12x3' is not in the "
+        r"task's vocabulary of 13 characters",
+    ):
         seq.encode_questions(["12x3"], VOCAB, 7)
-    with pytest.raises(ValueError, match=r"'12345678' has 8 characters; this task's rows hold "
-                                         r"at most 7"):
+    with pytest.raises(
+        ValueError,
+        match=r"'12345678' has 8 characters; this task's rows hold "
+        r"at most 7",
+    ):
         seq.encode_questions(["12345678"], VOCAB, 7)
     with pytest.raises(ValueError, match="hold exactly 3"):
         seq.encode(["12", "123"], VOCAB, 3)
@@ -181,12 +198,14 @@ def test_same_arrays_as_the_books_loader(book_file, tmp_path):
     if not book or not (Path(book) / "dataset" / "date.txt").is_file():
         pytest.skip("set NPGATED_BOOK_DIR to a checkout of the book's repository")
     folder = book_file("date.txt").parent
-    code = ("import sys, numpy\n"
-            f"sys.path.insert(0, {book!r})\n"
-            "from dataset import sequence\n"
-            "(a, b), (c, d) = sequence.load_data('date.txt')\n"
-            "numpy.savez(sys.argv[1], a=a, b=b, c=c, d=d,"
-            " v=numpy.array(list(sequence.get_vocab()[0])))\n")
+    code = (
+        "import sys, numpy\n"
+        f"sys.path.insert(0, {book!r})\n"
+        "from dataset import sequence\n"
+        "(a, b), (c, d) = sequence.load_data('date.txt')\n"
+        "numpy.savez(sys.argv[1], a=a, b=b, c=c, d=d,"
+        " v=numpy.array(list(sequence.get_vocab()[0])))\n"
+    )
     out = tmp_path / "book-date.npz"
     subprocess.run([sys.executable, "-c", code, str(out)], check=True, cwd=book)
     with np.load(out) as ref:

@@ -32,6 +32,7 @@ BOOK_TEST_PPL = 136.0776  # what the book's ch06/eval.py prints for Rnnlm.pkl
 # ---------------------------------------------------------------------------------------
 def book_arrays(rng, V=11, D=4, H=3, better=False):
     """Random float16 arrays in the book's order (and gate order, which is just columns)."""
+
     def w(*shape, scale=0.5):
         return (rng.standard_normal(shape) * scale).astype(np.float16)
 
@@ -39,8 +40,17 @@ def book_arrays(rng, V=11, D=4, H=3, better=False):
     if not better:
         return [E, w(D, 4 * H), w(H, 4 * H), w(4 * H), w(H, V), w(V)]
     assert D == H
-    return [E, w(D, 4 * H), w(H, 4 * H), w(4 * H), w(H, 4 * H), w(H, 4 * H), w(4 * H),
-            E.T.copy(), w(V)]
+    return [
+        E,
+        w(D, 4 * H),
+        w(H, 4 * H),
+        w(4 * H),
+        w(H, 4 * H),
+        w(H, 4 * H),
+        w(4 * H),
+        E.T.copy(),
+        w(V),
+    ]
 
 
 def write_pickle(path, obj):
@@ -61,8 +71,8 @@ def book_lstm_forward(xs, Wx, Wh, b):
     hs = np.empty((N, T, H))
     for t in range(T):
         a = xs[:, t] @ Wx + h @ Wh + b
-        f, g = sigmoid(a[:, :H]), np.tanh(a[:, H:2 * H])
-        i, o = sigmoid(a[:, 2 * H:3 * H]), sigmoid(a[:, 3 * H:])
+        f, g = sigmoid(a[:, :H]), np.tanh(a[:, H : 2 * H])
+        i, o = sigmoid(a[:, 2 * H : 3 * H]), sigmoid(a[:, 3 * H :])
         c = f * c + g * i
         h = o * np.tanh(c)
         hs[:, t] = h
@@ -115,13 +125,16 @@ def test_refuses_a_pickle_that_runs_code(tmp_path, rng, make):
         assert marker.exists()
 
 
-@pytest.mark.parametrize("content, message", [
-    ({"embed_W": np.zeros((3, 2))}, "holds a dict, not a list"),
-    ((np.zeros((3, 2)),), "holds a tuple, not a list"),
-    ([np.zeros((3, 2)), 5], "item 1 of the list is a int, not a NumPy array"),
-    ([np.zeros((3, 2), dtype=np.int64)], "array 0 has dtype int64"),
-    ([np.array(["a"], dtype=object)], "array 0 has dtype object"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ({"embed_W": np.zeros((3, 2))}, "holds a dict, not a list"),
+        ((np.zeros((3, 2)),), "holds a tuple, not a list"),
+        ([np.zeros((3, 2)), 5], "item 1 of the list is a int, not a NumPy array"),
+        ([np.zeros((3, 2), dtype=np.int64)], "array 0 has dtype int64"),
+        ([np.array(["a"], dtype=object)], "array 0 has dtype object"),
+    ],
+)
 def test_refuses_anything_but_a_list_of_float_arrays(tmp_path, content, message):
     path = write_pickle(tmp_path / "odd.pkl", content)
     with pytest.raises(BookFormatError, match=re.escape(message)):
@@ -156,8 +169,9 @@ def test_gate_conversion_matches_a_book_style_lstm(rng):
     Wx, Wh, b = rng.normal(size=(D, 4 * H)), rng.normal(size=(H, 4 * H)), rng.normal(size=4 * H)
     xs = rng.normal(size=(N, T, D))
     lstm = TimeLSTM(gates_from_book(Wx), gates_from_book(Wh), gates_from_book(b))
-    np.testing.assert_allclose(lstm.forward(xs), book_lstm_forward(xs, Wx, Wh, b),
-                               rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+        lstm.forward(xs), book_lstm_forward(xs, Wx, Wh, b), rtol=1e-12, atol=1e-14
+    )
     # without the conversion the same weights compute something else
     assert not np.allclose(TimeLSTM(Wx, Wh, b).forward(xs), book_lstm_forward(xs, Wx, Wh, b))
     for a in (Wx, Wh, b):
@@ -172,17 +186,20 @@ def test_imported_model_computes_the_book_models_logits(tmp_path, rng, better):
     assert type(model) is (BetterRnnlm if better else Rnnlm) and not model.training
     assert model.config["tie_weights"] if better else model.config["cell"] == "lstm"
     ids = rng.integers(0, 13, (2, 5))
-    np.testing.assert_allclose(model.predict(ids), book_logits(arrays, ids),
-                               rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(model.predict(ids), book_logits(arrays, ids), rtol=1e-12, atol=1e-13)
 
 
 # ---------------------------------------------------------------------------------------
 # round trips
 # ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("make", [
-    lambda: Rnnlm(17, 5, 6, seed=3, dtype=np.float64),
-    lambda: BetterRnnlm(17, 6, 6, num_layers=2, seed=3, dtype=np.float64, init=0.3),
-], ids=["Rnnlm", "BetterRnnlm"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Rnnlm(17, 5, 6, seed=3, dtype=np.float64),
+        lambda: BetterRnnlm(17, 6, 6, num_layers=2, seed=3, dtype=np.float64, init=0.3),
+    ],
+    ids=["Rnnlm", "BetterRnnlm"],
+)
 def test_model_to_book_and_back_gives_float16_rounded_params(tmp_path, make):
     model = make()
     before = params_of(model)
@@ -197,8 +214,9 @@ def test_model_to_book_and_back_gives_float16_rounded_params(tmp_path, make):
     back = model_from_book(path, model=fresh)
     assert back is fresh and [id(p) for p in fresh.params] == ids_before  # written in place
     for name, value in params_of(fresh).items():
-        np.testing.assert_array_equal(value, before[name].astype(np.float16).astype(np.float64),
-                                      err_msg=name)
+        np.testing.assert_array_equal(
+            value, before[name].astype(np.float16).astype(np.float64), err_msg=name
+        )
     if isinstance(model, BetterRnnlm):
         assert len(fresh.params) == 8  # the tied matrix once in the model
         assert np.array_equal(arrays[7], arrays[0].T)  # and twice in the book's file
@@ -257,27 +275,36 @@ def test_refuses_files_of_other_shapes(tmp_path, rng, case):
 
 def test_loading_into_a_model_of_another_size_names_the_difference(tmp_path, rng):
     path = write_pickle(tmp_path / "m.pkl", book_arrays(rng, V=11, D=4, H=3))
-    with pytest.raises(BookFormatError, match=r"array 1 \(lstm_Wx, \(D, 4H\)\) has shape \(4, 12\) "
-                                              r"but the model's lstm1.Wx is \(4, 20\)"):
+    with pytest.raises(
+        BookFormatError,
+        match=r"array 1 \(lstm_Wx, \(D, 4H\)\) has shape \(4, 12\) "
+        r"but the model's lstm1.Wx is \(4, 20\)",
+    ):
         model_from_book(path, model=Rnnlm(11, 4, 5, seed=0))
-    with pytest.raises(BookFormatError, match="the book's Rnnlm .6 arrays. but the model is a "
-                                              "BetterRnnlm"):
+    with pytest.raises(
+        BookFormatError, match="the book's Rnnlm .6 arrays. but the model is a BetterRnnlm"
+    ):
         model_from_book(path, model=BetterRnnlm(11, 4, 4, seed=0))
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: Rnnlm(7, 3, 3, cell="gru", seed=0), "cell='gru' (the book's models are LSTMs)"),
-    (lambda: Rnnlm(7, 3, 3, cell="rnn", seed=0), "cell='rnn'"),
-    (lambda: BetterRnnlm(7, 3, 4, tie_weights=False, seed=0), "tie_weights=False"),
-    (lambda: BetterRnnlm(7, 3, 3, num_layers=3, seed=0), "num_layers=3 (the book's has 2)"),
-], ids=["gru", "rnn", "untied", "3-layers"])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: Rnnlm(7, 3, 3, cell="gru", seed=0), "cell='gru' (the book's models are LSTMs)"),
+        (lambda: Rnnlm(7, 3, 3, cell="rnn", seed=0), "cell='rnn'"),
+        (lambda: BetterRnnlm(7, 3, 4, tie_weights=False, seed=0), "tie_weights=False"),
+        (lambda: BetterRnnlm(7, 3, 3, num_layers=3, seed=0), "num_layers=3 (the book's has 2)"),
+    ],
+    ids=["gru", "rnn", "untied", "3-layers"],
+)
 def test_model_to_book_refuses_what_the_book_cannot_hold(tmp_path, make, message):
     model = make()
     with pytest.raises(BookFormatError, match=re.escape(message)):
         model_to_book(model, tmp_path / "x.pkl")
     with pytest.raises(BookFormatError, match=re.escape(message)):
-        model_from_book(write_pickle(tmp_path / "m.pkl", book_arrays(np.random.default_rng(0))),
-                        model=model)
+        model_from_book(
+            write_pickle(tmp_path / "m.pkl", book_arrays(np.random.default_rng(0))), model=model
+        )
     assert not (tmp_path / "x.pkl").exists()
 
 
@@ -321,21 +348,50 @@ def test_cli_import_eval_generate_export_synthetic(tmp_path, rng, synthetic_ptb,
     V = len(word_to_id)
     src = write_pickle(tmp_path / "book.pkl", book_arrays(rng, V=V, D=4, H=4, better=True))
     run = tmp_path / "run"
-    assert cli.main(["import-book", str(src), "--out", str(run),
-                     "--data-dir", str(synthetic_ptb)]) == 0
+    assert (
+        cli.main(["import-book", str(src), "--out", str(run), "--data-dir", str(synthetic_ptb)])
+        == 0
+    )
     assert "imported the book's BetterRnnlm" in capsys.readouterr().out
     meta = load_checkpoint(run / "best.npz").meta
     assert meta["vocab_checksum"] == ptb.vocab_checksum(word_to_id)
 
-    assert cli.main(["eval", str(run), "--split", "valid", "--protocol", "book",
-                     "--data-dir", str(synthetic_ptb)]) == 0
-    printed = float(re.search(r"valid perplexity ([\d.]+) \(book protocol",
-                              capsys.readouterr().out).group(1))
+    assert (
+        cli.main(
+            [
+                "eval",
+                str(run),
+                "--split",
+                "valid",
+                "--protocol",
+                "book",
+                "--data-dir",
+                str(synthetic_ptb),
+            ]
+        )
+        == 0
+    )
+    printed = float(
+        re.search(r"valid perplexity ([\d.]+) \(book protocol", capsys.readouterr().out).group(1)
+    )
     valid, _, _ = ptb.load_data("valid", synthetic_ptb)
     assert printed == pytest.approx(eval_perplexity_book(model_from_book(src), valid), abs=1e-4)
 
-    assert cli.main(["generate", str(run), "--start", "the cat", "--length", "8",
-                     "--data-dir", str(synthetic_ptb)]) == 0
+    assert (
+        cli.main(
+            [
+                "generate",
+                str(run),
+                "--start",
+                "the cat",
+                "--length",
+                "8",
+                "--data-dir",
+                str(synthetic_ptb),
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.startswith("the cat")
 
     assert cli.main(["export-book", str(run), "--out", str(tmp_path / "back.pkl")]) == 0
@@ -345,8 +401,16 @@ def test_cli_import_eval_generate_export_synthetic(tmp_path, rng, synthetic_ptb,
 
 def test_cli_import_without_data_stores_no_checksum(tmp_path, rng, capsys):
     src = write_pickle(tmp_path / "book.pkl", book_arrays(rng))
-    code = cli.main(["import-book", str(src), "--out", str(tmp_path / "run"),
-                     "--data-dir", str(tmp_path / "nowhere")])
+    code = cli.main(
+        [
+            "import-book",
+            str(src),
+            "--out",
+            str(tmp_path / "run"),
+            "--data-dir",
+            str(tmp_path / "nowhere"),
+        ]
+    )
     assert code == 0
     assert "no vocabulary checksum stored" in capsys.readouterr().err
     assert "vocab_checksum" not in load_checkpoint(tmp_path / "run" / "best.npz").meta
@@ -362,28 +426,53 @@ def test_cli_real_file_end_to_end(book_dir, ptb_dir, tmp_path, capsys):
     lines = (ptb_dir / "ptb.test.txt").read_text().splitlines(keepends=True)
     (data / "ptb.test.txt").write_text("".join(lines[:100]))
     run = tmp_path / "book"
-    assert cli.main(["import-book", str(book_dir / "Rnnlm.pkl"), "--out", str(run),
-                     "--data-dir", str(data)]) == 0
+    assert (
+        cli.main(
+            ["import-book", str(book_dir / "Rnnlm.pkl"), "--out", str(run), "--data-dir", str(data)]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert cli.main(["eval", str(run), "--split", "test", "--protocol", "book",
-                     "--data-dir", str(data)]) == 0
+    assert (
+        cli.main(
+            ["eval", str(run), "--split", "test", "--protocol", "book", "--data-dir", str(data)]
+        )
+        == 0
+    )
     printed = float(re.search(r"test perplexity ([\d.]+)", capsys.readouterr().out).group(1))
     test, _, _ = ptb.load_data("test", data)
     expected = eval_perplexity_book(model_from_book(book_dir / "Rnnlm.pkl"), test)
     assert printed == pytest.approx(expected, abs=1e-4) and 50 < printed < 400
-    assert cli.main(["generate", str(run), "--start", "the company said", "--length", "10",
-                     "--data-dir", str(data)]) == 0
+    assert (
+        cli.main(
+            [
+                "generate",
+                str(run),
+                "--start",
+                "the company said",
+                "--length",
+                "10",
+                "--data-dir",
+                str(data),
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.startswith("the company said")
     assert cli.main(["export-book", str(run), "--out", str(tmp_path / "Rnnlm.pkl")]) == 0
-    for a, b in zip(load_book_pickle(tmp_path / "Rnnlm.pkl"),
-                    load_book_pickle(book_dir / "Rnnlm.pkl")):
+    for a, b in zip(
+        load_book_pickle(tmp_path / "Rnnlm.pkl"), load_book_pickle(book_dir / "Rnnlm.pkl")
+    ):
         assert np.array_equal(a.view(np.uint16), b.view(np.uint16))
 
 
 def test_cli_bad_inputs_are_one_line_exit_2(tmp_path, rng, capsys):
     out = ["--out", str(tmp_path / "run"), "--data-dir", str(tmp_path / "nowhere")]
-    _one_line_error(capsys, cli.main(["import-book", str(tmp_path / "absent.pkl"), *out]),
-                    "no book weight file at")
+    _one_line_error(
+        capsys,
+        cli.main(["import-book", str(tmp_path / "absent.pkl"), *out]),
+        "no book weight file at",
+    )
 
     marker = tmp_path / "pwned"
     evil = write_pickle(tmp_path / "evil.pkl", [_RunsCode(os.system, f"touch {marker}")])
@@ -396,8 +485,9 @@ def test_cli_bad_inputs_are_one_line_exit_2(tmp_path, rng, capsys):
 
     gru = tmp_path / "gru.npz"
     save_checkpoint(gru, Rnnlm(7, 3, 3, cell="gru", seed=0))
-    _one_line_error(capsys, cli.main(["export-book", str(gru), "--out", str(tmp_path / "g.pkl")]),
-                    "cell='gru'")
+    _one_line_error(
+        capsys, cli.main(["export-book", str(gru), "--out", str(tmp_path / "g.pkl")]), "cell='gru'"
+    )
 
     src = write_pickle(tmp_path / "ok.pkl", book_arrays(rng))
     assert cli.main(["import-book", str(src), *out]) == 0
@@ -405,6 +495,8 @@ def test_cli_bad_inputs_are_one_line_exit_2(tmp_path, rng, capsys):
     _one_line_error(capsys, cli.main(["import-book", str(src), *out]), "pass --force")
     assert cli.main(["import-book", str(src), *out, "--force"]) == 0
     capsys.readouterr()
-    _one_line_error(capsys, cli.main(["eval", str(tmp_path / "run"), "--protocol", "book",
-                                      "--time-size", "20"]),
-                    "--protocol book evaluates with --time-size 35 exactly")
+    _one_line_error(
+        capsys,
+        cli.main(["eval", str(tmp_path / "run"), "--protocol", "book", "--time-size", "20"]),
+        "--protocol book evaluates with --time-size 35 exactly",
+    )

@@ -24,8 +24,18 @@ V, D, H = 11, 5, 6
 def book_shapes(kind):
     D_dec = H + D if kind == "PeekySeq2seq" else D
     H_out = H if kind == "Seq2seq" else 2 * H
-    return [(V, D), (D, 4 * H), (H, 4 * H), (4 * H,), (V, D), (D_dec, 4 * H), (H, 4 * H),
-            (4 * H,), (H_out, V), (V,)]
+    return [
+        (V, D),
+        (D, 4 * H),
+        (H, 4 * H),
+        (4 * H,),
+        (V, D),
+        (D_dec, 4 * H),
+        (H, 4 * H),
+        (4 * H,),
+        (H_out, V),
+        (V,),
+    ]
 
 
 def book_arrays(kind, seed=0):
@@ -51,8 +61,8 @@ def book_lstm(xs, h, Wx, Wh, b):
     hs = []
     for t in range(xs.shape[1]):
         a = xs[:, t] @ Wx + h @ Wh + b
-        f, g = _sigmoid(a[:, :H]), np.tanh(a[:, H:2 * H])
-        i, o = _sigmoid(a[:, 2 * H:3 * H]), _sigmoid(a[:, 3 * H:])
+        f, g = _sigmoid(a[:, :H]), np.tanh(a[:, H : 2 * H])
+        i, o = _sigmoid(a[:, 2 * H : 3 * H]), _sigmoid(a[:, 3 * H :])
         c = f * c + g * i
         h = o * np.tanh(c)
         hs.append(h)
@@ -92,8 +102,15 @@ def test_import_infers_the_model_and_computes_the_books_loss(kind, tmp_path):
     path = write_pickle(tmp_path / f"{kind}.pkl", arrays)
     model = model_from_book(path, vocab_size=V, dtype=np.float64)
     assert type(model).__name__ == kind and not model.training
-    assert model.config == {"model": kind, "vocab_size": V, "wordvec_size": D, "hidden_size": H,
-                            "cell": "lstm", "init": "book", "reset_after": True}
+    assert model.config == {
+        "model": kind,
+        "vocab_size": V,
+        "wordvec_size": D,
+        "hidden_size": H,
+        "cell": "lstm",
+        "init": "book",
+        "reset_after": True,
+    }
     rng = np.random.default_rng(1)
     xs, ts = rng.integers(0, V, (4, 5)), rng.integers(0, V, (4, 4))
     loss = float(model.forward(xs, ts))
@@ -133,8 +150,8 @@ def test_export_of_an_npgated_model(kind, tmp_path):
     assert [a.shape for a in arrays] == book_shapes(kind)
     assert all(a.dtype == np.float16 for a in arrays)
     Wx = model.params[1]
-    np.testing.assert_array_equal(arrays[1][:, :H], Wx[:, H:2 * H].astype(np.float16))  # f
-    np.testing.assert_array_equal(arrays[1][:, 2 * H:3 * H], Wx[:, :H].astype(np.float16))  # i
+    np.testing.assert_array_equal(arrays[1][:, :H], Wx[:, H : 2 * H].astype(np.float16))  # f
+    np.testing.assert_array_equal(arrays[1][:, 2 * H : 3 * H], Wx[:, :H].astype(np.float16))  # i
     np.testing.assert_array_equal(arrays[7], gates_to_book(model.params[7]).astype(np.float16))
     model.eval()
     loss = float(model.forward(xs, ts))
@@ -151,15 +168,18 @@ def test_the_books_classes_load_an_export(tmp_path):
     path = model_to_book(model, tmp_path / "AttentionSeq2seq.pkl")
     xs = np.random.default_rng(5).integers(0, V, (6, 5))
     np.save(tmp_path / "xs.npy", xs)
-    code = ("import sys, numpy as np\n"
-            f"sys.path[:0] = [{book!r}, {str(Path(book) / 'ch08')!r}]\n"
-            "from attention_seq2seq import AttentionSeq2seq\n"
-            f"m = AttentionSeq2seq({V}, {D}, {H})\n"
-            f"m.load_params({str(path)!r})\n"
-            f"xs = np.load({str(tmp_path / 'xs.npy')!r})\n"
-            "print(' '.join(str(int(i)) for q in xs for i in m.generate(q[None], 0, 4)))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=tmp_path)
+    code = (
+        "import sys, numpy as np\n"
+        f"sys.path[:0] = [{book!r}, {str(Path(book) / 'ch08')!r}]\n"
+        "from attention_seq2seq import AttentionSeq2seq\n"
+        f"m = AttentionSeq2seq({V}, {D}, {H})\n"
+        f"m.load_params({str(path)!r})\n"
+        f"xs = np.load({str(tmp_path / 'xs.npy')!r})\n"
+        "print(' '.join(str(int(i)) for q in xs for i in m.generate(q[None], 0, 4)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
     theirs = np.array(out.stdout.split(), dtype=np.int64).reshape(6, 4)
     ours = model_from_book(path).generate(xs, 0, 4)
     assert np.array_equal(theirs, ours)
@@ -170,11 +190,16 @@ def test_the_books_classes_load_an_export(tmp_path):
 # ---------------------------------------------------------------------------------------
 def test_a_language_model_pickle_is_refused(tmp_path):
     rng = np.random.default_rng(0)
-    lm = [rng.standard_normal(s).astype(np.float16)
-          for s in [(V, D), (D, 4 * H), (H, 4 * H), (4 * H,), (H, V), (V,)]]
+    lm = [
+        rng.standard_normal(s).astype(np.float16)
+        for s in [(V, D), (D, 4 * H), (H, 4 * H), (4 * H,), (H, V), (V,)]
+    ]
     path = write_pickle(tmp_path / "Rnnlm.pkl", lm)
-    with pytest.raises(BookFormatError, match=r"holds 6 arrays \(that is the book's chapter-6 "
-                                              r"Rnnlm.*save 10"):
+    with pytest.raises(
+        BookFormatError,
+        match=r"holds 6 arrays \(that is the book's chapter-6 "
+        r"Rnnlm.*save 10",
+    ):
         model_from_book(path)
 
 
@@ -193,16 +218,22 @@ def test_the_real_rnnlm_pickle_is_refused(book_dir):
 
 def test_another_tasks_vocabulary_is_refused(tmp_path):
     path = write_pickle(tmp_path / "m.pkl", book_arrays("Seq2seq"))
-    with pytest.raises(BookFormatError, match=r"Seq2seq for 11 characters, but the task's "
-                                              r"vocabulary has 59 .*another task"):
+    with pytest.raises(
+        BookFormatError,
+        match=r"Seq2seq for 11 characters, but the task's "
+        r"vocabulary has 59 .*another task",
+    ):
         model_from_book(path, vocab_size=59)
 
 
 def test_inconsistent_shapes_are_refused(tmp_path):
     arrays = book_arrays("AttentionSeq2seq")
     arrays[6] = arrays[6][:, :-4]
-    with pytest.raises(BookFormatError, match=r"array 6 \(decoder lstm_Wh\) has shape \(6, 20\), "
-                                              r"expected \(6, 24\)"):
+    with pytest.raises(
+        BookFormatError,
+        match=r"array 6 \(decoder lstm_Wh\) has shape \(6, 20\), "
+        r"expected \(6, 24\)",
+    ):
         infer_book_seq2seq(arrays)
 
 

@@ -77,8 +77,12 @@ def test_time_attention_matches_torch_autograd(rng, kind):
     te, td = leaf(hs_enc), leaf(hs_dec)
     tc, tA = torch_attention(te, td, torch_mask)
     tc.backward(torch.from_numpy(dcs))
-    errors = {"cs": rel(cs, t2n(tc)), "weights": rel(layer.weights, t2n(tA)),
-              "dhs_enc": rel(dhs_enc, t2n(te.grad)), "dhs_dec": rel(dhs_dec, t2n(td.grad))}
+    errors = {
+        "cs": rel(cs, t2n(tc)),
+        "weights": rel(layer.weights, t2n(tA)),
+        "dhs_enc": rel(dhs_enc, t2n(te.grad)),
+        "dhs_dec": rel(dhs_dec, t2n(td.grad)),
+    }
     assert max(errors.values()) <= TOL, errors
     if torch_mask is not None:  # torch's masked gradient is exactly zero too
         assert np.all(t2n(te.grad)[~MASK] == 0) and np.all(dhs_enc[~MASK] == 0)
@@ -100,8 +104,11 @@ def test_time_attention_matches_scaled_dot_product_attention(rng, per_step):
     te, td = leaf(hs_enc), leaf(hs_dec)
     tc = F.scaled_dot_product_attention(td, te, te, attn_mask=torch.from_numpy(mask), scale=1.0)
     tc.backward(torch.from_numpy(dcs))
-    errors = {"cs": rel(cs, t2n(tc)), "dhs_enc": rel(dhs_enc, t2n(te.grad)),
-              "dhs_dec": rel(dhs_dec, t2n(td.grad))}
+    errors = {
+        "cs": rel(cs, t2n(tc)),
+        "dhs_enc": rel(dhs_enc, t2n(te.grad)),
+        "dhs_dec": rel(dhs_dec, t2n(td.grad)),
+    }
     assert max(errors.values()) <= TOL, errors
 
 
@@ -118,9 +125,12 @@ def test_single_query_layers_match_torch_autograd(rng, masked):
     ths, th = leaf(hs), leaf(h)
     tc, tA = torch_attention(ths, th[:, None, :], MASK if masked else None)
     tc[:, 0].backward(torch.from_numpy(dc))
-    errors = {"c": rel(c, t2n(tc)[:, 0]), "attention_weight": rel(att.attention_weight,
-                                                                   t2n(tA)[:, 0]),
-              "dhs": rel(dhs, t2n(ths.grad)), "dh": rel(dh, t2n(th.grad))}
+    errors = {
+        "c": rel(c, t2n(tc)[:, 0]),
+        "attention_weight": rel(att.attention_weight, t2n(tA)[:, 0]),
+        "dhs": rel(dhs, t2n(ths.grad)),
+        "dh": rel(dh, t2n(th.grad)),
+    }
     assert max(errors.values()) <= TOL, errors
 
     # AttentionWeight alone
@@ -130,8 +140,11 @@ def test_single_query_layers_match_torch_autograd(rng, masked):
     ths, th = leaf(hs), leaf(h)
     _, tA = torch_attention(ths, th[:, None, :], MASK if masked else None)
     tA[:, 0].backward(torch.from_numpy(da))
-    errors = {"a": rel(a, t2n(tA)[:, 0]), "dhs": rel(dhs, t2n(ths.grad)),
-              "dh": rel(dh, t2n(th.grad))}
+    errors = {
+        "a": rel(a, t2n(tA)[:, 0]),
+        "dhs": rel(dhs, t2n(ths.grad)),
+        "dh": rel(dh, t2n(th.grad)),
+    }
     assert max(errors.values()) <= TOL, errors
 
     # WeightSum alone (any weights)
@@ -141,8 +154,11 @@ def test_single_query_layers_match_torch_autograd(rng, masked):
     ths, ta = leaf(hs), leaf(da)
     tc = (ta[:, :, None] * ths).sum(dim=1)
     tc.backward(torch.from_numpy(dc))
-    errors = {"c": rel(c, t2n(tc)), "dhs": rel(dhs, t2n(ths.grad)),
-              "da": rel(dweights, t2n(ta.grad))}
+    errors = {
+        "c": rel(c, t2n(tc)),
+        "dhs": rel(dhs, t2n(ths.grad)),
+        "da": rel(dweights, t2n(ta.grad)),
+    }
     assert max(errors.values()) <= TOL, errors
 
 
@@ -191,15 +207,20 @@ def test_bidirectional_matches_torch(rng, kind):
     txs, th0, tc0 = leaf(xs), leaf(h0), leaf(c0)
     out, state = module(txs, (th0, tc0) if lstm else th0)
     out.backward(torch.from_numpy(dhs))
-    errors = {"hs": rel(hs, t2n(out)), "dxs": rel(dxs, t2n(txs.grad)),
-              "h_n": rel(layer.h, t2n(state[0] if lstm else state)),
-              "dh0": rel(layer.dh, t2n(th0.grad))}
+    errors = {
+        "hs": rel(hs, t2n(out)),
+        "dxs": rel(dxs, t2n(txs.grad)),
+        "h_n": rel(layer.h, t2n(state[0] if lstm else state)),
+        "dh0": rel(layer.dh, t2n(th0.grad)),
+    }
     if lstm:
         errors.update({"c_n": rel(layer.c, t2n(state[1])), "dc0": rel(layer.dc, t2n(tc0.grad))})
     for k, suffix in ((0, ""), (3, "_reverse")):
         dWx, dWh, db = layer.grads[k : k + 3]
-        g = {name: t2n(getattr(module, f"{name}_l0{suffix}").grad)
-             for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+        g = {
+            name: t2n(getattr(module, f"{name}_l0{suffix}").grad)
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        }
         errors[f"weight_ih_l0{suffix}"] = rel(dWx.T, g["weight_ih"])
         errors[f"weight_hh_l0{suffix}"] = rel(dWh.T, g["weight_hh"])
         if lstm:  # b = bias_ih + bias_hh: both torch biases get db

@@ -41,8 +41,9 @@ def t2n(t):
 
 def make_torch(kind, num_layers, batch_first, seed=0, bias=True, dtype=torch.float64, **kw):
     """A torch module whose parameters are drawn from a seeded NumPy generator."""
-    module = TORCH[kind](D, H, num_layers=num_layers, batch_first=batch_first, bias=bias,
-                         dtype=dtype, **kw)
+    module = TORCH[kind](
+        D, H, num_layers=num_layers, batch_first=batch_first, bias=bias, dtype=dtype, **kw
+    )
     r = np.random.default_rng(seed)
     with torch.no_grad():
         for p in module.parameters():
@@ -62,8 +63,9 @@ def make_layers(kind, num_layers, dtype=np.float64, seed=0, to_dev=None):
         Wx = to_dev(r.standard_normal((Din, k * H)) * 0.5, dtype)
         Wh = to_dev(r.standard_normal((H, k * H)) * 0.5, dtype)
         if kind == "gru":
-            layers.append(TimeGRU(Wx, Wh, to_dev(r.standard_normal((2, 3 * H)), dtype),
-                                  reset_after=True))
+            layers.append(
+                TimeGRU(Wx, Wh, to_dev(r.standard_normal((2, 3 * H)), dtype), reset_after=True)
+            )
         else:
             cls = TimeLSTM if kind == "lstm" else TimeRNN
             layers.append(cls(Wx, Wh, to_dev(r.standard_normal(k * H), dtype)))
@@ -88,8 +90,9 @@ def test_stack_matches_torch_autograd(kind, num_layers, batch_first):
     x_t = torch.tensor(xs, requires_grad=True)
     h0_t = torch.tensor(h0, requires_grad=True)
     c0_t = torch.tensor(c0, requires_grad=True)
-    out_t, state_t = module(x_t if batch_first else x_t.transpose(0, 1),
-                            (h0_t, c0_t) if lstm else h0_t)
+    out_t, state_t = module(
+        x_t if batch_first else x_t.transpose(0, 1), (h0_t, c0_t) if lstm else h0_t
+    )
     if not batch_first:
         out_t = out_t.transpose(0, 1)
     hT_t, cT_t = state_t if lstm else (state_t, None)
@@ -199,8 +202,9 @@ def test_torch_npgated_torch_same_function(kind):
     with torch.no_grad():
         assert torch.allclose(again(xs)[0], module(xs)[0], rtol=1e-12, atol=1e-14)
     if kind != "gru":  # bias_ih + bias_hh moved into bias_ih
-        assert torch.equal(again.bias_ih_l1 + again.bias_hh_l1,
-                           module.bias_ih_l1 + module.bias_hh_l1)
+        assert torch.equal(
+            again.bias_ih_l1 + again.bias_hh_l1, module.bias_ih_l1 + module.bias_hh_l1
+        )
         assert not again.bias_hh_l1.any()
 
 
@@ -293,13 +297,19 @@ def test_to_torch_refuses_what_cannot_map():
     # layer 1 expects D = H = 6 but gets layer 0 of hidden size 7
     r = np.random.default_rng(6)
     wide = TimeLSTM(r.standard_normal((D, 28)), r.standard_normal((7, 28)), np.zeros(28))
-    with pytest.raises(ValueError, match="mismatched sizes: layer 1 has input size D = 6 but "
-                                         "layer 0 has hidden size H = 7"):
+    with pytest.raises(
+        ValueError,
+        match="mismatched sizes: layer 1 has input size D = 6 but layer 0 has hidden size H = 7",
+    ):
         nt.to_torch([wide, lstm[1]])
     # sizes chain but the hidden size changes (torch has one hidden_size)
     with pytest.raises(ValueError, match="mismatched sizes: layer 1 has hidden size H = 7"):
-        nt.to_torch([lstm[0], TimeLSTM(r.standard_normal((H, 28)), r.standard_normal((7, 28)),
-                                       np.zeros(28))])
+        nt.to_torch(
+            [
+                lstm[0],
+                TimeLSTM(r.standard_normal((H, 28)), r.standard_normal((7, 28)), np.zeros(28)),
+            ]
+        )
     with pytest.raises(ValueError, match="at least one"):
         nt.to_torch([])
     with pytest.raises(TypeError, match="TimeLSTM, TimeGRU or TimeRNN"):

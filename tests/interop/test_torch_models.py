@@ -24,8 +24,9 @@ MODELS = {
     "rnnlm-lstm": lambda **kw: Rnnlm(V, D, H, cell="lstm", **kw),
     "better-gru-tied": lambda **kw: BetterRnnlm(V, D, H, num_layers=2, cell="gru", **kw),
     "better-lstm-tied": lambda **kw: BetterRnnlm(V, D, H, num_layers=2, cell="lstm", **kw),
-    "better-rnn-untied": lambda **kw: BetterRnnlm(V, D, 12, num_layers=2, cell="rnn",
-                                                  tie_weights=False, **kw),
+    "better-rnn-untied": lambda **kw: BetterRnnlm(
+        V, D, 12, num_layers=2, cell="rnn", tie_weights=False, **kw
+    ),
 }
 
 

@@ -29,7 +29,8 @@ class TorchSeq2seq(torch.nn.Module):
 
         def embedding(layer):
             return torch.nn.Embedding.from_pretrained(
-                torch.from_numpy(backend.to_cpu(layer.params[0]).copy()), freeze=False)
+                torch.from_numpy(backend.to_cpu(layer.params[0]).copy()), freeze=False
+            )
 
         self.enc_embed = embedding(layers["encoder.embed"])
         self.dec_embed = embedding(layers["decoder.embed"])
@@ -57,24 +58,35 @@ class TorchSeq2seq(torch.nn.Module):
                 a = torch.softmax(hs_dec @ hs_enc.transpose(1, 2), dim=2)
                 u = torch.cat([a @ hs_enc, hs_dec], dim=2)
         scores = self.affine(u)
-        return torch.nn.functional.cross_entropy(scores.reshape(-1, scores.shape[-1]),
-                                                 ts[:, 1:].reshape(-1))
+        return torch.nn.functional.cross_entropy(
+            scores.reshape(-1, scores.shape[-1]), ts[:, 1:].reshape(-1)
+        )
 
     def npgated_grads(self):
         """The gradients in npgated's names and layout."""
+
         def rnn(module, part):
             Wx, Wh = module.weight_ih_l0.grad.T, module.weight_hh_l0.grad.T
             # LSTM: b = bias_ih + bias_hh, so db = d bias_ih; GRU: b = [bias_ih; bias_hh]
-            b = (torch.stack([module.bias_ih_l0.grad, module.bias_hh_l0.grad])
-                 if self.cell == "gru" else module.bias_ih_l0.grad)
-            return {f"{part}.{self.cell}.Wx": Wx, f"{part}.{self.cell}.Wh": Wh,
-                    f"{part}.{self.cell}.b": b}
+            b = (
+                torch.stack([module.bias_ih_l0.grad, module.bias_hh_l0.grad])
+                if self.cell == "gru"
+                else module.bias_ih_l0.grad
+            )
+            return {
+                f"{part}.{self.cell}.Wx": Wx,
+                f"{part}.{self.cell}.Wh": Wh,
+                f"{part}.{self.cell}.b": b,
+            }
 
-        grads = {"encoder.embed.W": self.enc_embed.weight.grad,
-                 "decoder.embed.W": self.dec_embed.weight.grad,
-                 "decoder.affine.W": self.affine.weight.grad.T,
-                 "decoder.affine.b": self.affine.bias.grad,
-                 **rnn(self.enc_rnn, "encoder"), **rnn(self.dec_rnn, "decoder")}
+        grads = {
+            "encoder.embed.W": self.enc_embed.weight.grad,
+            "decoder.embed.W": self.dec_embed.weight.grad,
+            "decoder.affine.W": self.affine.weight.grad.T,
+            "decoder.affine.b": self.affine.bias.grad,
+            **rnn(self.enc_rnn, "encoder"),
+            **rnn(self.dec_rnn, "decoder"),
+        }
         return {k: v.numpy() for k, v in grads.items()}
 
 

@@ -36,11 +36,21 @@ def test_penalty_values_against_direct_formulas(rng):
     hs = rng.standard_normal((N, T, H))
     ar, tar = ActivationRegularizer(2.0), TemporalActivationRegularizer(1.5)
     assert ar.forward(hs) is hs and tar.forward(hs) is hs  # identity forward
-    ref_ar = 2.0 * sum(hs[n, t, j] ** 2 for n in range(N) for t in range(T) for j in range(H)) \
+    ref_ar = (
+        2.0
+        * sum(hs[n, t, j] ** 2 for n in range(N) for t in range(T) for j in range(H))
         / (N * T * H)
-    ref_tar = 1.5 * sum((hs[n, t, j] - hs[n, t - 1, j]) ** 2
-                        for n in range(N) for t in range(1, T) for j in range(H)) \
+    )
+    ref_tar = (
+        1.5
+        * sum(
+            (hs[n, t, j] - hs[n, t - 1, j]) ** 2
+            for n in range(N)
+            for t in range(1, T)
+            for j in range(H)
+        )
         / (N * (T - 1) * H)
+    )
     assert ar.penalty == pytest.approx(ref_ar, rel=1e-12)
     assert tar.penalty == pytest.approx(ref_tar, rel=1e-12)
     # TAR ignores a constant offset over time; AR does not

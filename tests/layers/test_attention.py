@@ -83,32 +83,40 @@ def mask_kwargs(kind, dev):
 def test_time_attention_gradcheck(xp_name, dev, rng, kind):
     layer = TimeAttention()
     kw = mask_kwargs(kind, dev)
-    inputs = {"hs_enc": dev(rng.standard_normal((N, T_ENC, H))),
-              "hs_dec": dev(rng.standard_normal((N, T_DEC, H)))}
+    inputs = {
+        "hs_enc": dev(rng.standard_normal((N, T_ENC, H))),
+        "hs_dec": dev(rng.standard_normal((N, T_DEC, H))),
+    }
 
     def backward(dout):
         dhs_enc, dhs_dec = layer.backward(dout)
         return {"hs_enc": dhs_enc, "hs_dec": dhs_dec}
 
-    assert_ok(check_all(lambda **x: layer.forward(**x, **kw), backward, inputs),
-              f"TimeAttention ({kind}, {xp_name})")
+    assert_ok(
+        check_all(lambda **x: layer.forward(**x, **kw), backward, inputs),
+        f"TimeAttention ({kind}, {xp_name})",
+    )
 
 
 def test_time_attention_gradcheck_per_step_mask(xp_name, dev, rng):
     """A (N, T_dec, T_enc) mask: each decoder step its own positions (here: causal-like)."""
     mask3 = np.ones((N, T_DEC, T_ENC), dtype=bool)
     for j in range(T_DEC):
-        mask3[:, j, j + 1:] = False
+        mask3[:, j, j + 1 :] = False
     layer = TimeAttention()
-    inputs = {"hs_enc": dev(rng.standard_normal((N, T_ENC, H))),
-              "hs_dec": dev(rng.standard_normal((N, T_DEC, H)))}
+    inputs = {
+        "hs_enc": dev(rng.standard_normal((N, T_ENC, H))),
+        "hs_dec": dev(rng.standard_normal((N, T_DEC, H))),
+    }
 
     def backward(dout):
         dhs_enc, dhs_dec = layer.backward(dout)
         return {"hs_enc": dhs_enc, "hs_dec": dhs_dec}
 
-    assert_ok(check_all(lambda **x: layer.forward(**x, mask=dev(mask3)), backward, inputs),
-              "TimeAttention (per-step mask)")
+    assert_ok(
+        check_all(lambda **x: layer.forward(**x, mask=dev(mask3)), backward, inputs),
+        "TimeAttention (per-step mask)",
+    )
     assert np.all(host(layer.weights)[~mask3] == 0)
 
 
@@ -122,8 +130,9 @@ def test_attention_gradcheck(xp_name, dev, rng, kind):
         dhs, dh = layer.backward(dout)
         return {"hs": dhs, "h": dh}
 
-    assert_ok(check_all(lambda **x: layer.forward(**x, **kw), backward, inputs),
-              f"Attention ({kind})")
+    assert_ok(
+        check_all(lambda **x: layer.forward(**x, **kw), backward, inputs), f"Attention ({kind})"
+    )
 
 
 @pytest.mark.parametrize("kind", MASK_KINDS)
@@ -136,14 +145,18 @@ def test_attention_weight_gradcheck(xp_name, dev, rng, kind):
         dhs, dh = layer.backward(dout)
         return {"hs": dhs, "h": dh}
 
-    assert_ok(check_all(lambda **x: layer.forward(**x, **kw), backward, inputs),
-              f"AttentionWeight ({kind})")
+    assert_ok(
+        check_all(lambda **x: layer.forward(**x, **kw), backward, inputs),
+        f"AttentionWeight ({kind})",
+    )
 
 
 def test_weight_sum_gradcheck(xp_name, dev, rng):
     layer = WeightSum()
-    inputs = {"hs": dev(rng.standard_normal((N, T_ENC, H))),
-              "a": dev(rng.standard_normal((N, T_ENC)))}
+    inputs = {
+        "hs": dev(rng.standard_normal((N, T_ENC, H))),
+        "a": dev(rng.standard_normal((N, T_ENC))),
+    }
 
     def backward(dout):
         dhs, da = layer.backward(dout)
@@ -169,8 +182,9 @@ def test_forward_matches_numpy_reference(xp_name, dev, rng, masked):
     single = Attention()
     c1 = host(single.forward(dev(hs_enc), dev(hs_dec[:, -1]), **kw))
     np.testing.assert_allclose(c1, cs[:, -1], rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(host(single.attention_weight), host(layer.weights)[:, -1],
-                               rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(
+        host(single.attention_weight), host(layer.weights)[:, -1], rtol=1e-12, atol=1e-15
+    )
 
 
 def test_time_attention_equals_the_books_loop(xp_name, dev, rng):
@@ -187,8 +201,9 @@ def test_time_attention_equals_the_books_loop(xp_name, dev, rng):
         step = Attention()
         c = step.forward(hs_enc, hs_dec[:, j], valid_lens=dev(LENS))
         np.testing.assert_allclose(host(c), host(cs)[:, j], rtol=1e-12, atol=1e-14)
-        np.testing.assert_allclose(host(layer.attention_weights[j]), host(step.attention_weight),
-                                   rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(
+            host(layer.attention_weights[j]), host(step.attention_weight), rtol=1e-12, atol=1e-15
+        )
         dhs, dh = step.backward(dcs[:, j])
         dhs_enc_loop += host(dhs)
         np.testing.assert_allclose(host(dh), host(dhs_dec)[:, j], rtol=1e-12, atol=1e-14)
@@ -256,8 +271,12 @@ def test_full_row_equals_unmasked(xp_name, dev, rng):
     cs_p = host(plain.forward(hs_enc, hs_dec))
     de_m, dd_m = (host(g) for g in masked.backward(dcs))
     de_p, dd_p = (host(g) for g in plain.backward(dcs))
-    for got, want in ((cs_m, cs_p), (host(masked.weights), host(plain.weights)),
-                      (de_m, de_p), (dd_m, dd_p)):
+    for got, want in (
+        (cs_m, cs_p),
+        (host(masked.weights), host(plain.weights)),
+        (de_m, de_p),
+        (dd_m, dd_p),
+    ):
         np.testing.assert_allclose(got[1], want[1], rtol=1e-14, atol=1e-15)
     # ... and a mask of all True gives the unmasked numbers everywhere.
     full = TimeAttention()
@@ -298,11 +317,13 @@ def test_per_step_mask_empty_row_raises(rng):
     mask3 = np.ones((N, T_DEC, T_ENC), dtype=bool)
     mask3[2, 1] = False
     with pytest.raises(ValueError, match=r"mask row \(2, 1\) has no True"):
-        TimeAttention().forward(rng.standard_normal((N, T_ENC, H)),
-                                rng.standard_normal((N, T_DEC, H)), mask=mask3)
+        TimeAttention().forward(
+            rng.standard_normal((N, T_ENC, H)), rng.standard_normal((N, T_DEC, H)), mask=mask3
+        )
     with pytest.raises(ValueError, match=r"mask must have shape \(N, T_enc\) ="):
-        Attention().forward(rng.standard_normal((N, T_ENC, H)), rng.standard_normal((N, H)),
-                            mask=mask3)
+        Attention().forward(
+            rng.standard_normal((N, T_ENC, H)), rng.standard_normal((N, H)), mask=mask3
+        )
 
 
 # -- protocol, dtypes, errors -------------------------------------------------------------------
@@ -321,7 +342,9 @@ def test_protocol(cls):
 def _inputs(cls, rng, dtype=np.float64):
     hs = rng.standard_normal((N, T_ENC, H)).astype(dtype)
     second = {
-        AttentionWeight: (N, H), Attention: (N, H), TimeAttention: (N, T_DEC, H),
+        AttentionWeight: (N, H),
+        Attention: (N, H),
+        TimeAttention: (N, T_DEC, H),
         WeightSum: (N, T_ENC),
     }[cls]
     return hs, rng.standard_normal(second).astype(dtype)

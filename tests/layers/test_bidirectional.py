@@ -33,8 +33,11 @@ def make_params(kind, rng, dtype=np.float64):
     out = []
     for _ in range(2):
         b_shape = (2, 3 * H) if kind == "gru_reset_after" else (k * H,)
-        out += [rng.standard_normal((D, k * H)) * 0.5, rng.standard_normal((H, k * H)) * 0.5,
-                rng.standard_normal(b_shape) * 0.5]
+        out += [
+            rng.standard_normal((D, k * H)) * 0.5,
+            rng.standard_normal((H, k * H)) * 0.5,
+            rng.standard_normal(b_shape) * 0.5,
+        ]
     return [p.astype(dtype) for p in out]
 
 
@@ -85,13 +88,13 @@ def ref_gru(xs, Wx, Wh, b, h, times, reset_after):
             ax = xs[:, t] @ Wx + b[0]
             ah = h @ Wh + b[1]
             r = sigmoid(ax[:, :Hh] + ah[:, :Hh])
-            z = sigmoid(ax[:, Hh:2 * Hh] + ah[:, Hh:2 * Hh])
-            n = np.tanh(ax[:, 2 * Hh:] + r * ah[:, 2 * Hh:])
+            z = sigmoid(ax[:, Hh : 2 * Hh] + ah[:, Hh : 2 * Hh])
+            n = np.tanh(ax[:, 2 * Hh :] + r * ah[:, 2 * Hh :])
         else:
             ax = xs[:, t] @ Wx + b
             r = sigmoid(ax[:, :Hh] + h @ Wh[:, :Hh])
-            z = sigmoid(ax[:, Hh:2 * Hh] + h @ Wh[:, Hh:2 * Hh])
-            n = np.tanh(ax[:, 2 * Hh:] + (r * h) @ Wh[:, 2 * Hh:])
+            z = sigmoid(ax[:, Hh : 2 * Hh] + h @ Wh[:, Hh : 2 * Hh])
+            n = np.tanh(ax[:, 2 * Hh :] + (r * h) @ Wh[:, 2 * Hh :])
         h = z * h + (1 - z) * n
         hs[:, t] = h
     return hs, h
@@ -123,26 +126,38 @@ def test_forward_matches_a_step_by_step_reference(xp_name, dev, rng, kind):
 
 def test_general_composition_with_rnn_and_options(rng):
     """TimeBidirectional over any two Time layers; the layers keep their own options."""
+
     def rnn():
-        return TimeRNN(rng.standard_normal((D, H)), rng.standard_normal((H, H)),
-                       rng.standard_normal(H))
+        return TimeRNN(
+            rng.standard_normal((D, H)), rng.standard_normal((H, H)), rng.standard_normal(H)
+        )
+
     layer = TimeBidirectional(rnn(), rnn())
     assert layer.param_names == ("Wx1", "Wh1", "b1", "Wx2", "Wh2", "b2")
     for res in gradcheck.check_layer(layer, (rng.standard_normal((N, T, D)),), seed=2):
         assert res.ok(TOL), str(res)
     # A regularized recurrence: masks frozen by reseeding each direction before every forward.
     k = 4
-    fwd = TimeLSTM(*(rng.standard_normal(s) * 0.5 for s in ((D, k * H), (H, k * H), (k * H,))),
-                   recurrent_dropout=0.3, weight_drop=0.2, seed=0)
-    bwd = TimeLSTM(*(rng.standard_normal(s) * 0.5 for s in ((D, k * H), (H, k * H), (k * H,))),
-                   recurrent_dropout=0.3, weight_drop=0.2, seed=1)
+    fwd = TimeLSTM(
+        *(rng.standard_normal(s) * 0.5 for s in ((D, k * H), (H, k * H), (k * H,))),
+        recurrent_dropout=0.3,
+        weight_drop=0.2,
+        seed=0,
+    )
+    bwd = TimeLSTM(
+        *(rng.standard_normal(s) * 0.5 for s in ((D, k * H), (H, k * H), (k * H,))),
+        recurrent_dropout=0.3,
+        weight_drop=0.2,
+        seed=1,
+    )
     layer = TimeBidirectional(fwd, bwd)
 
     def freeze():
         fwd.rng, bwd.rng = np.random.default_rng(5), np.random.default_rng(6)
 
-    for res in gradcheck.check_layer(layer, (rng.standard_normal((N, T, D)),),
-                                     before_forward=freeze, seed=3):
+    for res in gradcheck.check_layer(
+        layer, (rng.standard_normal((N, T, D)),), before_forward=freeze, seed=3
+    ):
         assert res.ok(TOL), str(res)
 
 
@@ -225,8 +240,9 @@ def test_float32_in_float32_out(xp_name, dev, rng, kind):
     dxs = layer.backward(dev(np.ones(hs.shape, dtype=np.float32)))
     assert dxs.dtype == np.float32 and all(g.dtype == np.float32 for g in layer.grads)
     layer64 = make_layer(kind, [dev(p.astype(np.float64)) for p in params32])
-    np.testing.assert_allclose(host(hs), host(layer64.forward(dev(xs.astype(np.float64)))),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        host(hs), host(layer64.forward(dev(xs.astype(np.float64)))), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_errors(rng):
@@ -234,8 +250,9 @@ def test_errors(rng):
     with pytest.raises(ValueError, match="stateful"):
         TimeBiLSTM(*p, stateful=True)
     with pytest.raises(ValueError, match="hidden_size"):
-        TimeBiLSTM(*p[:3], rng.standard_normal((D, 8)), rng.standard_normal((2, 8)),
-                   rng.standard_normal(8))
+        TimeBiLSTM(
+            *p[:3], rng.standard_normal((D, 8)), rng.standard_normal((2, 8)), rng.standard_normal(8)
+        )
     with pytest.raises(ValueError, match="Wx must have shape"):
         TimeBiLSTM(p[0][:, :-1], *p[1:])
     with pytest.raises(TypeError, match="same kind"):

@@ -158,8 +158,7 @@ def frozen_mask(layer, seed=SEED_EMB):
 
 def test_embedding_dropout_gradcheck(xp_name, dev, rng):
     layer = emb_layer(dev, rng.standard_normal((V, D)))
-    r = gradcheck.check_layer(layer, (IDS_2D,), wrt="W", before_forward=frozen_mask(layer),
-                              seed=0)
+    r = gradcheck.check_layer(layer, (IDS_2D,), wrt="W", before_forward=frozen_mask(layer), seed=0)
     assert r.error <= TOL, f"TimeEmbedding dW (embedding dropout): {r.error:.1e} at {r.worst_index}"
     kept = backend.to_cpu(layer.drop_mask)[IDS_2D.reshape(-1), 0]
     assert (kept == 0).any() and (kept > 0).any()  # the check saw dropped and kept words
@@ -167,8 +166,9 @@ def test_embedding_dropout_gradcheck(xp_name, dev, rng):
 
 def test_embedding_dropout_gradcheck_directional(xp_name, dev, rng):
     layer = emb_layer(dev, rng.standard_normal((V, D)))
-    r = gradcheck.check_layer(layer, (IDS_2D,), wrt="W", before_forward=frozen_mask(layer),
-                              seed=0, directional=("W",))
+    r = gradcheck.check_layer(
+        layer, (IDS_2D,), wrt="W", before_forward=frozen_mask(layer), seed=0, directional=("W",)
+    )
     assert r.directional and r.error <= TOL, f"directional dW: {r.error:.1e}"
 
 
@@ -187,8 +187,9 @@ def test_embedding_dropout_drops_whole_word_types(xp_name, dev, rng):
     dout = rng.standard_normal((N, T, D))
     layer.backward(dev(dout))
     dW = backend.to_cpu(layer.grads[0])
-    np.testing.assert_allclose(dW, dense_reference_dW(IDS_2D, dout * mask[IDS_2D], V),
-                               rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+        dW, dense_reference_dW(IDS_2D, dout * mask[IDS_2D], V), rtol=1e-12, atol=1e-14
+    )
     assert not dW[mask[:, 0] == 0].any()
 
 
@@ -212,14 +213,17 @@ def test_embedding_dropout_eval_and_zero_ratio_are_the_plain_layer(xp_name, dev,
     plain = TimeEmbedding(dev(W))
     want = backend.to_cpu(plain.forward(IDS_2D))
     plain.backward(dev(dout))
-    for layer in (emb_layer(dev, W, seed=1).eval(),
-                  TimeEmbedding(dev(W), embedding_dropout=0.0, seed=1)):
+    for layer in (
+        emb_layer(dev, W, seed=1).eval(),
+        TimeEmbedding(dev(W), embedding_dropout=0.0, seed=1),
+    ):
         state = layer.rng.bit_generator.state
         np.testing.assert_array_equal(backend.to_cpu(layer.forward(IDS_2D)), want)
         assert layer.drop_mask is None and layer.rng.bit_generator.state == state
         layer.backward(dev(dout))
-        np.testing.assert_array_equal(backend.to_cpu(layer.grads[0]),
-                                      backend.to_cpu(plain.grads[0]))
+        np.testing.assert_array_equal(
+            backend.to_cpu(layer.grads[0]), backend.to_cpu(plain.grads[0])
+        )
 
 
 def test_embedding_dropout_float32(xp_name, dev, rng):
@@ -246,15 +250,20 @@ def test_embedding_dropout_bad_dout_keeps_the_mask(xp_name, dev, rng):
         layer.backward(dev(rng.standard_normal((N, T, D + 1))))
     dout = rng.standard_normal((N, T, D))
     layer.backward(dev(dout))  # the retry still uses the forward's mask
-    np.testing.assert_allclose(backend.to_cpu(layer.grads[0]),
-                               dense_reference_dW(IDS_2D, dout * mask[IDS_2D], V), rtol=1e-12)
+    np.testing.assert_allclose(
+        backend.to_cpu(layer.grads[0]),
+        dense_reference_dW(IDS_2D, dout * mask[IDS_2D], V),
+        rtol=1e-12,
+    )
 
 
 @pytest.mark.parametrize(
     "p, error, match",
-    [(1.0, ValueError, r"embedding_dropout must be in \[0, 1\)"),
-     (-0.5, ValueError, r"embedding_dropout must be in \[0, 1\)"),
-     ("x", TypeError, r"embedding_dropout must be a number")],
+    [
+        (1.0, ValueError, r"embedding_dropout must be in \[0, 1\)"),
+        (-0.5, ValueError, r"embedding_dropout must be in \[0, 1\)"),
+        ("x", TypeError, r"embedding_dropout must be a number"),
+    ],
 )
 def test_embedding_dropout_bad_ratio(rng, p, error, match):
     with pytest.raises(error, match=match):

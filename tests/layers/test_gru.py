@@ -131,8 +131,13 @@ def test_gru_layer_gradcheck(xp_name, dev, reset_after):
         layer.zero_grads()
         layer.forward(x, h_prev)
         dx, dh_prev = layer.backward(dout)
-        return {"x": dx, "h_prev": dh_prev, "Wx": layer.grads[0], "Wh": layer.grads[1],
-                "b": layer.grads[2]}
+        return {
+            "x": dx,
+            "h_prev": dh_prev,
+            "Wx": layer.grads[0],
+            "Wh": layer.grads[1],
+            "b": layer.grads[2],
+        }
 
     for r in gradcheck.check_gradients(loss, analytic, arrays):
         assert r.error <= TOL, f"GRU d{r.name}: {r.error:.1e} at {r.worst_index}"
@@ -254,8 +259,9 @@ def test_time_forward_against_numpy_reference(xp_name, dev, reset_after):
     layer = TimeGRU(dev(Wx), dev(Wh), dev(b), reset_after=reset_after)
     layer.set_state(dev(h0))
     hs = layer.forward(dev(xs))
-    np.testing.assert_allclose(cpu(hs), reference_forward(xs, h0, Wx, Wh, b, reset_after),
-                               rtol=0, atol=1e-13)
+    np.testing.assert_allclose(
+        cpu(hs), reference_forward(xs, h0, Wx, Wh, b, reset_after), rtol=0, atol=1e-13
+    )
 
 
 @pytest.mark.parametrize("reset_after", VARIANTS)
@@ -315,9 +321,7 @@ def test_time_reset_before_against_torch_autograd():
     hs = layer.forward(xs)
     dxs = layer.backward(dhs)
 
-    Wx_t, Wh_t, b_t, xs_t, h_t = (
-        torch.tensor(a, requires_grad=True) for a in (Wx, Wh, b, xs, h0)
-    )
+    Wx_t, Wh_t, b_t, xs_t, h_t = (torch.tensor(a, requires_grad=True) for a in (Wx, Wh, b, xs, h0))
     h = h_t
     out = []
     for t in range(T):

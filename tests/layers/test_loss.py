@@ -236,8 +236,9 @@ def test_overwrite_input_gives_the_same_loss_and_gradient(xp_name, dev, rng, sca
 
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_row_blocks_with_mixed_scales_match_the_reference(xp_name, dev, rng, monkeypatch,
-                                                          training, dtype):
+def test_row_blocks_with_mixed_scales_match_the_reference(
+    xp_name, dev, rng, monkeypatch, training, dtype
+):
     # Blocks of 2 rows (NumPy; one block on a device): blocks whose rows are all moderate
     # take the unshifted path, blocks with a huge row (overflow) or a row far below zero
     # (every exp underflows) the shifted one, in training and in the eval-only sums.

@@ -96,8 +96,14 @@ def step_loop(layer, xs, h0, c0, dhs):
         dxs[t] = cpu(dx)
     grads = [sum(cpu(s.grads[k]) for s in steps) for k in range(3)]
     return (
-        np.stack(hs, axis=1), h_T, c_T, np.stack(dxs, axis=1),
-        cpu(dh_prev), cpu(dc_prev), grads, norms,
+        np.stack(hs, axis=1),
+        h_T,
+        c_T,
+        np.stack(dxs, axis=1),
+        cpu(dh_prev),
+        cpu(dc_prev),
+        grads,
+        norms,
     )
 
 
@@ -168,7 +174,12 @@ def test_step_functions_match_layer_and_cache_is_named(dev):
     assert set(cache._fields) >= {"x", "h_prev", "c_prev", "i", "f", "g", "o", "tanh_c"}
     out = lstm_step_backward(dh, dc, cache, Wx, Wh)
     assert [tuple(a.shape) for a in out] == [
-        (N, D), (N, H), (N, H), (D, 4 * H), (H, 4 * H), (4 * H,)
+        (N, D),
+        (N, H),
+        (N, H),
+        (D, 4 * H),
+        (H, 4 * H),
+        (4 * H,),
     ]
     layer = LSTM(Wx, Wh, b)
     h2, c2 = layer.forward(x, h, c)
@@ -291,8 +302,15 @@ def test_float32_stays_float32(dev):
     layer.set_state(dev(h0, np.float32), dev(c0, np.float32))
     hs = layer.forward(dev(xs, np.float32))
     dxs = layer.backward(dev(dhs, np.float32))
-    for name, a in [("hs", hs), ("dxs", dxs), ("h", layer.h), ("c", layer.c),
-                    ("dh", layer.dh), ("dc", layer.dc), *zip(("dWx", "dWh", "db"), layer.grads)]:
+    for name, a in [
+        ("hs", hs),
+        ("dxs", dxs),
+        ("h", layer.h),
+        ("c", layer.c),
+        ("dh", layer.dh),
+        ("dc", layer.dc),
+        *zip(("dWx", "dWh", "db"), layer.grads),
+    ]:
         assert a.dtype == np.float32, f"{name} is {a.dtype}"
     step = LSTM(*layer.params)
     h, c = step.forward(dev(xs[:, 0], np.float32), dev(h0, np.float32), dev(c0, np.float32))
@@ -309,8 +327,9 @@ def test_float32_and_float64_gradients_agree(dev):
         hs = layer.forward(dev(xs, dtype))
         dxs = layer.backward(dev(dhs, dtype))
         results[dtype] = [hs, dxs, layer.dh, layer.dc, *layer.grads]
-    for name, a, b in zip(["hs", "dxs", "dh", "dc", "dWx", "dWh", "db"],
-                          results[np.float32], results[np.float64]):
+    for name, a, b in zip(
+        ["hs", "dxs", "dh", "dc", "dWx", "dWh", "db"], results[np.float32], results[np.float64]
+    ):
         err = gradcheck.rel_error(a, b)
         assert err <= 1e-4, f"{name}: float32 vs float64 rel. error {err:.1e}"
 
@@ -370,8 +389,9 @@ def test_tbptt_no_gradient_crosses_window(dev):
     fresh.set_state(*carried)
     fresh.forward(window2)
     fresh_dxs = fresh.backward(dhs)
-    for a, b in zip([dxs, layer.dh, layer.dc, *layer.grads],
-                    [fresh_dxs, fresh.dh, fresh.dc, *fresh.grads]):
+    for a, b in zip(
+        [dxs, layer.dh, layer.dc, *layer.grads], [fresh_dxs, fresh.dh, fresh.dc, *fresh.grads]
+    ):
         np.testing.assert_array_equal(cpu(a), cpu(b))
 
 

@@ -35,10 +35,8 @@ def _case(name, rng, dev):
     cases = {
         "Affine": (Affine, [arr(D, V), arr(V)], {}, (x,)),
         "TimeAffine": (TimeAffine, [arr(D, V), arr(V)], {}, (xs,)),
-        "TimeAffine-fused": (TimeAffine, list(fuse_weight_and_bias(arr(D, V), arr(V))), {},
-                             (xs,)),
-        "TimeAffine-transposed": (TimeAffine, [arr(V, D), arr(V)], {"transposed": True},
-                                  (xs,)),
+        "TimeAffine-fused": (TimeAffine, list(fuse_weight_and_bias(arr(D, V), arr(V))), {}, (xs,)),
+        "TimeAffine-transposed": (TimeAffine, [arr(V, D), arr(V)], {"transposed": True}, (xs,)),
         "Embedding": (Embedding, [arr(V, D)], {}, (ids,)),
         "TimeEmbedding": (TimeEmbedding, [arr(V, D)], {}, (id_seq,)),
         "RNN": (RNN, [arr(D, H), arr(H, H), arr(H)], {}, (x, h0)),
@@ -46,18 +44,39 @@ def _case(name, rng, dev):
         "LSTM": (LSTM, [arr(D, 4 * H), arr(H, 4 * H), arr(4 * H)], {}, (x, h0, arr(N, H))),
         "TimeLSTM": (TimeLSTM, [arr(D, 4 * H), arr(H, 4 * H), arr(4 * H)], {}, (xs,)),
         "GRU": (GRU, [arr(D, 3 * H), arr(H, 3 * H), arr(3 * H)], {}, (x, h0)),
-        "GRU-reset_after": (GRU, [arr(D, 3 * H), arr(H, 3 * H), arr(2, 3 * H)],
-                            {"reset_after": True}, (x, h0)),
+        "GRU-reset_after": (
+            GRU,
+            [arr(D, 3 * H), arr(H, 3 * H), arr(2, 3 * H)],
+            {"reset_after": True},
+            (x, h0),
+        ),
         "TimeGRU": (TimeGRU, [arr(D, 3 * H), arr(H, 3 * H), arr(3 * H)], {}, (xs,)),
-        "TimeGRU-reset_after": (TimeGRU, [arr(D, 3 * H), arr(H, 3 * H), arr(2, 3 * H)],
-                                {"reset_after": True}, (xs,)),
+        "TimeGRU-reset_after": (
+            TimeGRU,
+            [arr(D, 3 * H), arr(H, 3 * H), arr(2, 3 * H)],
+            {"reset_after": True},
+            (xs,),
+        ),
     }
     return cases[name]
 
 
-CASES = ["Affine", "TimeAffine", "TimeAffine-fused", "TimeAffine-transposed", "Embedding",
-         "TimeEmbedding", "RNN", "TimeRNN", "LSTM", "TimeLSTM", "GRU", "GRU-reset_after",
-         "TimeGRU", "TimeGRU-reset_after"]
+CASES = [
+    "Affine",
+    "TimeAffine",
+    "TimeAffine-fused",
+    "TimeAffine-transposed",
+    "Embedding",
+    "TimeEmbedding",
+    "RNN",
+    "TimeRNN",
+    "LSTM",
+    "TimeLSTM",
+    "GRU",
+    "GRU-reset_after",
+    "TimeGRU",
+    "TimeGRU-reset_after",
+]
 
 
 def _host_output(out):
@@ -95,8 +114,13 @@ def test_an_in_place_write_reaches_forward(xp_name, dev, rng, name, index):
     )
     # and forward now computes exactly what a layer built from the new values computes
     fresh = cls(*(dev(backend.to_cpu(a).copy()) for a in arrays), **kwargs)
-    np.testing.assert_allclose(after, _host_output(fresh.forward(*inputs)), rtol=1e-12,
-                               atol=1e-12, err_msg=f"{name} after an in-place write")
+    np.testing.assert_allclose(
+        after,
+        _host_output(fresh.forward(*inputs)),
+        rtol=1e-12,
+        atol=1e-12,
+        err_msg=f"{name} after an in-place write",
+    )
 
 
 @pytest.mark.parametrize("cls", [Dropout, TimeDropout, SoftmaxWithLoss, TimeSoftmaxWithLoss])
@@ -128,7 +152,7 @@ def _layouts(rng):
     out["one buffer"] = (buf[:D], buf[D], True)
     out["fuse_weight_and_bias"] = (*fuse_weight_and_bias(dev(W0), dev(b0)), True)
     big = dev(np.vstack([rng.standard_normal((2, V)), W0, b0, rng.standard_normal((1, V))]))
-    out["rows of a larger buffer"] = (big[2:D + 2], big[D + 2], True)
+    out["rows of a larger buffer"] = (big[2 : D + 2], big[D + 2], True)
     out["separate arrays"] = (dev(W0), dev(b0), False)
     out["W transposed view"] = (dev(np.ascontiguousarray(W0.T)).T, dev(b0), False)
     fortran = dev(np.asfortranarray(np.vstack([W0, b0])))
@@ -144,9 +168,18 @@ def _layouts(rng):
     return out
 
 
-LAYOUTS = ["one buffer", "fuse_weight_and_bias", "rows of a larger buffer", "separate arrays",
-           "W transposed view", "Fortran-ordered buffer", "a row between W and b",
-           "columns of a wider buffer", "b before W", "b from another buffer"]
+LAYOUTS = [
+    "one buffer",
+    "fuse_weight_and_bias",
+    "rows of a larger buffer",
+    "separate arrays",
+    "W transposed view",
+    "Fortran-ordered buffer",
+    "a row between W and b",
+    "columns of a wider buffer",
+    "b before W",
+    "b from another buffer",
+]
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -169,10 +202,14 @@ def test_every_layout_gives_the_same_numbers(xp_name, rng, layout):
         ys = layer.forward(xs)
         dxs = layer.backward(dys)
         results[name] = [backend.to_cpu(a) for a in (ys, dxs, *layer.grads)]
-    for what, a, ref in zip(["ys", "dxs", "dW", "db"], results[layout],
-                            results["separate arrays"]):
-        np.testing.assert_allclose(a, ref, rtol=1e-12, atol=1e-12,
-                                   err_msg=f"TimeAffine {what}, {layout} vs separate arrays")
+    for what, a, ref in zip(["ys", "dxs", "dW", "db"], results[layout], results["separate arrays"]):
+        np.testing.assert_allclose(
+            a,
+            ref,
+            rtol=1e-12,
+            atol=1e-12,
+            err_msg=f"TimeAffine {what}, {layout} vs separate arrays",
+        )
 
 
 @pytest.mark.parametrize("layout", ["one buffer", "separate arrays", "W transposed view"])

@@ -102,8 +102,14 @@ def run(layer, cell, dev, xs, h0, c0, dhs, seed=11):
     c = getattr(layer, "c", None)
     dc = getattr(layer, "dc", None)
     return {
-        "hs": cpu(hs), "h": cpu(layer.h), "c": cpu(c), "dxs": cpu(dxs), "dh0": cpu(layer.dh),
-        "dc0": cpu(dc), "dWx": cpu(layer.grads[0]), "dWh": cpu(layer.grads[1]),
+        "hs": cpu(hs),
+        "h": cpu(layer.h),
+        "c": cpu(c),
+        "dxs": cpu(dxs),
+        "dh0": cpu(layer.dh),
+        "dc0": cpu(dc),
+        "dWx": cpu(layer.grads[0]),
+        "dWh": cpu(layer.grads[1]),
         "db": cpu(layer.grads[2]),
     }
 
@@ -142,9 +148,7 @@ def step_reference(cell, params, xs, h0, c0, dhs, m, M):
             dx, dhm, gWx, gWh, gb = rnn_step_backward(dh, caches[t], Wx, Wh_eff)
             dh_next = m * dhm
         elif cell == "lstm":
-            dx, dhm, dc_next, gWx, gWh, gb = lstm_step_backward(
-                dh, dc_next, caches[t], Wx, Wh_eff
-            )
+            dx, dhm, dc_next, gWx, gWh, gb = lstm_step_backward(dh, dc_next, caches[t], Wx, Wh_eff)
             dh_next = m * dhm
         else:
             dx, dh_next, gWx, gWh, gb = gru_step_backward(dh, caches[t], Wx, Wh_eff)
@@ -153,8 +157,12 @@ def step_reference(cell, params, xs, h0, c0, dhs, m, M):
         dWh_eff += gWh
         db += gb
     out.update(
-        dxs=dxs, dh0=dh_next, dc0=dc_next if cell == "lstm" else None, dWx=dWx,
-        dWh=dWh_eff if M is None else dWh_eff * M, db=db,
+        dxs=dxs,
+        dh0=dh_next,
+        dc0=dc_next if cell == "lstm" else None,
+        dWx=dWx,
+        dWh=dWh_eff if M is None else dWh_eff * M,
+        db=db,
     )
     return out
 
@@ -230,8 +238,13 @@ def test_dropped_units_are_visible_at_every_step(dev):
     """TimeRNN with Wx = 0, b = 0, Wh = I / 2: h_t = tanh(m * h_{t-1} / 2) element by element."""
     Hs = 8
     h0 = np.random.default_rng(2).uniform(0.5, 1.5, (N, Hs))
-    layer = TimeRNN(dev(np.zeros((D, Hs))), dev(np.eye(Hs) / 2), dev(np.zeros(Hs)),
-                    recurrent_dropout=0.5, seed=3)
+    layer = TimeRNN(
+        dev(np.zeros((D, Hs))),
+        dev(np.eye(Hs) / 2),
+        dev(np.zeros(Hs)),
+        recurrent_dropout=0.5,
+        seed=3,
+    )
     layer.set_state(dev(h0))
     hs = cpu(layer.forward(dev(np.ones((N, T, D)))))
     m = cpu(layer.drop_masks.recurrent)
@@ -286,8 +299,9 @@ def test_batch_shard_draws_the_global_batch_rows(dev, cell):
     shard = make(cell, dev, **OPTIONS["both"], seed=8)
     shard.batch_shard = (2, 4, n_global)
     shard.forward(dev(xs[2:4]))
-    np.testing.assert_array_equal(cpu(shard.drop_masks.recurrent),
-                                  cpu(full.drop_masks.recurrent)[2:4])
+    np.testing.assert_array_equal(
+        cpu(shard.drop_masks.recurrent), cpu(full.drop_masks.recurrent)[2:4]
+    )
     # Both generators advanced alike: the weight mask (drawn after it) is the same too.
     np.testing.assert_array_equal(cpu(shard.drop_masks.weight), cpu(full.drop_masks.weight))
     shard.batch_shard = (2, 5, n_global)  # 3 rows declared, 2 given

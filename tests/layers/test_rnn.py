@@ -124,8 +124,10 @@ def test_rnn_step_gradcheck(dev, n):
 def test_step_functions_match_layer_and_cache_is_named(dev):
     Wx, Wh, b = (dev(p) for p in host_params())
     r = np.random.default_rng(4)
-    x, h, dh = dev(r.standard_normal((N, D))), dev(r.standard_normal((N, H))), dev(
-        r.standard_normal((N, H))
+    x, h, dh = (
+        dev(r.standard_normal((N, D))),
+        dev(r.standard_normal((N, H))),
+        dev(r.standard_normal((N, H))),
     )
     h_next, cache = rnn_step_forward(x, h, Wx, Wh, b)
     assert isinstance(cache, RNNStepCache)
@@ -241,8 +243,13 @@ def test_float32_stays_float32(dev):
     layer.set_state(dev(h0, np.float32))
     hs = layer.forward(dev(xs, np.float32))
     dxs = layer.backward(dev(dhs, np.float32))
-    for name, a in [("hs", hs), ("dxs", dxs), ("h", layer.h), ("dh", layer.dh),
-                    *zip(("dWx", "dWh", "db"), layer.grads)]:
+    for name, a in [
+        ("hs", hs),
+        ("dxs", dxs),
+        ("h", layer.h),
+        ("dh", layer.dh),
+        *zip(("dWx", "dWh", "db"), layer.grads),
+    ]:
         assert a.dtype == np.float32, f"{name} is {a.dtype}"
     step = RNN(*layer.params)
     h = step.forward(dev(xs[:, 0], np.float32), dev(h0, np.float32))
@@ -259,8 +266,9 @@ def test_float32_and_float64_gradients_agree(dev):
         hs = layer.forward(dev(xs, dtype))
         dxs = layer.backward(dev(dhs, dtype))
         results[dtype] = [hs, dxs, layer.dh, *layer.grads]
-    for name, a, b in zip(["hs", "dxs", "dh", "dWx", "dWh", "db"],
-                          results[np.float32], results[np.float64]):
+    for name, a, b in zip(
+        ["hs", "dxs", "dh", "dWx", "dWh", "db"], results[np.float32], results[np.float64]
+    ):
         err = gradcheck.rel_error(a, b)
         assert err <= 1e-4, f"{name}: float32 vs float64 rel. error {err:.1e}"
 

@@ -27,8 +27,7 @@ class BookStyleLM:
     """Embedding -> LSTM -> Affine(E.T, b) -> softmax loss, as the book writes it."""
 
     def __init__(self, E, Wx, Wh, b, b_out):
-        self.layers = [TimeEmbedding(E), TimeLSTM(Wx, Wh, b, stateful=True),
-                       TimeAffine(E.T, b_out)]
+        self.layers = [TimeEmbedding(E), TimeLSTM(Wx, Wh, b, stateful=True), TimeAffine(E.T, b_out)]
         self.loss_layer = TimeSoftmaxWithLoss()
         self.params, self.grads = [], []
         for layer in self.layers:
@@ -52,8 +51,13 @@ class BookStyleLM:
 
 def _is_transposed_view(a, b) -> bool:
     """b is a.T (a view of the same memory with the axes swapped)."""
-    return (a.ndim == 2 and b.ndim == 2 and b.shape == a.shape[::-1]
-            and b.strides == a.strides[::-1] and np.shares_memory(a, b))
+    return (
+        a.ndim == 2
+        and b.ndim == 2
+        and b.shape == a.shape[::-1]
+        and b.strides == a.strides[::-1]
+        and np.shares_memory(a, b)
+    )
 
 
 def remove_duplicate(params, grads):
@@ -78,8 +82,18 @@ def remove_duplicate(params, grads):
 
 def _tied_model():
     """npgated's tied model: one LSTM layer, no dropout, a nonzero output bias."""
-    model = BetterRnnlm(V, H, H, num_layers=1, dropout_ratio=0.0, tie_weights=True,
-                        cell="lstm", seed=3, dtype=np.float64, init=0.3)
+    model = BetterRnnlm(
+        V,
+        H,
+        H,
+        num_layers=1,
+        dropout_ratio=0.0,
+        tie_weights=True,
+        cell="lstm",
+        seed=3,
+        dtype=np.float64,
+        init=0.3,
+    )
     assert model.layers["affine"].params[0] is model.layers["embed"].params[0]
     return model
 
@@ -87,8 +101,7 @@ def _tied_model():
 def _book_copy(model):
     """The book-style assembly on copies of the model's arrays."""
     p = {name: backend.to_cpu(a).copy() for name, a, _ in model.named_params()}
-    return BookStyleLM(p["embed.W"], p["lstm1.Wx"], p["lstm1.Wh"], p["lstm1.b"],
-                       p["affine.b"])
+    return BookStyleLM(p["embed.W"], p["lstm1.Wx"], p["lstm1.Wh"], p["lstm1.b"], p["affine.b"])
 
 
 @pytest.fixture
@@ -129,8 +142,9 @@ def test_book_style_model_matches_the_tied_to_model(batch):
     for name, g_model, g_book in zip(names, model.grads, grads):
         g_model = backend.to_cpu(g_model)
         assert np.abs(g_model).max() > 0, f"{name}: zero gradient tests nothing"
-        np.testing.assert_allclose(g_book, g_model, rtol=1e-10, atol=1e-12,
-                                   err_msg=f"book-style summed gradient of {name}")
+        np.testing.assert_allclose(
+            g_book, g_model, rtol=1e-10, atol=1e-12, err_msg=f"book-style summed gradient of {name}"
+        )
 
 
 def test_an_sgd_step_on_the_embedding_reaches_the_output_layer(batch):
@@ -154,5 +168,6 @@ def test_an_sgd_step_on_the_embedding_reaches_the_output_layer(batch):
     book.layers[1].reset_state()
     after_model, after_book = float(model.forward(xs, ts)), float(book.forward(xs, ts))
     assert after_book == pytest.approx(after_model, rel=1e-12, abs=0)
-    np.testing.assert_allclose(book.layers[2].params[0], backend.to_cpu(model.params[0]).T,
-                               rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(
+        book.layers[2].params[0], backend.to_cpu(model.params[0]).T, rtol=1e-12, atol=1e-14
+    )

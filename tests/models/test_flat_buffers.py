@@ -48,10 +48,13 @@ def _host(a):
     return backend.to_cpu(a)
 
 
-@pytest.mark.parametrize("build", [
-    lambda f: Rnnlm(V, D, H, seed=1, flat=f),
-    lambda f: _better(f, cell="gru", tie_weights=False, recurrent_dropout=0.2, weight_drop=0.2),
-])
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda f: Rnnlm(V, D, H, seed=1, flat=f),
+        lambda f: _better(f, cell="gru", tie_weights=False, recurrent_dropout=0.2, weight_drop=0.2),
+    ],
+)
 def test_every_param_and_grad_is_a_view_of_the_buffers(build, xp_name):
     model = build(True)
     (fb,) = model.flat_buffers
@@ -131,9 +134,15 @@ class _HandBuilt(Model):
         rng = np.random.default_rng(0)
         E = rng.standard_normal((V, H)) / 10
         self.add_layer("embed", TimeEmbedding(E))
-        self.add_layer("lstm", TimeLSTM(rng.standard_normal((H, 4 * H)) / 3,
-                                        rng.standard_normal((H, 4 * H)) / 3, np.zeros(4 * H),
-                                        stateful=True))
+        self.add_layer(
+            "lstm",
+            TimeLSTM(
+                rng.standard_normal((H, 4 * H)) / 3,
+                rng.standard_normal((H, 4 * H)) / 3,
+                np.zeros(4 * H),
+                stateful=True,
+            ),
+        )
         W = E.T if book_tying else rng.standard_normal((H, V)) / 3  # the book: E.T, a view
         self.add_layer("affine", TimeAffine(W, np.zeros(V)))
         self.add_layer("loss", TimeSoftmaxWithLoss())
@@ -191,8 +200,14 @@ def test_a_layer_holding_old_memory_keeps_the_model_on_separate_arrays(caplog):
             Model.__init__(self, flat=True)
             rng = np.random.default_rng(0)
             self.add_layer("embed", TimeEmbedding(rng.standard_normal((V, H))))
-            self.add_layer("lstm", _CachingLayer(rng.standard_normal((H, 4 * H)),
-                                                 rng.standard_normal((H, 4 * H)), np.zeros(4 * H)))
+            self.add_layer(
+                "lstm",
+                _CachingLayer(
+                    rng.standard_normal((H, 4 * H)),
+                    rng.standard_normal((H, 4 * H)),
+                    np.zeros(4 * H),
+                ),
+            )
             self.add_layer("affine", TimeAffine(rng.standard_normal((H, V)), np.zeros(V)))
             self.add_layer("loss", TimeSoftmaxWithLoss())
             self.collect_params()
@@ -251,6 +266,7 @@ def test_whole_buffer_step_splits_over_threads_alike():
     parallel.use_threads(2)
     try:
         import npgated.parallel as par  # noqa: PLC0415
+
         old = par.MIN_ELEMENTS
         par.MIN_ELEMENTS = 16  # split even this small buffer
         try:
@@ -279,8 +295,9 @@ def test_clip_norm_is_the_per_array_norm():
 def test_zero_grads_is_one_fill_per_buffer(monkeypatch):
     calls = []
     real = parallel.each
-    monkeypatch.setattr(parallel, "each", lambda fn, *a, **k: (calls.append(a[0].size),
-                                                                real(fn, *a, **k)))
+    monkeypatch.setattr(
+        parallel, "each", lambda fn, *a, **k: (calls.append(a[0].size), real(fn, *a, **k))
+    )
     for model, expected in ((_better(True), 1), (_better(False), None)):
         _random_grads(model, 0)
         calls.clear()

@@ -36,8 +36,9 @@ def test_rnnlm_gradcheck(cell, xp_name, rng):
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_better_rnnlm_gradcheck_tied_dropout(cell, xp_name, rng):
-    model = BetterRnnlm(V, H, H, num_layers=2, dropout_ratio=0.3, cell=cell, seed=0,
-                        dtype=np.float64, init=0.5)
+    model = BetterRnnlm(
+        V, H, H, num_layers=2, dropout_ratio=0.3, cell=cell, seed=0, dtype=np.float64, init=0.5
+    )
     xs, ts = _batch(rng)
     results = check_model(model, xs, ts, before_forward=_freeze(model), directional=("embed.W",))
     _assert_ok(results, 1e-6, f"BetterRnnlm[{cell}]")
@@ -47,8 +48,18 @@ def test_better_rnnlm_gradcheck_tied_dropout(cell, xp_name, rng):
 
 
 def test_better_rnnlm_untied_dense_check(rng):
-    model = BetterRnnlm(V, D, H, num_layers=2, dropout_ratio=0.2, tie_weights=False,
-                        variational=False, seed=1, dtype=np.float64, init=0.5)
+    model = BetterRnnlm(
+        V,
+        D,
+        H,
+        num_layers=2,
+        dropout_ratio=0.2,
+        tie_weights=False,
+        variational=False,
+        seed=1,
+        dtype=np.float64,
+        init=0.5,
+    )
     xs, ts = _batch(rng)
     _assert_ok(check_model(model, xs, ts, before_forward=_freeze(model)), 1e-6, "BetterRnnlm")
 
@@ -87,8 +98,16 @@ def test_tying_needs_equal_sizes():
 def test_named_params():
     model = BetterRnnlm(V, H, H, num_layers=2, dropout_ratio=0.5, cell="gru", seed=0)
     names = model.param_names
-    assert names == ["embed.W", "gru1.Wx", "gru1.Wh", "gru1.b", "gru2.Wx", "gru2.Wh", "gru2.b",
-                     "affine.b"]
+    assert names == [
+        "embed.W",
+        "gru1.Wx",
+        "gru1.Wh",
+        "gru1.b",
+        "gru2.Wx",
+        "gru2.Wh",
+        "gru2.b",
+        "affine.b",
+    ]
     assert model.layers["gru1"].params[2].shape == (2, 3 * H)  # reset_after=True (PyTorch)
 
 
@@ -162,8 +181,7 @@ def test_training_lowers_loss(rng):
 
 
 # -- regularizing the recurrence ------------------------------------------------------------
-ALL_OPTIONS = dict(recurrent_dropout=0.3, weight_drop=0.25, embedding_dropout=0.2, ar=2.0,
-                   tar=1.0)
+ALL_OPTIONS = dict(recurrent_dropout=0.3, weight_drop=0.25, embedding_dropout=0.2, ar=2.0, tar=1.0)
 
 
 def _freeze_all(model, seed=200):
@@ -192,16 +210,27 @@ class _Penalised:
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 def test_better_rnnlm_gradcheck_all_regularizers(cell, rng):
-    model = BetterRnnlm(V, H, H, num_layers=2, dropout_ratio=0.2, cell=cell, seed=0,
-                        dtype=np.float64, init=0.5, **ALL_OPTIONS)
+    model = BetterRnnlm(
+        V,
+        H,
+        H,
+        num_layers=2,
+        dropout_ratio=0.2,
+        cell=cell,
+        seed=0,
+        dtype=np.float64,
+        init=0.5,
+        **ALL_OPTIONS,
+    )
     assert {"ar", "tar"} <= set(model.layers)
     xs, ts = _batch(rng, N=2, T=4)
     before = _freeze_all(model)
     before()
     model.forward(xs, ts)
     assert model.penalty > 0
-    results = check_model(_Penalised(model), xs, ts, before_forward=before,
-                          directional=("embed.W",))
+    results = check_model(
+        _Penalised(model), xs, ts, before_forward=before, directional=("embed.W",)
+    )
     _assert_ok(results, 1e-6, f"BetterRnnlm[{cell}] with every regularizer")
 
 
@@ -230,17 +259,22 @@ def test_penalty_adds_to_the_objective_not_to_the_loss(rng):
 
 def test_eval_mode_drops_nothing_and_has_no_penalty(rng):
     xs, ts = _batch(rng, N=2, T=4)
-    reg = BetterRnnlm(V, H, H, dropout_ratio=0.3, seed=0, dtype=np.float64,
-                      **ALL_OPTIONS).eval()
+    reg = BetterRnnlm(V, H, H, dropout_ratio=0.3, seed=0, dtype=np.float64, **ALL_OPTIONS).eval()
     plain = BetterRnnlm(V, H, H, dropout_ratio=0.3, seed=0, dtype=np.float64).eval()
-    states = {name: layer.rng.bit_generator.state for name, layer in reg.layers.items()
-              if hasattr(layer, "rng")}
+    states = {
+        name: layer.rng.bit_generator.state
+        for name, layer in reg.layers.items()
+        if hasattr(layer, "rng")
+    }
     np.testing.assert_allclose(reg.predict(xs), plain.predict(xs), rtol=1e-12, atol=1e-12)
     reg.reset_state()
     reg.forward(xs, ts)
     assert reg.penalty == 0.0
-    assert states == {name: layer.rng.bit_generator.state for name, layer in reg.layers.items()
-                      if hasattr(layer, "rng")}  # nothing was drawn
+    assert states == {
+        name: layer.rng.bit_generator.state
+        for name, layer in reg.layers.items()
+        if hasattr(layer, "rng")
+    }  # nothing was drawn
 
 
 def test_new_options_keep_existing_seeds_and_round_trip(rng):

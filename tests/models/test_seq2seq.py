@@ -61,8 +61,9 @@ def test_gradients(name, cell, xp_name):
 def test_gradients_cho_gru_and_directional_embeddings():
     model = make("PeekySeq2seq", "gru", reset_after=False)
     xs, ts = batch(1, n=3, t_enc=5, t_ans=5)
-    results = gradcheck.check_model(model, xs, ts, directional=("encoder.embed.W",
-                                                                 "decoder.embed.W"))
+    results = gradcheck.check_model(
+        model, xs, ts, directional=("encoder.embed.W", "decoder.embed.W")
+    )
     worst = max(results, key=lambda r: r.error)
     assert worst.error <= 1e-6, str(worst)
 
@@ -107,17 +108,45 @@ def test_the_decoder_reads_ts_without_its_last_column():
 def test_parameters_in_the_books_order_and_shapes():
     expected = {
         "Seq2seq": [(V, D), (D, 16), (H, 16), (16,), (V, D), (D, 16), (H, 16), (16,), (H, V), (V,)],
-        "PeekySeq2seq": [(V, D), (D, 16), (H, 16), (16,), (V, D), (H + D, 16), (H, 16), (16,),
-                         (2 * H, V), (V,)],
-        "AttentionSeq2seq": [(V, D), (D, 16), (H, 16), (16,), (V, D), (D, 16), (H, 16), (16,),
-                             (2 * H, V), (V,)],
+        "PeekySeq2seq": [
+            (V, D),
+            (D, 16),
+            (H, 16),
+            (16,),
+            (V, D),
+            (H + D, 16),
+            (H, 16),
+            (16,),
+            (2 * H, V),
+            (V,),
+        ],
+        "AttentionSeq2seq": [
+            (V, D),
+            (D, 16),
+            (H, 16),
+            (16,),
+            (V, D),
+            (D, 16),
+            (H, 16),
+            (16,),
+            (2 * H, V),
+            (V,),
+        ],
     }
     for name, shapes in expected.items():
         model = CLASSES[name](V, D, H, seed=0)
-        assert model.param_names == ["encoder.embed.W", "encoder.lstm.Wx", "encoder.lstm.Wh",
-                                     "encoder.lstm.b", "decoder.embed.W", "decoder.lstm.Wx",
-                                     "decoder.lstm.Wh", "decoder.lstm.b", "decoder.affine.W",
-                                     "decoder.affine.b"]
+        assert model.param_names == [
+            "encoder.embed.W",
+            "encoder.lstm.Wx",
+            "encoder.lstm.Wh",
+            "encoder.lstm.b",
+            "decoder.embed.W",
+            "decoder.lstm.Wx",
+            "decoder.lstm.Wh",
+            "decoder.lstm.b",
+            "decoder.affine.W",
+            "decoder.affine.b",
+        ]
         assert [tuple(p.shape) for p in model.params] == shapes, name
         assert all(p.dtype == np.float32 for p in model.params)
     gru = Seq2seq(V, D, H, cell="gru", seed=0)
@@ -152,8 +181,9 @@ def test_greedy_is_the_argmax_of_its_own_teacher_forcing(name, cell, xp_name):
         w = backend.to_cpu(model.attention_weights)
         assert w.shape == (5, 6, T_ENC)
         assert np.allclose(w.sum(axis=2), 1)
-        assert np.allclose(w, backend.to_cpu(model.layers["decoder.attention"].weights),
-                           rtol=0, atol=1e-12)
+        assert np.allclose(
+            w, backend.to_cpu(model.layers["decoder.attention"].weights), rtol=0, atol=1e-12
+        )
     else:
         assert model.attention_weights is None
 
@@ -165,8 +195,9 @@ def test_batched_generation_equals_one_question_at_a_time(name):
     starts = np.array([0, 1, 2, 3, 4, 5])
     for beam in (None, 3):
         together = model.generate(xs, starts, 5, beam_size=beam)
-        alone = np.concatenate([model.generate(xs[[i]], starts[i], 5, beam_size=beam)
-                                for i in range(6)])
+        alone = np.concatenate(
+            [model.generate(xs[[i]], starts[i], 5, beam_size=beam) for i in range(6)]
+        )
         assert np.array_equal(together, alone), beam
 
 
@@ -242,17 +273,20 @@ def test_float32_gradients_agree_with_float64():
         assert gradcheck.rel_error(g32, g64) < 1e-4
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda m: Seq2seq(V, D, H, cell="rnn"), "unknown cell 'rnn' for an encoder-decoder"),
-    (lambda m: m.forward(np.zeros((2, 3), int), np.zeros((3, 4), int)), r"ts must have shape"),
-    (lambda m: m.forward(np.zeros((2, 3), int), np.zeros((2, 1), int)), r"T_dec >= 1"),
-    (lambda m: m.forward(np.full((2, 3), V), np.zeros((2, 4), int)), r"xs: token id 7"),
-    (lambda m: m.forward(np.zeros((2, 3)), np.zeros((2, 4), int)), "integer token ids"),
-    (lambda m: m.generate(np.zeros((2, 3), int), 0, 3, beam_size=0), "beam_size must be"),
-    (lambda m: m.generate(np.zeros((2, 3), int), [0, 1, 2], 3), r"one per question \(2,\)"),
-    (lambda m: m.generate(np.zeros((2, 3), int), V, 3), "start_id: token id 7"),
-    (lambda m: build_seq2seq({"model": "Rnnlm", "vocab_size": V}), "unknown encoder-decoder"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda m: Seq2seq(V, D, H, cell="rnn"), "unknown cell 'rnn' for an encoder-decoder"),
+        (lambda m: m.forward(np.zeros((2, 3), int), np.zeros((3, 4), int)), r"ts must have shape"),
+        (lambda m: m.forward(np.zeros((2, 3), int), np.zeros((2, 1), int)), r"T_dec >= 1"),
+        (lambda m: m.forward(np.full((2, 3), V), np.zeros((2, 4), int)), r"xs: token id 7"),
+        (lambda m: m.forward(np.zeros((2, 3)), np.zeros((2, 4), int)), "integer token ids"),
+        (lambda m: m.generate(np.zeros((2, 3), int), 0, 3, beam_size=0), "beam_size must be"),
+        (lambda m: m.generate(np.zeros((2, 3), int), [0, 1, 2], 3), r"one per question \(2,\)"),
+        (lambda m: m.generate(np.zeros((2, 3), int), V, 3), "start_id: token id 7"),
+        (lambda m: build_seq2seq({"model": "Rnnlm", "vocab_size": V}), "unknown encoder-decoder"),
+    ],
+)
 def test_errors(call, message):
     with pytest.raises(ValueError, match=message):
         call(make("Seq2seq", "lstm"))

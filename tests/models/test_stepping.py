@@ -27,20 +27,43 @@ V = 17
 MODELS = {
     "lstm": lambda dtype: Rnnlm(V, 5, 6, cell="lstm", seed=0, dtype=dtype, init=0.4),
     "gru-reset-after": lambda dtype: Rnnlm(V, 5, 6, cell="gru", seed=0, dtype=dtype, init=0.4),
-    "gru-reset-before": lambda dtype: Rnnlm(V, 5, 6, cell="gru", reset_after=False, seed=0,
-                                            dtype=dtype, init=0.4),
+    "gru-reset-before": lambda dtype: Rnnlm(
+        V, 5, 6, cell="gru", reset_after=False, seed=0, dtype=dtype, init=0.4
+    ),
     "rnn": lambda dtype: Rnnlm(V, 5, 6, cell="rnn", seed=0, dtype=dtype, init=0.4),
-    "2-layer-tied-lstm": lambda dtype: BetterRnnlm(V, 6, 6, num_layers=2, dropout_ratio=0.5,
-                                                   seed=0, dtype=dtype, init=0.4,
-                                                   recurrent_dropout=0.2, weight_drop=0.2,
-                                                   embedding_dropout=0.1, ar=1.0, tar=1.0),
-    "2-layer-tied-gru": lambda dtype: BetterRnnlm(V, 6, 6, num_layers=2, cell="gru", seed=0,
-                                                  dtype=dtype, init=0.4),
-    "2-layer-tied-rnn": lambda dtype: BetterRnnlm(V, 6, 6, num_layers=2, cell="rnn", seed=0,
-                                                  dtype=dtype, init=0.4),
+    "2-layer-tied-lstm": lambda dtype: BetterRnnlm(
+        V,
+        6,
+        6,
+        num_layers=2,
+        dropout_ratio=0.5,
+        seed=0,
+        dtype=dtype,
+        init=0.4,
+        recurrent_dropout=0.2,
+        weight_drop=0.2,
+        embedding_dropout=0.1,
+        ar=1.0,
+        tar=1.0,
+    ),
+    "2-layer-tied-gru": lambda dtype: BetterRnnlm(
+        V, 6, 6, num_layers=2, cell="gru", seed=0, dtype=dtype, init=0.4
+    ),
+    "2-layer-tied-rnn": lambda dtype: BetterRnnlm(
+        V, 6, 6, num_layers=2, cell="rnn", seed=0, dtype=dtype, init=0.4
+    ),
     "3-layer-untied-gru-reset-before": lambda dtype: BetterRnnlm(
-        V, 4, 6, num_layers=3, cell="gru", reset_after=False, tie_weights=False, seed=0,
-        dtype=dtype, init=0.4),
+        V,
+        4,
+        6,
+        num_layers=3,
+        cell="gru",
+        reset_after=False,
+        tie_weights=False,
+        seed=0,
+        dtype=dtype,
+        init=0.4,
+    ),
 }
 
 
@@ -178,8 +201,11 @@ class _Counter:
             ("PyMem_RawFree", None, [ctypes.c_void_p]),
             ("PyCapsule_GetName", ctypes.c_char_p, [ctypes.py_object]),
             ("PyCapsule_GetPointer", ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]),
-            ("PyCapsule_New", ctypes.py_object, [ctypes.c_void_p, ctypes.c_char_p,
-                                                 ctypes.c_void_p]),
+            (
+                "PyCapsule_New",
+                ctypes.py_object,
+                [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p],
+            ),
         ):
             getattr(api, name).restype, getattr(api, name).argtypes = res, args
         self.sizes = []
@@ -200,23 +226,36 @@ class _Counter:
             api.PyMem_RawFree(ptr)
 
         class Allocator(ctypes.Structure):
-            _fields_ = [("ctx", ctypes.c_void_p), ("malloc", self.MALLOC),
-                        ("calloc", self.CALLOC), ("realloc", self.REALLOC),
-                        ("free", self.FREE)]
+            _fields_ = [
+                ("ctx", ctypes.c_void_p),
+                ("malloc", self.MALLOC),
+                ("calloc", self.CALLOC),
+                ("realloc", self.REALLOC),
+                ("free", self.FREE),
+            ]
 
         class Handler(ctypes.Structure):
-            _fields_ = [("name", ctypes.c_char * 127), ("version", ctypes.c_uint8),
-                        ("allocator", Allocator)]
+            _fields_ = [
+                ("name", ctypes.c_char * 127),
+                ("version", ctypes.c_uint8),
+                ("allocator", Allocator),
+            ]
 
-        self._callbacks = (self.MALLOC(malloc), self.CALLOC(calloc), self.REALLOC(realloc),
-                           self.FREE(free))
+        self._callbacks = (
+            self.MALLOC(malloc),
+            self.CALLOC(calloc),
+            self.REALLOC(realloc),
+            self.FREE(free),
+        )
         self._handler = Handler(b"npgated_test_counter", 1, Allocator(None, *self._callbacks))
         self._capsule = api.PyCapsule_New(ctypes.addressof(self._handler), b"mem_handler", None)
         from numpy._core import _multiarray_umath  # noqa: PLC0415
 
         table = _multiarray_umath._ARRAY_API
-        slots = ctypes.cast(api.PyCapsule_GetPointer(table, api.PyCapsule_GetName(table)),
-                            ctypes.POINTER(ctypes.c_void_p))
+        slots = ctypes.cast(
+            api.PyCapsule_GetPointer(table, api.PyCapsule_GetName(table)),
+            ctypes.POINTER(ctypes.c_void_p),
+        )
         self._set_handler = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.py_object)(slots[304])
 
     @classmethod
@@ -320,16 +359,25 @@ def test_tracemalloc_sees_no_numpy_buffer_left_by_the_steps():
 LOGITS = np.array([0.3, -1.0, 2.0, 0.0, 1.2, -0.4, 0.9, 2.0])
 
 
-@pytest.mark.parametrize("options", [
-    {}, {"temperature": 0.5}, {"temperature": 3.0, "skip_ids": [2, 7]}, {"top_k": 3},
-    {"top_k": 2, "skip_ids": [2]}, {"top_k": 20}, {"top_k": 1, "temperature": 0.9},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"temperature": 0.5},
+        {"temperature": 3.0, "skip_ids": [2, 7]},
+        {"top_k": 3},
+        {"top_k": 2, "skip_ids": [2]},
+        {"top_k": 20},
+        {"top_k": 1, "temperature": 0.9},
+    ],
+)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_sampler_weights_are_next_token_distribution(options, dtype):
     logits = LOGITS.astype(dtype)
     w = Sampler(len(logits), **options).prepare(logits)
-    np.testing.assert_allclose(w / w.sum(), next_token_distribution(logits, **options),
-                               rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(
+        w / w.sum(), next_token_distribution(logits, **options), rtol=1e-12, atol=1e-15
+    )
 
 
 def _frequencies(options, draws=20_000, seed=7):
@@ -338,8 +386,7 @@ def _frequencies(options, draws=20_000, seed=7):
     return np.bincount(ids, minlength=len(LOGITS)) / draws, draws
 
 
-@pytest.mark.parametrize("options", [{}, {"temperature": 2.0, "skip_ids": [1, 4]},
-                                     {"top_k": 4}])
+@pytest.mark.parametrize("options", [{}, {"temperature": 2.0, "skip_ids": [1, 4]}, {"top_k": 4}])
 def test_draws_follow_next_token_distribution(options):
     freq, n = _frequencies(options)
     p = next_token_distribution(LOGITS, **options)

@@ -37,8 +37,9 @@ def test_average_equals_direct_mean_of_iterates(xp_name, dev, rng, switch_after)
     for k, (p, q) in enumerate(zip(ps, sgd_ps)):  # the steps themselves are plain SGD
         np.testing.assert_array_equal(backend.to_cpu(p), backend.to_cpu(q))
         direct = np.mean([it[k] for it in iterates], axis=0)
-        np.testing.assert_allclose(backend.to_cpu(opt.slots["ax"][k]), direct,
-                                   rtol=1e-12, atol=1e-13)
+        np.testing.assert_allclose(
+            backend.to_cpu(opt.slots["ax"][k]), direct, rtol=1e-12, atol=1e-13
+        )
         assert backend.get_array_module(opt.slots["ax"][k]) is backend.xp()
 
 
@@ -121,15 +122,18 @@ def test_state_errors_and_old_state():
     assert not b.averaging and b.k == 0
 
 
-@pytest.mark.parametrize("history, val, n, expected", [
-    ([], 100.0, 1, False),  # too few epochs
-    ([100.0], 120.0, 1, False),  # only the last n epochs exist
-    ([100.0, 90.0], 95.0, 1, False),  # better than the best before the last n
-    ([100.0, 90.0], 101.0, 1, True),  # worse than epoch 1
-    ([100.0, 90.0, 80.0], 99.0, 2, False),
-    ([100.0, 90.0, 80.0], 100.5, 2, True),  # a recent improvement does not postpone it
-    ([100.0, 90.0, 80.0], 100.0, 2, False),  # equal is not worse
-])
+@pytest.mark.parametrize(
+    "history, val, n, expected",
+    [
+        ([], 100.0, 1, False),  # too few epochs
+        ([100.0], 120.0, 1, False),  # only the last n epochs exist
+        ([100.0, 90.0], 95.0, 1, False),  # better than the best before the last n
+        ([100.0, 90.0], 101.0, 1, True),  # worse than epoch 1
+        ([100.0, 90.0, 80.0], 99.0, 2, False),
+        ([100.0, 90.0, 80.0], 100.5, 2, True),  # a recent improvement does not postpone it
+        ([100.0, 90.0, 80.0], 100.0, 2, False),  # equal is not worse
+    ],
+)
 def test_nonmono_trigger(history, val, n, expected):
     assert nonmono_trigger(history, val, n) is expected
 

@@ -143,8 +143,12 @@ def test_float32_stays_float32(name, xp_name, dev, rng):
     assert all(p.dtype == np.float32 for p in ps)
     assert all(a.dtype == np.float32 for arrays in opt.slots.values() for a in arrays)
     # and float32 follows float64 closely
-    ref = run(make_optimizer(name, **hyper), [p.astype(np.float64) for p in params],
-              [[g.astype(np.float64) for g in s] for s in grad_steps], dev)
+    ref = run(
+        make_optimizer(name, **hyper),
+        [p.astype(np.float64) for p in params],
+        [[g.astype(np.float64) for g in s] for s in grad_steps],
+        dev,
+    )
     for p, r in zip(ps, ref):
         np.testing.assert_allclose(backend.to_cpu(p), backend.to_cpu(r), rtol=1e-4, atol=1e-5)
 
@@ -167,11 +171,13 @@ def test_adam_minimises_a_quadratic(rng):
 def test_momentum_speeds_up_sgd_on_a_valley(name):
     # an ill-conditioned quadratic: momentum methods get further than SGD in 50 steps
     a = np.array([1.0, 0.01])
+
     def final_loss(opt):
         p = np.array([1.0, 1.0])
         for _ in range(50):
             opt.update([p], [a * p])
         return 0.5 * np.sum(a * p**2)
+
     assert final_loss(make_optimizer(name, lr=0.5)) < final_loss(SGD(lr=0.5))
 
 
@@ -221,8 +227,12 @@ def test_state_dict_is_a_copy(rng):
 def test_state_before_first_update():
     opt = Momentum(lr=0.1)
     state = opt.state_dict()
-    assert state == {"name": "momentum", "hyper": {"lr": 0.1, "momentum": 0.9}, "t": 0,
-                     "slots": {"v": []}}
+    assert state == {
+        "name": "momentum",
+        "hyper": {"lr": 0.1, "momentum": 0.9},
+        "t": 0,
+        "slots": {"v": []},
+    }
     other = Momentum()
     other.load_state_dict(state, params=[np.zeros(2)])
     # a checkpoint written then stores no slot arrays at all, hence no slot names
@@ -312,8 +322,7 @@ def test_parameter_list_must_not_change():
 
 
 def test_registry_and_factory():
-    assert set(OPTIMIZERS) == {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam",
-                               "asgd"}
+    assert set(OPTIMIZERS) == {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "asgd"}
     assert isinstance(make_optimizer("Adam"), Adam)
     adam = {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
     assert make_optimizer("adam").hyper() == adam

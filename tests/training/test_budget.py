@@ -55,9 +55,20 @@ def clock(monkeypatch):
 
 
 def _config(tmp_path, **kw):
-    base = dict(model="Rnnlm", wordvec_size=8, hidden_size=8, batch_size=4, time_size=5,
-                lr=1.0, max_grad_norm=1.0, epochs=50, log_interval=20, progress=False,
-                run_dir=str(tmp_path / "run"), seed=0)
+    base = dict(
+        model="Rnnlm",
+        wordvec_size=8,
+        hidden_size=8,
+        batch_size=4,
+        time_size=5,
+        lr=1.0,
+        max_grad_norm=1.0,
+        epochs=50,
+        log_interval=20,
+        progress=False,
+        run_dir=str(tmp_path / "run"),
+        seed=0,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -170,30 +181,84 @@ def test_cpu_hour_preset_dry_run_end_to_end(tmp_path, synthetic_ptb, capsys):
     from npgated.training.checkpoint import load_checkpoint
 
     run = tmp_path / "run"
-    small = ["--wordvec-size", "16", "--hidden-size", "16", "--batch-size", "4",
-             "--time-size", "5"]  # the preset's recipe at test size (2 cores shared)
-    code = cli.main(["train", "--preset", "cpu-hour", "--dry-run", "--no-progress", *small,
-                     "--data-dir", str(synthetic_ptb), "--run-dir", str(run)])
+    small = [
+        "--wordvec-size",
+        "16",
+        "--hidden-size",
+        "16",
+        "--batch-size",
+        "4",
+        "--time-size",
+        "5",
+    ]  # the preset's recipe at test size (2 cores shared)
+    code = cli.main(
+        [
+            "train",
+            "--preset",
+            "cpu-hour",
+            "--dry-run",
+            "--no-progress",
+            *small,
+            "--data-dir",
+            str(synthetic_ptb),
+            "--run-dir",
+            str(run),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert "test perplexity" in out and "time budget 3600 s" in out
     config = load_checkpoint(run / "last.npz").meta["config"]
-    assert (config["recurrent_dropout"], config["weight_drop"], config["embedding_dropout"],
-            config["ar"], config["tar"]) == (0.15, 0.0, 0.05, 1.0, 1.0)
+    assert (
+        config["recurrent_dropout"],
+        config["weight_drop"],
+        config["embedding_dropout"],
+        config["ar"],
+        config["tar"],
+    ) == (0.15, 0.0, 0.05, 1.0, 1.0)
     assert json.loads((run / "config.json").read_text())["time_budget"] == 60.0
 
 
 def test_cli_flags_round_trip_into_the_config():
     from npgated import cli
 
-    args = cli.build_parser().parse_args([
-        "train", "--model", "BetterRnnlm", "--recurrent-dropout", "0.3", "--weight-drop", "0.4",
-        "--embedding-dropout", "0.1", "--ar", "2", "--tar", "1", "--optimizer", "asgd",
-        "--asgd-nonmono", "3", "--time-budget", "1.5", "--schedule", "budget-linear"])
+    args = cli.build_parser().parse_args(
+        [
+            "train",
+            "--model",
+            "BetterRnnlm",
+            "--recurrent-dropout",
+            "0.3",
+            "--weight-drop",
+            "0.4",
+            "--embedding-dropout",
+            "0.1",
+            "--ar",
+            "2",
+            "--tar",
+            "1",
+            "--optimizer",
+            "asgd",
+            "--asgd-nonmono",
+            "3",
+            "--time-budget",
+            "1.5",
+            "--schedule",
+            "budget-linear",
+        ]
+    )
     config = cli._config_from_args(args)
-    assert (config.recurrent_dropout, config.weight_drop, config.embedding_dropout, config.ar,
-            config.tar, config.optimizer, config.asgd_nonmono, config.time_budget,
-            config.schedule) == (0.3, 0.4, 0.1, 2.0, 1.0, "asgd", 3, 1.5, "budget-linear")
+    assert (
+        config.recurrent_dropout,
+        config.weight_drop,
+        config.embedding_dropout,
+        config.ar,
+        config.tar,
+        config.optimizer,
+        config.asgd_nonmono,
+        config.time_budget,
+        config.schedule,
+    ) == (0.3, 0.4, 0.1, 2.0, 1.0, "asgd", 3, 1.5, "budget-linear")
     assert TrainConfig.from_dict(config.to_dict()) == config
     help_text = cli.build_parser()._subparsers._group_actions[0].choices["train"].format_help()
     assert "--time-budget" in help_text and "--recurrent-dropout" in help_text

@@ -29,8 +29,9 @@ def _trained(seed=0, **kw):
 
 def test_roundtrip_params_optimizer_meta(tmp_path, xp_name):
     model, opt = _trained()
-    path = save_checkpoint(tmp_path / "c.npz", model, opt,
-                           meta={"epoch": 3, "vocab_checksum": "abc"})
+    path = save_checkpoint(
+        tmp_path / "c.npz", model, opt, meta={"epoch": 3, "vocab_checksum": "abc"}
+    )
     ckpt = load_checkpoint(path)
     assert ckpt.meta["epoch"] == 3 and ckpt.meta["config"]["model"] == "BetterRnnlm"
     assert ckpt.meta["npgated_version"]
@@ -77,8 +78,9 @@ def test_truncated_and_corrupted_files_are_refused(tmp_path):
 
 def test_wrong_model_and_wrong_vocabulary_are_refused(tmp_path):
     model, _ = _trained()
-    ckpt = load_checkpoint(save_checkpoint(tmp_path / "c.npz", model,
-                                           meta={"vocab_checksum": "aaaa" * 16}))
+    ckpt = load_checkpoint(
+        save_checkpoint(tmp_path / "c.npz", model, meta={"vocab_checksum": "aaaa" * 16})
+    )
     with pytest.raises(CheckpointError, match="hidden_size: checkpoint 8 vs model 12"):
         restore(BetterRnnlm(17, 12, 12, num_layers=2, dropout_ratio=0.3), ckpt)
     with pytest.raises(CheckpointError, match="cell: checkpoint 'lstm' vs model 'gru'"):
@@ -92,8 +94,9 @@ def test_shape_mismatch_names_the_parameter(tmp_path):
     ckpt = load_checkpoint(save_checkpoint(tmp_path / "c.npz", model))
     ckpt.meta["config"] = None  # skip the config check: reach the shape check
     ckpt.params["lstm1.Wh"] = np.zeros((8, 16), dtype=np.float32)
-    with pytest.raises(CheckpointError,
-                       match=r"lstm1.Wh: shape \(8, 16\) does not match the model's \(8, 32\)"):
+    with pytest.raises(
+        CheckpointError, match=r"lstm1.Wh: shape \(8, 16\) does not match the model's \(8, 32\)"
+    ):
         restore(model, ckpt)
     del ckpt.params["lstm1.Wh"]
     with pytest.raises(CheckpointError, match=r"missing \['lstm1.Wh'\]"):
@@ -120,7 +123,8 @@ def test_kill_during_save_leaves_previous_checkpoint(tmp_path):
         # wait until a temporary file is being written, then kill the writer mid-way
         deadline = time.time() + 60
         while time.time() < deadline and not any(
-                p.name.endswith(".tmp") for p in tmp_path.iterdir()):
+            p.name.endswith(".tmp") for p in tmp_path.iterdir()
+        ):
             time.sleep(0.005)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
@@ -139,8 +143,7 @@ def test_checkpoint_from_before_the_regularizers_still_loads(tmp_path):
         del ckpt.meta["config"][k]
     fresh = BetterRnnlm(17, 8, 8, num_layers=2, dropout_ratio=0.3, seed=5)
     restore(fresh, ckpt)
-    np.testing.assert_array_equal(backend.to_cpu(fresh.params[0]),
-                                  backend.to_cpu(model.params[0]))
+    np.testing.assert_array_equal(backend.to_cpu(fresh.params[0]), backend.to_cpu(model.params[0]))
     regularized = BetterRnnlm(17, 8, 8, num_layers=2, dropout_ratio=0.3, ar=1.0)
     with pytest.raises(CheckpointError, match="ar: checkpoint 0.0 vs model 1.0"):
         restore(regularized, ckpt)

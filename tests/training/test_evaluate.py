@@ -35,7 +35,7 @@ def test_matches_a_direct_computation(rng):
     model.reset_state()
     total = 0.0
     for start in range(0, L, T):
-        xs, ts = xs_all[:, start:start + T], ts_all[:, start:start + T]
+        xs, ts = xs_all[:, start : start + T], ts_all[:, start : start + T]
         total += float(model.forward(xs, ts)) * ts.size
     expected = math.exp(total / (N * L))
     assert eval_token_count(corpus, N) == N * L
@@ -49,10 +49,21 @@ def test_short_real_ptb_run_lowers_perplexity(ptb_dir, tmp_path):
     """A few hundred iterations on the real Penn Treebank: validation perplexity falls."""
     train_c, w2i, _ = ptb.load_data("train", ptb_dir)
     valid, _, _ = ptb.load_data("valid", ptb_dir)
-    valid = valid[:20 * 35 * 10 + 1]
-    config = TrainConfig(model="Rnnlm", wordvec_size=32, hidden_size=32, batch_size=20,
-                         time_size=35, lr=20.0, max_grad_norm=0.25, epochs=2, max_iters=120,
-                         progress=False, run_dir=str(tmp_path / "run"), seed=0)
+    valid = valid[: 20 * 35 * 10 + 1]
+    config = TrainConfig(
+        model="Rnnlm",
+        wordvec_size=32,
+        hidden_size=32,
+        batch_size=20,
+        time_size=35,
+        lr=20.0,
+        max_grad_norm=0.25,
+        epochs=2,
+        max_iters=120,
+        progress=False,
+        run_dir=str(tmp_path / "run"),
+        seed=0,
+    )
     result = train(config, (train_c, valid, None, w2i))
     records = [r for r in result.run_dir.joinpath("metrics.jsonl").read_text().splitlines()]
     import json

@@ -21,10 +21,25 @@ def corpora(synthetic_ptb):
 
 
 def _config(tmp_path, **kw):
-    base = dict(model="BetterRnnlm", wordvec_size=16, hidden_size=16, num_layers=2, dropout=0.2,
-                tie_weights=True, batch_size=4, time_size=5, lr=2.0, max_grad_norm=1.0,
-                epochs=2, max_iters=25, schedule="plateau", log_interval=10, progress=False,
-                run_dir=str(tmp_path / "run"), seed=1)
+    base = dict(
+        model="BetterRnnlm",
+        wordvec_size=16,
+        hidden_size=16,
+        num_layers=2,
+        dropout=0.2,
+        tie_weights=True,
+        batch_size=4,
+        time_size=5,
+        lr=2.0,
+        max_grad_norm=1.0,
+        epochs=2,
+        max_iters=25,
+        schedule="plateau",
+        log_interval=10,
+        progress=False,
+        run_dir=str(tmp_path / "run"),
+        seed=1,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -47,9 +62,14 @@ def test_same_seed_bit_identical(tmp_path, corpora):
     b = train(_config(tmp_path, run_dir=str(tmp_path / "b")), corpora)
     la = (a.run_dir / "metrics.jsonl").read_text()
     lb = (b.run_dir / "metrics.jsonl").read_text()
-    strip = lambda text: [{k: v for k, v in json.loads(line).items()  # noqa: E731
-                           if k not in ("ms_per_batch", "elapsed")}
-                          for line in text.splitlines()]
+
+    def strip(text):
+        timing = ("ms_per_batch", "elapsed")
+        return [
+            {k: v for k, v in json.loads(line).items() if k not in timing}
+            for line in text.splitlines()
+        ]
+
     assert strip(la) == strip(lb)
 
 
@@ -100,9 +120,18 @@ def test_nan_stops_training_and_keeps_last_good_checkpoint(tmp_path, corpora, mo
 
 def test_plain_rnnlm_and_other_optimizers(tmp_path, corpora):
     for opt in ("adam", "momentum"):
-        cfg = _config(tmp_path, model="Rnnlm", num_layers=1, dropout=0.0, tie_weights=False,
-                      optimizer=opt, lr=0.01 if opt == "adam" else 0.5, epochs=1,
-                      run_dir=str(tmp_path / opt), schedule="constant")
+        cfg = _config(
+            tmp_path,
+            model="Rnnlm",
+            num_layers=1,
+            dropout=0.0,
+            tie_weights=False,
+            optimizer=opt,
+            lr=0.01 if opt == "adam" else 0.5,
+            epochs=1,
+            run_dir=str(tmp_path / opt),
+            schedule="constant",
+        )
         result = train(cfg, corpora)
         assert math.isfinite(result.test_ppl)
 
@@ -117,10 +146,24 @@ def test_fake_cupy_backend_trains(tmp_path, corpora):
 
 # -- NT-ASGD ---------------------------------------------------------------------------
 def _asgd_config(tmp_path, **kw):
-    return _config(tmp_path, **{**dict(model="Rnnlm", num_layers=1, dropout=0.0,
-                                       tie_weights=False, optimizer="asgd",
-                                       schedule="constant", epochs=3, max_iters=8, lr=2.0,
-                                       asgd_nonmono=1), **kw})
+    return _config(
+        tmp_path,
+        **{
+            **dict(
+                model="Rnnlm",
+                num_layers=1,
+                dropout=0.0,
+                tie_weights=False,
+                optimizer="asgd",
+                schedule="constant",
+                epochs=3,
+                max_iters=8,
+                lr=2.0,
+                asgd_nonmono=1,
+            ),
+            **kw,
+        },
+    )
 
 
 def test_asgd_trigger_and_averaged_evaluation(tmp_path, corpora, monkeypatch):
@@ -138,8 +181,9 @@ def test_asgd_trigger_and_averaged_evaluation(tmp_path, corpora, monkeypatch):
     monkeypatch.setattr(loop, "eval_perplexity", fake_eval)
     cfg = _asgd_config(tmp_path, epochs=4)
     result = train(cfg, corpora)
-    records = [json.loads(line)
-               for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
     assert [r["epoch"] for r in records if r["kind"] == "asgd"] == [3]
     valid = [r for r in records if r["kind"] == "valid"]
     assert [r["averaged"] for r in valid] == [False, False, False, True]
@@ -181,8 +225,7 @@ def test_asgd_from_the_start_equals_a_direct_mean(tmp_path, corpora, monkeypatch
 
     monkeypatch.setattr(loop, "make_optimizer", recording)
     monkeypatch.setattr(loop, "eval_perplexity", fake_eval)
-    train(_asgd_config(tmp_path, epochs=1, max_iters=6, asgd_nonmono=0, dtype="float64"),
-          corpora)
+    train(_asgd_config(tmp_path, epochs=1, max_iters=6, asgd_nonmono=0, dtype="float64"), corpora)
     assert len(iterates) == 6
     for k, evaluated in enumerate(seen[0]):
         direct = np.mean([it[k] for it in iterates], axis=0)
@@ -210,8 +253,9 @@ def test_asgd_resume_continues_exactly(tmp_path, corpora, monkeypatch, nonmono, 
     assert again.meta["optimizer"] == last.meta["optimizer"]
     for name in last.params:
         np.testing.assert_array_equal(last.params[name], again.params[name], err_msg=name)
-        np.testing.assert_array_equal(last.optim_slots[name]["ax"],
-                                      again.optim_slots[name]["ax"], err_msg=name)
+        np.testing.assert_array_equal(
+            last.optim_slots[name]["ax"], again.optim_slots[name]["ax"], err_msg=name
+        )
     assert full.test_ppl == second.test_ppl and full.best_val_ppl == second.best_val_ppl
 
 

@@ -14,9 +14,19 @@ from npgated.training.seq2seq_config import Seq2seqConfig
 
 
 def _config(run_dir, **kw):
-    base = dict(task="addition", model="Seq2seq", wordvec_size=8, hidden_size=16, batch_size=32,
-                epochs=2, max_iters=6, lr=0.01, log_interval=3, progress=False,
-                run_dir=str(run_dir))
+    base = dict(
+        task="addition",
+        model="Seq2seq",
+        wordvec_size=8,
+        hidden_size=16,
+        batch_size=32,
+        epochs=2,
+        max_iters=6,
+        lr=0.01,
+        log_interval=3,
+        progress=False,
+        run_dir=str(run_dir),
+    )
     return Seq2seqConfig(**{**base, **kw})
 
 
@@ -32,8 +42,9 @@ def test_training_lowers_the_loss_and_records_every_epoch(tmp_path, synthetic_bo
     data = sequence.load_task("addition", synthetic_book_data, reverse=True)
     config = _config(tmp_path / "run", max_iters=None, epochs=2, reverse=True)
     result = train_seq2seq(config, data)
-    records = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text()
-               .splitlines()]
+    records = [
+        json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
     losses = [r["loss"] for r in records if r["kind"] == "train"]
     assert losses[-1] < 0.85 * losses[0], losses  # 2.56 (uniform over 13) at the start
     tests = [r for r in records if r["kind"] == "test"]
@@ -68,18 +79,32 @@ def test_resume_refuses_another_task_setting(tmp_path, synthetic_book_data):
     train_seq2seq(_config(tmp_path / "run", epochs=1, max_iters=2), data)
     reversed_data = sequence.load_task("addition", synthetic_book_data, reverse=True)
     with pytest.raises(ValueError, match="reverse"):
-        train_seq2seq(_config(tmp_path / "run", epochs=1, max_iters=2, reverse=True),
-                      reversed_data, resume=True)
+        train_seq2seq(
+            _config(tmp_path / "run", epochs=1, max_iters=2, reverse=True),
+            reversed_data,
+            resume=True,
+        )
 
 
 @pytest.mark.parametrize("model", ["Seq2seq", "AttentionSeq2seq"])
 def test_trains_on_every_backend(model, xp_name, tmp_path, synthetic_book_data):
     data = sequence.load_task("date", synthetic_book_data, reverse=True)
-    result = train_seq2seq(_config(tmp_path / "run", task="date", model=model, epochs=1,
-                                   max_iters=2, backend=xp_name, reverse=True), data)
+    result = train_seq2seq(
+        _config(
+            tmp_path / "run",
+            task="date",
+            model=model,
+            epochs=1,
+            max_iters=2,
+            backend=xp_name,
+            reverse=True,
+        ),
+        data,
+    )
     assert result.progress.total_iterations == 2 and 0.0 <= result.best_accuracy <= 1.0
-    assert all(np.isfinite(v).all() for v in
-               load_checkpoint(tmp_path / "run" / "last.npz").params.values())
+    assert all(
+        np.isfinite(v).all() for v in load_checkpoint(tmp_path / "run" / "last.npz").params.values()
+    )
 
 
 def test_config_validation(tmp_path):
@@ -88,8 +113,10 @@ def test_config_validation(tmp_path):
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         Seq2seqConfig(batch_size=0)
     with pytest.raises(ValueError, match="fewer than one minibatch"):
-        train_seq2seq(Seq2seqConfig(batch_size=10_000, progress=False,
-                                    run_dir=str(tmp_path / "run")),
-                      sequence.SequenceData(*(np.zeros((5, 3), np.int64),) * 4, {"a": 0},
-                                            {0: "a"}, "addition", False))
+        train_seq2seq(
+            Seq2seqConfig(batch_size=10_000, progress=False, run_dir=str(tmp_path / "run")),
+            sequence.SequenceData(
+                *(np.zeros((5, 3), np.int64),) * 4, {"a": 0}, {0: "a"}, "addition", False
+            ),
+        )
     assert not (tmp_path / "run").exists()

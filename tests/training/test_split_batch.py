@@ -1,5 +1,6 @@
 """SplitBatch: the batch's rows on two threads, each on its own model copy, gives the loss and
 gradients of the whole batch (S1, S2 of npgated/training/split_batch.py)."""
+
 import numpy as np
 import pytest
 
@@ -22,8 +23,10 @@ def _plain(model, xs, ts):
     return loss, [g.copy() for g in model.grads]
 
 
-@pytest.mark.parametrize("cls,cell", [(Seq2seq, "lstm"), (PeekySeq2seq, "lstm"),
-                                      (AttentionSeq2seq, "lstm"), (Seq2seq, "gru")])
+@pytest.mark.parametrize(
+    "cls,cell",
+    [(Seq2seq, "lstm"), (PeekySeq2seq, "lstm"), (AttentionSeq2seq, "lstm"), (Seq2seq, "gru")],
+)
 @pytest.mark.parametrize("N", [40, 37])  # equal and unequal blocks (S1, S2 weigh by N_j / N)
 def test_split_equals_whole_batch(cls, cell, N, monkeypatch):
     rng = np.random.default_rng(3)
