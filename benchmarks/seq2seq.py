@@ -130,7 +130,9 @@ for pattern, repl, expected in edits:
     if n == 0 or (expected != "+" and n != expected):
         sys.exit(f"the book's {script}: edit {pattern!r} matched {n} lines, not {expected} "
                  "(another version of the script?)")
-sys.path[:0] = [os.path.dirname(script), root]
+# ch08/train.py imports ch07.peeky_seq2seq, which imports its sibling as "seq2seq":
+# the book runs with ch07 importable too
+sys.path[:0] = [os.path.dirname(script), os.path.join(root, "ch07"), root]
 sys.argv = [script]
 exec(compile(src, script, "exec"), {"__name__": "__main__", "__file__": script})
 """

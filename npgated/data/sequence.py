@@ -225,13 +225,16 @@ def build_vocab(questions, answers) -> tuple[dict, dict]:
     char_to_id : dict[str, int]
     id_to_char : dict[int, str]
     """
-    char_to_id: dict[str, int] = {}
-    for q, a in zip(questions, answers):
-        for text in (q, a):
-            for ch in text:
-                if ch not in char_to_id:
-                    char_to_id[ch] = len(char_to_id)
+    # All lines as one string, each question before its answer: the ids are the order of
+    # the characters' first positions in it.
+    text = "".join(q + a for q, a in zip(questions, answers))
+    char_to_id = {ch: i for i, ch in enumerate(sorted(set(text), key=text.find))}
     return char_to_id, {i: ch for ch, i in char_to_id.items()}
+
+
+def _code_points(text: str) -> np.ndarray:
+    """The Unicode code points of ``text`` as a uint32 array (one per character)."""
+    return np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
 
 
 def vocab_checksum(char_to_id: dict) -> str:
@@ -307,20 +310,27 @@ def encode(texts, char_to_id: dict, width: int | None = None, pad: str | None = 
         width = len(texts[0]) if texts else 0
     if pad is not None and (len(pad) != 1 or pad not in char_to_id):
         raise ValueError(f"pad must be one character of the vocabulary, got {pad!r}")
-    ids = np.empty((len(texts), width), dtype=np.int64)
-    for row, text in enumerate(texts):
-        if len(text) > width or (pad is None and len(text) != width):
-            raise ValueError(
-                f"{text!r} has {len(text)} characters; this task's "
-                f"{'rows hold at most' if pad is not None else 'rows hold exactly'} {width}"
-            )
-        padded = text + (pad or "") * (width - len(text))
-        for position, ch in enumerate(padded):
-            try:
-                ids[row, position] = char_to_id[ch]
-            except KeyError:
-                raise _unknown(ch, text, position, char_to_id) from None
-    return ids
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    wrong = (lengths > width) if pad is not None else (lengths != width)
+    if wrong.any():
+        text = texts[int(np.argmax(wrong))]
+        raise ValueError(
+            f"{text!r} has {len(text)} characters; this task's "
+            f"{'rows hold at most' if pad is not None else 'rows hold exactly'} {width}"
+        )
+    padded = [text.ljust(width, pad) for text in texts] if pad is not None else texts
+    # one vectorised look-up: every character's code point found among the vocabulary's
+    # (sorted) code points; a character not there is reported with its string and position
+    codes = _code_points("".join(padded)).reshape(len(texts), width)
+    known = sorted(char_to_id, key=ord)
+    keys = np.array([ord(ch) for ch in known], dtype=np.uint32)
+    values = np.array([char_to_id[ch] for ch in known], dtype=np.int64)
+    where = np.minimum(np.searchsorted(keys, codes), max(len(keys) - 1, 0))
+    found = keys[where] == codes if len(keys) else np.zeros(codes.shape, dtype=bool)
+    if not found.all():
+        row, position = np.argwhere(~found)[0].tolist()
+        raise _unknown(padded[row][position], texts[row], position, char_to_id)
+    return values[where] if len(keys) else np.empty(codes.shape, dtype=np.int64)
 
 
 def encode_questions(questions, char_to_id: dict, width: int, reverse: bool = False) -> np.ndarray:
