@@ -72,7 +72,7 @@ from npgated.models.rnnlm import build_model
 from npgated.optim import make_optimizer
 from npgated.optim.asgd import nonmono_trigger
 from npgated.optim.clip import clip_grads, global_norm
-from npgated.training.checkpoint import load_checkpoint, restore, save_checkpoint
+from npgated.training.checkpoint import atomic_write, load_checkpoint, restore, save_checkpoint
 from npgated.training.config import TrainConfig
 from npgated.training.evaluate import eval_perplexity, eval_window_count
 from npgated.training.plotting import plot_perplexity
@@ -211,7 +211,7 @@ class Run:
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.config = config
-        (self.dir / "config.json").write_text(config.to_json() + "\n")
+        atomic_write(self.dir / "config.json", lambda f: f.write(config.to_json().encode() + b"\n"))
         self.metrics_path = self.dir / "metrics.jsonl"
 
     @property

@@ -46,8 +46,8 @@ from tqdm.auto import tqdm
 from npgated import allocator, backend
 from npgated.optim import make_optimizer
 from npgated.optim.clip import clip_grads, global_norm
-from npgated.training.checkpoint import atomic_write, load_checkpoint, restore, save_checkpoint
-from npgated.training.loop import TrainingDiverged, _StopRequests
+from npgated.training.checkpoint import load_checkpoint, restore, save_checkpoint
+from npgated.training.loop import Run, TrainingDiverged, _StopRequests
 from npgated.training.seq2seq_config import Seq2seqConfig
 from npgated.training.split_batch import SplitBatch
 
@@ -90,36 +90,9 @@ class Seq2seqResult:
     interrupted: int | None = None  # the signal number that stopped the run, if any
 
 
-class Seq2seqRun:
-    """The run directory: config.json, metrics.jsonl, last.npz, best.npz, accuracy.png."""
-
-    def __init__(self, run_dir, config: Seq2seqConfig):
-        self.dir = Path(run_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.config = config
-        atomic_write(self.dir / "config.json", lambda f: f.write(config.to_json().encode() + b"\n"))
-        self.metrics_path = self.dir / "metrics.jsonl"
-
-    @property
-    def last(self) -> Path:
-        return self.dir / "last.npz"
-
-    @property
-    def best(self) -> Path:
-        return self.dir / "best.npz"
-
-    def log(self, record: dict) -> None:
-        import json  # noqa: PLC0415
-
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-
-    def history(self) -> list[dict]:
-        import json  # noqa: PLC0415
-
-        if not self.metrics_path.exists():
-            return []
-        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line]
+class Seq2seqRun(Run):
+    """The run directory (:class:`npgated.training.loop.Run`: config.json, metrics.jsonl,
+    last.npz, best.npz) with the accuracy plot, accuracy.png, in place of the perplexity's."""
 
     def plot(self) -> Path:
         from npgated.training.plotting import plot_accuracy  # noqa: PLC0415
