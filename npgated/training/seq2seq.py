@@ -354,7 +354,10 @@ def train_seq2seq(
         dtype=np.dtype(config.dtype),
         seed=config.seed,
     )
-    optimizer = make_optimizer(config.optimizer, config.lr)
+    # Adam as the book's (and the paper's efficient form): eps 1e-7 added before the bias
+    # correction (npgated.optim.adam, A3'/A5'); the book's curves depend on it
+    book_adam = dict(eps=1e-7, eps_hat=True) if config.optimizer == "adam" else {}
+    optimizer = make_optimizer(config.optimizer, config.lr, **book_adam)
     run = Seq2seqRun(config.run_dir, config)
     progress = Seq2seqProgress()
     meta = task_meta(config.task, config.reverse, data)

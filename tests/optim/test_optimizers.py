@@ -50,7 +50,9 @@ def ref_rmsprop(p, g, s, t, lr, decay_rate, eps):
     return p - lr * g / (np.sqrt(s["h"]) + eps)
 
 
-def ref_adam(p, g, s, t, lr, beta1, beta2, eps):
+def ref_adam(p, g, s, t, lr, beta1, beta2, eps, eps_hat=False):
+    if eps_hat:  # the paper's efficient form: eps added before the second correction
+        eps = eps / np.sqrt(1 - beta2**t)
     s["m"] = beta1 * s.get("m", 0.0) + (1 - beta1) * g
     s["v"] = beta2 * s.get("v", 0.0) + (1 - beta2) * g**2
     m_hat = s["m"] / (1 - beta1**t)
@@ -64,7 +66,7 @@ CASES = {
     "nesterov": (ref_nesterov, {"lr": 0.1, "momentum": 0.7}),
     "adagrad": (ref_adagrad, {"lr": 0.2, "eps": 1e-7}),
     "rmsprop": (ref_rmsprop, {"lr": 0.05, "decay_rate": 0.9, "eps": 1e-7}),
-    "adam": (ref_adam, {"lr": 0.01, "beta1": 0.8, "beta2": 0.95, "eps": 1e-8}),
+    "adam": (ref_adam, {"lr": 0.01, "beta1": 0.8, "beta2": 0.95, "eps": 1e-8, "eps_hat": False}),
 }
 
 
@@ -324,7 +326,7 @@ def test_parameter_list_must_not_change():
 def test_registry_and_factory():
     assert set(OPTIMIZERS) == {"sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "asgd"}
     assert isinstance(make_optimizer("Adam"), Adam)
-    adam = {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
+    adam = {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "eps_hat": False}
     assert make_optimizer("adam").hyper() == adam
     assert make_optimizer("sgd", 1.0).lr == 1.0
     assert make_optimizer("rmsprop", lr=0.1, decay_rate=0.9).decay_rate == 0.9
@@ -333,3 +335,26 @@ def test_registry_and_factory():
     with pytest.raises(TypeError, match="no hyperparameter.*momentum.*takes: lr"):
         make_optimizer("sgd", momentum=0.9)
     assert "lr=0.01" in repr(SGD())
+
+
+def test_adam_eps_hat_is_eps_scaled_by_the_second_correction():
+    """Adam(eps_hat=True) (the paper's efficient form, the book's Adam) equals plain Adam with
+    eps / sqrt(1 - beta2 ** t) at every step t."""
+    from npgated.optim.adam import Adam
+
+    rng = np.random.default_rng(0)
+    p1 = rng.normal(size=(4, 5))
+    p2 = p1.copy()
+    hat = Adam(lr=0.01, eps=1e-3, eps_hat=True)
+    plain = Adam(lr=0.01, eps=1e-3)
+    for t in range(1, 6):
+        g = rng.normal(size=p1.shape) * 10.0 ** -rng.integers(0, 4, size=p1.shape)
+        plain.eps = 1e-3 / np.sqrt(1.0 - plain.beta2**t)
+        hat.update([p1], [g.copy()])
+        plain.update([p2], [g.copy()])
+        np.testing.assert_allclose(p1, p2, rtol=1e-12, atol=1e-15)
+    assert not np.allclose(p1, rng.normal(size=p1.shape))
+    with pytest.raises(TypeError):
+        from npgated.optim import make_optimizer
+
+        make_optimizer("sgd", 0.1, eps_hat=True)
