@@ -345,13 +345,15 @@ class TimeGRUCache(NamedTuple):
 
     Attributes
     ----------
-    xs : (N, T, D) array
-        The inputs.
-    hs : (N, T + 1, H) array
-        The hidden states, the initial state at index 0 (``hs[:, t + 1]`` is h_t).
-    gates : (N, T, 3H) array
+    All time-major: a step's slice (``hs[t]``, ``gates[t]``) is one contiguous block.
+
+    xs : (T * N, D) array
+        The inputs' rows in (t, n) order (row t * N + n is ``xs[n, t]`` of the forward).
+    hs : (T + 1, N, H) array
+        The hidden states, the initial state at index 0 (``hs[t + 1]`` is h_t).
+    gates : (T, N, 3H) array
         The packed activations r, z, n of every step.
-    hn : (N, T, H) array or None
+    hn : (T, N, H) array or None
         ``reset_after=True``: ``(m * h_{t-1}) @ Wh_eff_n + b_hn`` of every step; else None.
     masks : RecurrentDropMasks
         The window's recurrent mask m (N, H) and weight mask M (H, 3H), None where unused.
@@ -405,8 +407,9 @@ class TimeGRU(RecurrentLayer):
 
     Notes
     -----
-    Forward, h_{t-1} = hs[:, t] (hs[:, 0] the initial state), h_t = hs[:, t + 1], blocks and
-    biases named as in :func:`gru_step_forward` (F0..F5). Once per window, in training mode
+    The buffers are time-major (see :class:`TimeGRUCache`): h_{t-1} = hs[t] (hs[0] the
+    initial state), h_t = hs[t + 1], blocks and biases named as in :func:`gru_step_forward`
+    (F0..F5). Once per window, in training mode
     (:meth:`RecurrentLayer._draw_drop_masks`, in this order from ``rng``; u, U uniform in
     [0, 1))::
 
@@ -416,13 +419,13 @@ class TimeGRU(RecurrentLayer):
     Without a mask read m = 1 and Wh_eff = Wh below (and nothing is computed for it;
     Wh_eff_rz, Wh_eff_n are its blocks)::
 
-        F0  ax = xs @ Wx + b_x            all T steps in one GEMM, (N, T, 3H);
+        F0  ax = xs @ Wx + b_x            all T steps in one GEMM, (T, N, 3H);
                                           reset_after=True also adds b_h_rz to the r, z blocks
             hm = m * h_{t-1}              h_{t-1} as it enters the products with Wh_eff
-        F1  a_rz = ax[:, t, :2H] + hm @ Wh_eff_rz
+        F1  a_rz = ax[t, :, :2H] + hm @ Wh_eff_rz
         F2  r = sigma(a_r),  z = sigma(a_z)
-        F3  reset_after=False:  a_n = ax[:, t, 2H:] + (r * hm) @ Wh_eff_n
-            reset_after=True:   hn = hm @ Wh_eff_n + b_hn;  a_n = ax[:, t, 2H:] + r * hn
+        F3  reset_after=False:  a_n = ax[t, :, 2H:] + (r * hm) @ Wh_eff_n
+            reset_after=True:   hn = hm @ Wh_eff_n + b_hn;  a_n = ax[t, :, 2H:] + r * hn
         F4  n = tanh(a_n)
         F5  h_t = z * h_{t-1} + (1 - z) * n      the carry: h_{t-1} itself, never masked
 
@@ -431,7 +434,7 @@ class TimeGRU(RecurrentLayer):
     Backward. Each gradient of the step backward (B1..B9 of :func:`gru_step_backward`) is
     ``dh`` times a factor that depends on the forward only, apart from the products with
     ``Wh_eff``. These factors are computed for all T steps at once before the loop (arrays
-    (N, T, H), h_prev = h_{t-1}, hm = m * h_prev; the step equations they come from in
+    (T, N, H), h_prev = h_{t-1}, hm = m * h_prev; the step equations they come from in
     brackets)::
 
         K1  kz = (h_prev - n) * z * (1 - z)                  da_z = dh * kz    [B1, B4]
@@ -451,7 +454,7 @@ class TimeGRU(RecurrentLayer):
 
     (B3: the carry's gradient dh * z is not masked; everything that reached hm is, B9 of
     the step.) After the loop, ``dh`` (the attribute) is the last dh_next = dL/dh_0, and
-    with ``da = [da_r, da_z, da_n]`` over all N * T rows (one GEMM or sum each)::
+    with ``da = [da_r, da_z, da_n]`` over all T * N rows (one GEMM or sum each)::
 
         B4  dxs = da @ Wx.T
         B5  dWx += xs.T @ da
@@ -510,44 +513,49 @@ class TimeGRU(RecurrentLayer):
         xp = backend.get_array_module(xs)
         dtype = xs.dtype
 
-        hs = xp.empty((N, T + 1, H), dtype=dtype)
-        self._initial_state(N, hs[:, 0])
+        # Every buffer is laid out time-major, (T, N, .) in memory: step t's slice is one
+        # contiguous block, and the element-wise passes of the loop run faster than on the
+        # rows of an (N, T, .) layout, strided by T. xs_t holds the inputs' rows in the same
+        # (t, n) order.
+        xs_t = xp.ascontiguousarray(xs.transpose(1, 0, 2)).reshape(T * N, D)
+        hs = xp.empty((T + 1, N, H), dtype=dtype)  # hs[t + 1] is h_t, hs[0] the initial h
+        self._initial_state(N, hs[0])
         m, Wh = self._draw_drop_masks(N, like=xs)  # M1, M2 (m None, Wh the parameter: none)
         # In eval mode the gate activations are not kept: one step's worth of buffer is
         # reused (index s = 0) instead of one slot per step (s = t).
         store = self.training
-        gates = xp.empty((N, T if store else 1, 3 * H), dtype=dtype)  # r, z, n
+        gates = xp.empty((T if store else 1, N, 3 * H), dtype=dtype)  # r, z, n
         if self.reset_after:
             bias = b[0].copy()
             bias[: 2 * H] += b[1, : 2 * H]  # b_h_rz adds to the same pre-activation as b_x_rz
         else:
             bias = b
-        ax = parallel.matmul(xs.reshape(N * T, D), Wx).reshape(N, T, 3 * H)  # F0
+        ax = parallel.matmul(xs_t, Wx).reshape(T, N, 3 * H)  # F0
         ax += bias  # F0
 
         # Preallocated per-step scratch: the hot loop writes with out= (no temporaries).
         hm = None if m is None else xp.empty((N, H), dtype=dtype)  # F0  m * h_{t-1}
         if self.reset_after:
-            hn_all = xp.empty((N, T if store else 1, H), dtype=dtype)
+            hn_all = xp.empty((T if store else 1, N, H), dtype=dtype)
             b_hn = b[1, 2 * H :]
             ah = xp.empty((N, 3 * H), dtype=dtype)
             step_mm = parallel.matmul_for(N, H, 3 * H, xs)  # F1's product, split or not
             for t in range(T):
                 s = t if store else 0
-                h_prev, g, hn = hs[:, t], gates[:, s], hn_all[:, s]
+                h_prev, g, hn = hs[t], gates[s], hn_all[s]
                 rz, r, z, n = g[:, : 2 * H], g[:, :H], g[:, H : 2 * H], g[:, 2 * H :]
                 h_in = h_prev
                 if m is not None:
                     xp.multiply(h_prev, m, out=hm)  # F0
                     h_in = hm
                 step_mm(h_in, Wh, out=ah)  # F1, F3 (hm @ Wh_eff, all three blocks)
-                xp.add(ax[:, t, : 2 * H], ah[:, : 2 * H], out=rz)  # F1
+                xp.add(ax[t, :, : 2 * H], ah[:, : 2 * H], out=rz)  # F1
                 sigmoid(rz, out=rz)  # F2
                 xp.add(ah[:, 2 * H :], b_hn, out=hn)  # F3
                 xp.multiply(r, hn, out=n)  # F3
-                n += ax[:, t, 2 * H :]  # F3
+                n += ax[t, :, 2 * H :]  # F3
                 xp.tanh(n, out=n)  # F4
-                h_next = hs[:, t + 1]
+                h_next = hs[t + 1]
                 xp.subtract(h_prev, n, out=h_next)  # F5  h = n + z * (h_prev - n)
                 h_next *= z  # F5
                 h_next += n  # F5
@@ -562,28 +570,30 @@ class TimeGRU(RecurrentLayer):
             n_mm = parallel.matmul_for(N, H, H, xs)
             for t in range(T):
                 s = t if store else 0
-                h_prev, g = hs[:, t], gates[:, s]
+                h_prev, g = hs[t], gates[s]
                 rz, r, z, n = g[:, : 2 * H], g[:, :H], g[:, H : 2 * H], g[:, 2 * H :]
                 h_in = h_prev
                 if m is not None:
                     xp.multiply(h_prev, m, out=hm)  # F0
                     h_in = hm
                 rz_mm(h_in, Wh_rz, out=a_rz)  # F1
-                xp.add(ax[:, t, : 2 * H], a_rz, out=rz)  # F1
+                xp.add(ax[t, :, : 2 * H], a_rz, out=rz)  # F1
                 sigmoid(rz, out=rz)  # F2
                 xp.multiply(r, h_in, out=rh)  # F3
                 n_mm(rh, Wh_n, out=a_n)  # F3
-                xp.add(ax[:, t, 2 * H :], a_n, out=n)  # F3
+                xp.add(ax[t, :, 2 * H :], a_n, out=n)  # F3
                 xp.tanh(n, out=n)  # F4
-                h_next = hs[:, t + 1]
+                h_next = hs[t + 1]
                 xp.subtract(h_prev, n, out=h_next)  # F5  h = n + z * (h_prev - n)
                 h_next *= z  # F5
                 h_next += n  # F5
 
-        self.h = hs[:, -1].copy()
+        self.h = hs[-1].copy()
         self._eval_forward = not store
-        self.cache = TimeGRUCache(xs, hs, gates, hn_all, self.drop_masks, Wh) if store else None
-        return hs[:, 1:].copy()
+        self.cache = TimeGRUCache(xs_t, hs, gates, hn_all, self.drop_masks, Wh) if store else None
+        # (N, T, H) in the caller's usual C order (a transposing copy: nothing shares memory
+        # with the cache)
+        return xp.ascontiguousarray(hs[1:].transpose(1, 0, 2))
 
     def backward(self, dhs):
         """
@@ -598,19 +608,21 @@ class TimeGRU(RecurrentLayer):
             Also: adds dWx, dWh, db to ``grads``; sets ``dh`` = dL/dh_0, (N, H).
         """
         cache = self._require_forward()
-        xs, hs, gates, hn, (m, M), Wh = cache  # Wh: Wh_eff of the forward
-        N, T, D = xs.shape
+        xs_t, hs, gates, hn, (m, M), Wh = cache  # Wh: Wh_eff of the forward
+        T, N = gates.shape[:2]
+        D = xs_t.shape[1]
         H = self.hidden_size
         self._check_dhs(dhs, (N, T, H))
         self.cache = None  # consumed: a second backward for this forward raises
         Wx = self.params[0]
         dWx, dWh, db = self.grads
-        xp = backend.get_array_module(xs)
-        dtype = xs.dtype
+        xp = backend.get_array_module(xs_t)
+        dtype = xs_t.dtype
 
+        # The known factors K1-K4 of all steps, time-major as the forward's buffers.
         r, z, n = gates[..., :H], gates[..., H : 2 * H], gates[..., 2 * H :]
-        h_prev = hs[:, :-1]
-        hm = h_prev if m is None else h_prev * m[:, None, :]  # F0  m * h_{t-1}, all steps
+        h_prev = hs[:-1]
+        hm = h_prev if m is None else h_prev * m  # F0  m * h_{t-1}, all steps
         dh = xp.empty((N, H), dtype=dtype)
         # B3's GEMM runs as dh_next.T = Wh @ dah_t.T: it reads Wh as stored (no transposed
         # copy) and writes the (H, N) buffer dhT, whose transposed view is dh_next (for
@@ -618,35 +630,35 @@ class TimeGRU(RecurrentLayer):
         dhT = xp.zeros((H, N), dtype=dtype)
         dh_next = dhT.T
         self._grad_from_later(dh_next)  # zero; a later chunk's (backward_chunk)
-        norms = self._grad_norm_buffer(T, like=xs)
+        norms = self._grad_norm_buffer(T, like=xs_t)
 
         if self.reset_after:
-            # da[:, t] holds, per step, the blocks [da_r, da_z, dhn, da_n]: the first three
+            # da[t] holds, per step, the blocks [da_r, da_z, dhn, da_n]: the first three
             # are the hidden-side gradient dah (one GEMM with Wh.T in the loop).
             # Before the loop they hold the factors kr, kz, khn, kn; B1 scales them by dh.
-            da = xp.empty((N, T, 4, H), dtype=dtype)
+            da = xp.empty((T, N, 4, H), dtype=dtype)
             kn = (1 - z) * (1 - n * n)  # K2
             da[:, :, 3] = kn  # K2
             da[:, :, 2] = kn * r  # K4
             da[:, :, 0] = da[:, :, 2] * hn * (1 - r)  # K3
             da[:, :, 1] = (h_prev - n) * z * (1 - z)  # K1
-            dah = da.reshape(N, T, 4 * H)[:, :, : 3 * H]  # [da_r, da_z, dhn] per step
-            step_mm = parallel.matmul_for(H, 3 * H, N, xs)  # B3's product, split or not
+            dah = da.reshape(T, N, 4 * H)[:, :, : 3 * H]  # [da_r, da_z, dhn] per step
+            step_mm = parallel.matmul_for(H, 3 * H, N, xs_t)  # B3's product, split or not
             for t in reversed(range(T)):
                 xp.add(dhs[:, t], dh_next, out=dh)  # B0  (out=: no temporary in the hot loop)
                 if norms is not None:
                     norms[t] = (dh * dh).sum()
-                da[:, t] *= dh[:, None, :]  # B1  all four blocks at once
-                step_mm(Wh, dah[:, t].T, out=dhT)  # B3  (dh_next = dah_t @ Wh_eff.T)
+                da[t] *= dh[:, None, :]  # B1  all four blocks at once
+                step_mm(Wh, dah[t].T, out=dhT)  # B3  (dh_next = dah_t @ Wh_eff.T)
                 if m is not None:
                     dh_next *= m  # B3
-                dh_next += dh * z[:, t]  # B3
+                dh_next += dh * z[t]  # B3
 
-            da2 = da.reshape(N * T, 4 * H)
+            da2 = da.reshape(T * N, 4 * H)  # rows in (t, n) order, as xs_t's and hs's
             da_x = xp.concatenate((da2[:, : 2 * H], da2[:, 3 * H :]), axis=1)  # da
             da_h = da2[:, : 3 * H]  # dah
-            dxs = parallel.matmul(da_x, Wx.T).reshape(N, T, D)  # B4
-            rows = self._window_rows(xs.reshape(N * T, D), da_x, hm.reshape(N * T, H), da_h)
+            dxs = parallel.matmul(da_x, Wx.T).reshape(T, N, D)  # B4
+            rows = self._window_rows(xs_t, da_x, hm.reshape(T * N, H), da_h)
             if rows is not None:  # None: a chunk of a window, summed with the others later
                 x2, da_x, hm2, da_h = rows
                 parallel.add_matmul(dWx, x2.T, da_x)  # B5
@@ -657,37 +669,37 @@ class TimeGRU(RecurrentLayer):
                 db[0] += da_x.sum(axis=0)  # B7
                 db[1] += da_h.sum(axis=0)  # B7
         else:
-            # da[:, t] holds, per step, the blocks [da_r, da_z, da_n]; before the loop the
+            # da[t] holds, per step, the blocks [da_r, da_z, da_n]; before the loop the
             # last two hold the factors kz, kn, which B1 scales by dh.
-            da = xp.empty((N, T, 3, H), dtype=dtype)
+            da = xp.empty((T, N, 3, H), dtype=dtype)
             da[:, :, 1] = (h_prev - n) * z * (1 - z)  # K1
             da[:, :, 2] = (1 - z) * (1 - n * n)  # K2
             kr = hm * r * (1 - r)  # K3
-            da3 = da.reshape(N, T, 3 * H)
+            da3 = da.reshape(T, N, 3 * H)
             drhT = xp.empty((H, N), dtype=dtype)  # as dhT: drh = drhT.T
             drh = drhT.T
-            n_mm = parallel.matmul_for(H, H, N, xs)  # the step's products, split or not
-            rz_mm = parallel.matmul_for(H, 2 * H, N, xs)
+            n_mm = parallel.matmul_for(H, H, N, xs_t)  # the step's products, split or not
+            rz_mm = parallel.matmul_for(H, 2 * H, N, xs_t)
             for t in reversed(range(T)):
                 xp.add(dhs[:, t], dh_next, out=dh)  # B0  (out=: no temporary in the hot loop)
                 if norms is not None:
                     norms[t] = (dh * dh).sum()
-                da_t = da[:, t]
+                da_t = da[t]
                 da_t[:, 1:] *= dh[:, None, :]  # B1  da_z, da_n
                 n_mm(Wh[:, 2 * H :], da_t[:, 2].T, out=drhT)  # B2  (drh = da_n @ Wh_n.T)
-                xp.multiply(drh, kr[:, t], out=da_t[:, 0])  # B2  da_r
-                rz_mm(Wh[:, : 2 * H], da3[:, t, : 2 * H].T, out=dhT)  # B3 (da_rz @ Wh_rz.T)
-                drh *= r[:, t]  # B3
+                xp.multiply(drh, kr[t], out=da_t[:, 0])  # B2  da_r
+                rz_mm(Wh[:, : 2 * H], da3[t, :, : 2 * H].T, out=dhT)  # B3 (da_rz @ Wh_rz.T)
+                drh *= r[t]  # B3
                 dh_next += drh  # B3
                 if m is not None:
                     dh_next *= m  # B3
-                dh_next += dh * z[:, t]  # B3
+                dh_next += dh * z[t]  # B3
 
-            da2 = da.reshape(N * T, 3 * H)
-            hm2 = hm.reshape(N * T, H)
-            dxs = parallel.matmul(da2, Wx.T).reshape(N, T, D)  # B4
-            rhm2 = r.reshape(N * T, H) * hm2  # B6  r * m * h_{t-1}
-            rows = self._window_rows(xs.reshape(N * T, D), da2, hm2, rhm2)
+            da2 = da.reshape(T * N, 3 * H)  # rows in (t, n) order, as xs_t's and hs's
+            hm2 = hm.reshape(T * N, H)
+            dxs = parallel.matmul(da2, Wx.T).reshape(T, N, D)  # B4
+            rhm2 = r.reshape(T * N, H) * hm2  # B6  r * m * h_{t-1}
+            rows = self._window_rows(xs_t, da2, hm2, rhm2)
             if rows is not None:  # None: a chunk of a window, summed with the others later
                 x2, da2, hm2, rhm2 = rows
                 parallel.add_matmul(dWx, x2.T, da2)  # B5
@@ -702,4 +714,4 @@ class TimeGRU(RecurrentLayer):
 
         self.dh = xp.ascontiguousarray(dh_next)
         self._store_grad_norms(norms)
-        return dxs
+        return xp.ascontiguousarray(dxs.transpose(1, 0, 2))  # (N, T, D)

@@ -211,10 +211,12 @@ class TimeRNNCache(NamedTuple):
 
     Attributes
     ----------
-    xs : (N, T, D) array
-        The inputs.
-    hs : (N, T + 1, H) array
-        The hidden states, the initial state at index 0 (``hs[:, t + 1]`` is h_t).
+    All time-major: a step's slice (``hs[t]``) is one contiguous block.
+
+    xs : (T * N, D) array
+        The inputs' rows in (t, n) order (row t * N + n is ``xs[n, t]`` of the forward).
+    hs : (T + 1, N, H) array
+        The hidden states, the initial state at index 0 (``hs[t + 1]`` is h_t).
     masks : RecurrentDropMasks
         The window's recurrent mask m (N, H) and weight mask M (H, H), None where unused.
     Wh_eff : (H, H) array
@@ -263,38 +265,39 @@ class TimeRNN(RecurrentLayer):
 
     Notes
     -----
-    Forward, h_{t-1} = hs[:, t] (hs[:, 0] the initial state), h_t = hs[:, t + 1]. Once per
-    window, in training mode (:meth:`RecurrentLayer._draw_drop_masks`, in this order from
-    ``rng``; u, U uniform in [0, 1))::
+    The buffers are time-major (see :class:`TimeRNNCache`): h_{t-1} = hs[t] (hs[0] the
+    initial state), h_t = hs[t + 1]. Once per window, in training mode
+    (:meth:`RecurrentLayer._draw_drop_masks`, in this order from ``rng``; u, U uniform in
+    [0, 1))::
 
         M1  m = (u >= p) / (1 - p)                (N, H), only if recurrent_dropout p > 0
         M2  M = (U >= q) / (1 - q);  Wh_eff = Wh * M   (H, H), only if weight_drop q > 0
 
     Without a mask read m = 1 and Wh_eff = Wh below (and nothing is computed for it)::
 
-        F0  ax = xs @ Wx + b                      all T steps in one GEMM, (N, T, H)
-        F1  a_t = ax[:, t] + (m * h_{t-1}) @ Wh_eff   the only GEMM in the loop
+        F0  ax = xs @ Wx + b                      all T steps in one GEMM, (T, N, H)
+        F1  a_t = ax[t] + (m * h_{t-1}) @ Wh_eff   the only GEMM in the loop
         F2  h_t = tanh(a_t)
 
     Backward. The step backward (B1..B6 of :func:`rnn_step_backward`) is linear in ``dh``,
     and the factor that multiplies it depends on the forward only, so it is computed for all
     T steps at once before the loop::
 
-        K1  k = 1 - hs[:, 1:]**2                  tanh' of every step, (N, T, H)
+        K1  k = 1 - hs[1:]**2                     tanh' of every step, (T, N, H)
 
     and the loop runs t = T-1, ..., 0 with dh_next = 0 at the start (nothing arrives from
     beyond the window: truncated BPTT)::
 
         B0  dh = dhs[:, t] + dh_next              total gradient of h_t
-        B1  da_t = dh * k[:, t]
+        B1  da_t = dh * k[t]
         B2  dh_next = (da_t @ Wh_eff.T) * m       for step t - 1
 
     after it, ``dh`` (the attribute) is the last dh_next = dL/dh_0, and with ``da`` over
-    all N * T rows (one GEMM or sum each)::
+    all T * N rows (one GEMM or sum each)::
 
         B3  dxs = da @ Wx.T
         B4  dWx += xs.T @ da
-        B5  dWh += ((m * hs[:, :-1]).T @ da) * M
+        B5  dWh += ((m * hs[:-1]).T @ da) * M
         B6  db += da.sum(axis=(0, 1))
 
     B2 and B5 with the masks: h_{t-1} reaches the loss through F1 only as hm = m * h_{t-1},
@@ -345,10 +348,15 @@ class TimeRNN(RecurrentLayer):
         xp = backend.get_array_module(xs)
         dtype = xs.dtype
 
-        hs = xp.empty((N, T + 1, H), dtype=dtype)
-        self._initial_state(N, hs[:, 0])
+        # Every buffer is laid out time-major, (T, N, .) in memory: step t's slice is one
+        # contiguous block, and the element-wise passes of the loop run faster than on the
+        # rows of an (N, T, .) layout, strided by T. xs_t holds the inputs' rows in the same
+        # (t, n) order.
+        xs_t = xp.ascontiguousarray(xs.transpose(1, 0, 2)).reshape(T * N, D)
+        hs = xp.empty((T + 1, N, H), dtype=dtype)  # hs[t + 1] is h_t, hs[0] the initial h
+        self._initial_state(N, hs[0])
         m, Wh = self._draw_drop_masks(N, like=xs)  # M1, M2 (m None, Wh the parameter: none)
-        ax = parallel.matmul(xs.reshape(N * T, D), Wx).reshape(N, T, H)  # F0
+        ax = parallel.matmul(xs_t, Wx).reshape(T, N, H)  # F0
         ax += b  # F0
 
         # Preallocated per-step scratch: the hot loop writes with out= (no temporaries).
@@ -356,20 +364,22 @@ class TimeRNN(RecurrentLayer):
         hm = None if m is None else xp.empty((N, H), dtype=dtype)  # m * h_{t-1}
         step_mm = parallel.matmul_for(N, H, H, xs)  # F1's product, split or not
         for t in range(T):
-            a = ax[:, t]  # (N, H) view: a_t is built in place
-            h_prev = hs[:, t]
+            a = ax[t]  # (N, H) view: a_t is built in place
+            h_prev = hs[t]
             if m is not None:
                 xp.multiply(h_prev, m, out=hm)  # F1  m * h_{t-1}
                 h_prev = hm
             step_mm(h_prev, Wh, out=ah)  # F1
             a += ah  # F1
-            xp.tanh(a, out=hs[:, t + 1])  # F2
+            xp.tanh(a, out=hs[t + 1])  # F2
 
-        self.h = hs[:, -1].copy()
+        self.h = hs[-1].copy()
         store = self.training
         self._eval_forward = not store
-        self.cache = TimeRNNCache(xs, hs, self.drop_masks, Wh) if store else None
-        return hs[:, 1:].copy()
+        self.cache = TimeRNNCache(xs_t, hs, self.drop_masks, Wh) if store else None
+        # (N, T, H) in the caller's usual C order (a transposing copy: nothing shares memory
+        # with the cache)
+        return xp.ascontiguousarray(hs[1:].transpose(1, 0, 2))
 
     def backward(self, dhs):
         """
@@ -384,18 +394,20 @@ class TimeRNN(RecurrentLayer):
             Also: adds dWx, dWh, db to ``grads``; sets ``dh`` = dL/dh_0, (N, H).
         """
         cache = self._require_forward()
-        xs, hs, (m, M), Wh = cache  # Wh: Wh_eff of the forward
-        N, T, D = xs.shape
+        xs_t, hs, (m, M), Wh = cache  # Wh: Wh_eff of the forward
+        T, N = hs.shape[0] - 1, hs.shape[1]
+        D = xs_t.shape[1]
         H = self.hidden_size
         self._check_dhs(dhs, (N, T, H))
         self.cache = None  # consumed: a second backward for this forward raises
         Wx = self.params[0]
         dWx, dWh, db = self.grads
-        xp = backend.get_array_module(xs)
-        dtype = xs.dtype
+        xp = backend.get_array_module(xs_t)
+        dtype = xs_t.dtype
 
-        # K1 is written into the da buffer, which the loop then multiplies in place by dh.
-        da = xp.multiply(hs[:, 1:], hs[:, 1:])  # K1  (N, T, H)
+        # K1 is written into the da buffer (time-major, as the forward's), which the loop
+        # then multiplies in place by dh.
+        da = xp.multiply(hs[1:], hs[1:])  # K1  (T, N, H)
         xp.subtract(1, da, out=da)  # K1
 
         # B2 runs as dh_next.T = Wh @ da_t.T: the GEMM reads Wh as stored (no transposed
@@ -404,21 +416,22 @@ class TimeRNN(RecurrentLayer):
         dh_next = dhT.T
         self._grad_from_later(dh_next)  # zero; a later chunk's (backward_chunk)
         dh = xp.empty((N, H), dtype=dtype)
-        norms = self._grad_norm_buffer(T, like=xs)
-        step_mm = parallel.matmul_for(H, H, N, xs)  # B2's product, split or not
+        norms = self._grad_norm_buffer(T, like=xs_t)
+        step_mm = parallel.matmul_for(H, H, N, xs_t)  # B2's product, split or not
         for t in reversed(range(T)):
             xp.add(dhs[:, t], dh_next, out=dh)  # B0  (out=: no temporaries in the hot loop)
             if norms is not None:
                 norms[t] = (dh * dh).sum()
-            da[:, t] *= dh  # B1
-            step_mm(Wh, da[:, t].T, out=dhT)  # B2  (dh_next = dhT.T = da_t @ Wh_eff.T)
+            da[t] *= dh  # B1
+            step_mm(Wh, da[t].T, out=dhT)  # B2  (dh_next = dhT.T = da_t @ Wh_eff.T)
             if m is not None:
                 dh_next *= m  # B2
 
-        da2 = da.reshape(N * T, H)
-        dxs = parallel.matmul(da2, Wx.T).reshape(N, T, D)  # B3
-        hm = hs[:, :-1] if m is None else hs[:, :-1] * m[:, None, :]  # B5  m * h_{t-1}
-        rows = self._window_rows(xs.reshape(N * T, D), hm.reshape(N * T, H), da2)
+        da2 = da.reshape(T * N, H)  # rows in (t, n) order, as xs_t's and hs's
+        dxs = parallel.matmul(da2, Wx.T).reshape(T, N, D)  # B3
+        dxs = xp.ascontiguousarray(dxs.transpose(1, 0, 2))  # (N, T, D)
+        hm = hs[:-1] if m is None else hs[:-1] * m  # B5  m * h_{t-1}
+        rows = self._window_rows(xs_t, hm.reshape(T * N, H), da2)
         if rows is not None:  # None: a chunk of a window, summed with the others later
             x2, hm2, da2 = rows
             parallel.add_matmul(dWx, x2.T, da2)  # B4
