@@ -26,7 +26,33 @@ EXIT_USAGE = 2
 
 
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line (and exit code 2)."""
+    """An ArgumentParser whose errors are one line (and exit code 2), and whose flags may be
+    added when it is first used (:meth:`defer`)."""
+
+    _deferred = ()
+
+    def defer(self, add_flags) -> None:
+        """Call ``add_flags(self)`` only when this parser parses or prints its help or usage:
+        ``train``'s flags generated from two config dataclasses are then not built (nor
+        their modules imported) at the start of every other command."""
+        self._deferred = (*self._deferred, add_flags)
+
+    def _ready(self) -> None:
+        deferred, self._deferred = self._deferred, ()
+        for add_flags in deferred:
+            add_flags(self)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._ready()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self):
+        self._ready()
+        return super().format_help()
+
+    def format_usage(self):
+        self._ready()
+        return super().format_usage()
 
     def error(self, message):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
@@ -200,7 +226,12 @@ def _load_model(path):
         path = path / "best.npz" if (path / "best.npz").exists() else path / "last.npz"
     ckpt = load_checkpoint(path)
     dtype = next(iter(ckpt.params.values())).dtype
-    model = build_model(ckpt.meta["config"], dtype=dtype)
+    config = ckpt.meta["config"]
+    if config.get("model", "Rnnlm") in ("Rnnlm", "BetterRnnlm"):
+        # no flat buffers: nothing trains here, and they cost a copy of the parameters and
+        # a zeroed gradient buffer as large (~30 ms for the book's Rnnlm, measured)
+        config = {**config, "flat": False}
+    model = build_model(config, dtype=dtype)
     restore(model, ckpt)
     return model, ckpt.meta
 
@@ -526,6 +557,14 @@ def cmd_info(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------
+def _add_train_flags(p) -> None:
+    """``train``'s hyperparameter flags: TrainConfig's, then Seq2seqConfig's."""
+    _add_config_flags(p)
+    from npgated import seq2seq_cli  # noqa: PLC0415 (light: argparse and dataclasses)
+
+    seq2seq_cli.add_train_flags(p)  # --task, --reverse; --model Seq2seq ... (chapters 7-8)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="npgated", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"npgated {__version__}")
@@ -549,10 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="one epoch of 3 iterations and a short evaluation (end-to-end check)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no log lines")
-    _add_config_flags(p)
-    from npgated import seq2seq_cli  # noqa: PLC0415 (light: argparse and dataclasses)
-
-    seq2seq_cli.add_train_flags(p)  # --task, --reverse; --model Seq2seq ... (chapters 7-8)
+    p.defer(_add_train_flags)  # built when `train` parses or prints help, not for every command
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -678,6 +714,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="same seed, same text")
     p.add_argument("--data-dir", default=None, help="PTB folder (default: $NPGATED_DATA_DIR)")
     p.set_defaults(func=cmd_generate)
+
+    from npgated import seq2seq_cli  # noqa: PLC0415 (light: argparse and dataclasses)
 
     seq2seq_cli.add_attention_parser(sub)  # npgated attention RUN QUESTION --out FILE
 
