@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -188,6 +189,20 @@ def _threads_off():
     parallel.use_threads(1)
     yield
     parallel.use_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _npgated_logger_restored():
+    """The "npgated" logger as the test found it. ``npgated.cli.main`` configures it for a
+    process (a handler on the sys.stdout of the moment, ``propagate = False``); a test that
+    runs the CLI in-process would otherwise leave it so, and a later test's ``caplog`` (on
+    the root logger) would see nothing while records went to a closed captured stream."""
+    logger = logging.getLogger("npgated")
+    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
+    yield
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
+    logger.propagate = propagate
 
 
 @pytest.fixture(scope="session")
