@@ -359,6 +359,9 @@ class TimeGRUCache(NamedTuple):
         The window's recurrent mask m (N, H) and weight mask M (H, 3H), None where unused.
     Wh_eff : (H, 3H) array
         ``Wh * M`` (``Wh`` itself when there is no weight mask).
+    static : (N, P) array or None
+        The static input of ``forward(xs, static)`` (then ``xs`` holds the other D - P
+        columns).
     """
 
     xs: object
@@ -367,6 +370,7 @@ class TimeGRUCache(NamedTuple):
     hn: object
     masks: object
     Wh_eff: object
+    static: object = None
 
 
 class TimeGRU(RecurrentLayer):
@@ -464,6 +468,12 @@ class TimeGRU(RecurrentLayer):
             reset_after=True:   db[0] += da.sum(axis=(0, 1));  db[1] += dah.sum(axis=(0, 1))
 
     (B6: L depends on Wh only through Wh_eff = Wh * M, so dL/dWh = M * dL/dWh_eff.)
+
+    Static inputs, ``forward(xs, static)``: the same vector s (N, P) read at every step
+    besides xs (N, T, D - P), the input at step t being [s | x_t], as for
+    :class:`~npgated.layers.lstm.TimeLSTM` (its notes, F0s, B8s, B9s; here B4s, B5s): the
+    part s @ Wx[:P] of F0 is computed once, dxs = da @ Wx[P:].T, dstatic = (sum_t da_t) @
+    Wx[:P].T, dWx[P:] += xs.T @ da, dWx[:P] += s.T @ (sum_t da_t).
     """
 
     param_names = ("Wx", "Wh", "b")
@@ -495,19 +505,22 @@ class TimeGRU(RecurrentLayer):
     def __repr__(self) -> str:
         return f"{super().__repr__()[:-1]}, reset_after={self.reset_after})"
 
-    def forward(self, xs):
+    def forward(self, xs, static=None):
         """
         Parameters
         ----------
-        xs : (N, T, D) array
+        xs : (N, T, D) array, or (N, T, D - P) with ``static``
+        static : (N, P) array, optional
+            Input columns that are the same at every step (see the class notes): the input
+            at step t is [static | xs[:, t]].
 
         Returns
         -------
         hs : (N, T, H) array
             The hidden states h_1..h_T (a fresh array). ``self.h`` is h_T.
         """
-        self._check_xs(xs)
-        Wx, _, b = self.params
+        self._check_static(xs, static)
+        b = self.params[2]
         N, T, D = xs.shape
         H = self.hidden_size
         xp = backend.get_array_module(xs)
@@ -530,7 +543,7 @@ class TimeGRU(RecurrentLayer):
             bias[: 2 * H] += b[1, : 2 * H]  # b_h_rz adds to the same pre-activation as b_x_rz
         else:
             bias = b
-        ax = parallel.matmul(xs_t, Wx).reshape(T, N, 3 * H)  # F0
+        ax = self._project_inputs(xs_t, static, T, N)  # F0 (with static: its part once)
         ax += bias  # F0
 
         # Preallocated per-step scratch: the hot loop writes with out= (no temporaries).
@@ -590,7 +603,9 @@ class TimeGRU(RecurrentLayer):
 
         self.h = hs[-1].copy()
         self._eval_forward = not store
-        self.cache = TimeGRUCache(xs_t, hs, gates, hn_all, self.drop_masks, Wh) if store else None
+        self.cache = (
+            TimeGRUCache(xs_t, hs, gates, hn_all, self.drop_masks, Wh, static) if store else None
+        )
         # (N, T, H) in the caller's usual C order (a transposing copy: nothing shares memory
         # with the cache)
         return xp.ascontiguousarray(hs[1:].transpose(1, 0, 2))
@@ -608,7 +623,7 @@ class TimeGRU(RecurrentLayer):
             Also: adds dWx, dWh, db to ``grads``; sets ``dh`` = dL/dh_0, (N, H).
         """
         cache = self._require_forward()
-        xs_t, hs, gates, hn, (m, M), Wh = cache  # Wh: Wh_eff of the forward
+        xs_t, hs, gates, hn, (m, M), Wh, static = cache  # Wh: Wh_eff of the forward
         T, N = gates.shape[:2]
         D = xs_t.shape[1]
         H = self.hidden_size
@@ -657,11 +672,12 @@ class TimeGRU(RecurrentLayer):
             da2 = da.reshape(T * N, 4 * H)  # rows in (t, n) order, as xs_t's and hs's
             da_x = xp.concatenate((da2[:, : 2 * H], da2[:, 3 * H :]), axis=1)  # da
             da_h = da2[:, : 3 * H]  # dah
-            dxs = parallel.matmul(da_x, Wx.T).reshape(T, N, D)  # B4
+            P = self._static_backward(da_x.reshape(T, N, 3 * H), static)  # B4s, B5s
+            dxs = parallel.matmul(da_x, Wx[P:].T).reshape(T, N, D)  # B4
             rows = self._window_rows(xs_t, da_x, hm.reshape(T * N, H), da_h)
             if rows is not None:  # None: a chunk of a window, summed with the others later
                 x2, da_x, hm2, da_h = rows
-                parallel.add_matmul(dWx, x2.T, da_x)  # B5
+                parallel.add_matmul(dWx[P:], x2.T, da_x)  # B5
                 dWh_eff = parallel.matmul(hm2.T, da_h)  # B6  dL/dWh_eff
                 if M is not None:
                     dWh_eff *= M  # B6
@@ -697,12 +713,13 @@ class TimeGRU(RecurrentLayer):
 
             da2 = da.reshape(T * N, 3 * H)  # rows in (t, n) order, as xs_t's and hs's
             hm2 = hm.reshape(T * N, H)
-            dxs = parallel.matmul(da2, Wx.T).reshape(T, N, D)  # B4
+            P = self._static_backward(da3, static)  # B4s, B5s
+            dxs = parallel.matmul(da2, Wx[P:].T).reshape(T, N, D)  # B4
             rhm2 = r.reshape(T * N, H) * hm2  # B6  r * m * h_{t-1}
             rows = self._window_rows(xs_t, da2, hm2, rhm2)
             if rows is not None:  # None: a chunk of a window, summed with the others later
                 x2, da2, hm2, rhm2 = rows
-                parallel.add_matmul(dWx, x2.T, da2)  # B5
+                parallel.add_matmul(dWx[P:], x2.T, da2)  # B5
                 dWh_rz = parallel.matmul(hm2.T, da2[:, : 2 * H])  # B6
                 dWh_n = parallel.matmul(rhm2.T, da2[:, 2 * H :])  # B6
                 if M is not None:

@@ -304,6 +304,9 @@ class TimeLSTMCache(NamedTuple):
         The window's recurrent mask m (N, H) and weight mask M (H, 4H), None where unused.
     Wh_eff : (H, 4H) array
         ``Wh * M`` (``Wh`` itself when there is no weight mask).
+    static : (N, P) array or None
+        The static input of ``forward(xs, static)`` (then ``xs`` holds the other D - P
+        columns).
     """
 
     xs: object
@@ -313,6 +316,7 @@ class TimeLSTMCache(NamedTuple):
     tanh_cs: object
     masks: object
     Wh_eff: object
+    static: object = None
 
 
 class TimeLSTM(RecurrentLayer):
@@ -407,6 +411,20 @@ class TimeLSTM(RecurrentLayer):
     hm = m * h_{t-1}, so dL/dh_{t-1} = m * dL/dhm = m * (da_t @ Wh_eff.T) (the cell's own
     carry goes through c, B6); and L depends on Wh only through Wh_eff = Wh * M, so dL/dWh
     = M * dL/dWh_eff = M * sum_t hm_{t-1}.T @ da_t, one GEMM over the masked states.
+
+    Static inputs, ``forward(xs, static)``: a layer that reads the same vector s (N, P) at
+    every step besides xs (N, T, D - P), its input at step t being [s | x_t] (the peeky
+    decoder of :mod:`npgated.models.seq2seq` reads the encoder's h so). Wx's first P rows
+    read s; the part s @ Wx[:P] is the same at every step and is computed once
+    (:meth:`~npgated.layers.recurrent.RecurrentLayer._project_inputs`,
+    :meth:`~npgated.layers.recurrent.RecurrentLayer._static_backward`)::
+
+        F0s ax = xs @ Wx[P:] + b + s @ Wx[:P]    the last term (N, 4H), added at every t
+        B8s dxs = da @ Wx[P:].T;  dstatic = (sum_t da_t) @ Wx[:P].T
+        B9s dWx[P:] += xs.T @ da;  dWx[:P] += s.T @ (sum_t da_t)
+
+    The same numbers as ``forward`` of the concatenation [s repeated | xs], up to rounding,
+    with T - 1 fewer products for the static part in each of F0, B8 and B9.
     """
 
     param_names = ("Wx", "Wh", "b")
@@ -434,19 +452,22 @@ class TimeLSTM(RecurrentLayer):
             seed=seed,
         )
 
-    def forward(self, xs):
+    def forward(self, xs, static=None):
         """
         Parameters
         ----------
-        xs : (N, T, D) array
+        xs : (N, T, D) array, or (N, T, D - P) with ``static``
+        static : (N, P) array, optional
+            Input columns that are the same at every step (F0s in the class notes): the
+            input at step t is [static | xs[:, t]].
 
         Returns
         -------
         hs : (N, T, H) array
             The hidden states h_1..h_T (a fresh array). ``self.h``, ``self.c`` are h_T, c_T.
         """
-        self._check_xs(xs)
-        Wx, _, b = self.params
+        self._check_static(xs, static)
+        b = self.params[2]
         N, T, D = xs.shape
         H = self.hidden_size
         xp = backend.get_array_module(xs)
@@ -460,7 +481,7 @@ class TimeLSTM(RecurrentLayer):
         xs_t = xp.ascontiguousarray(xs.transpose(1, 0, 2)).reshape(T * N, D)
         hs = xp.empty((T + 1, N, H), dtype=dtype)  # hs[t + 1] is h_t, hs[0] the initial h
         cs = xp.empty((T + 1, N, H), dtype=dtype)
-        gates = parallel.matmul(xs_t, Wx).reshape(T, N, 4 * H)  # F0
+        gates = self._project_inputs(xs_t, static, T, N)  # F0 (F0s with static)
         gates += b  # F0
         self._initial_state(N, hs[0], cs[0])
         m, Wh = self._draw_drop_masks(N, like=xs)  # M1, M2 (m None, Wh the parameter: none)
@@ -497,7 +518,9 @@ class TimeLSTM(RecurrentLayer):
         self.c = cs[-1].copy()
         self._eval_forward = not store
         self.cache = (
-            TimeLSTMCache(xs_t, hs, cs, gates, tanh_cs, self.drop_masks, Wh) if store else None
+            TimeLSTMCache(xs_t, hs, cs, gates, tanh_cs, self.drop_masks, Wh, static)
+            if store
+            else None
         )
         # (N, T, H) in the caller's usual C order (a transposing copy: nothing shares memory
         # with the cache)
@@ -522,7 +545,7 @@ class TimeLSTM(RecurrentLayer):
             (N, H) each.
         """
         cache = self._require_forward()
-        xs_t, hs, cs, gates, tanh_cs, (m, M), Wh = cache  # Wh: Wh_eff of the forward
+        xs_t, hs, cs, gates, tanh_cs, (m, M), Wh, static = cache  # Wh: Wh_eff of the forward
         T, N = gates.shape[:2]
         D = xs_t.shape[1]
         H = self.hidden_size
@@ -584,14 +607,15 @@ class TimeLSTM(RecurrentLayer):
             if m is not None:
                 dh_next *= m  # B7
 
+        P = self._static_backward(da, static)  # B8s, B9s: dstatic, dWx[:P]
         da2 = da.reshape(T * N, 4 * H)  # rows in (t, n) order, as xs_t's and hs's
-        dxs = parallel.matmul(da2, Wx.T).reshape(T, N, D)  # B8
+        dxs = parallel.matmul(da2, Wx[P:].T).reshape(T, N, D)  # B8 (B8s: Wx[P:])
         dxs = xp.ascontiguousarray(dxs.transpose(1, 0, 2))  # (N, T, D)
         hm = hs[:-1] if m is None else hs[:-1] * m  # B10  m * h_{t-1}
         rows = self._window_rows(xs_t, hm.reshape(T * N, H), da2)
         if rows is not None:  # None: a chunk of a window, summed with the others later
             x2, hm2, da2 = rows
-            parallel.add_matmul(dWx, x2.T, da2)  # B9
+            parallel.add_matmul(dWx[P:], x2.T, da2)  # B9 (B9s: dWx[P:])
             dWh_eff = parallel.matmul(hm2.T, da2)  # B10  dL/dWh_eff
             if M is not None:
                 dWh_eff *= M  # B10

@@ -53,7 +53,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from npgated import backend, checks
+from npgated import backend, checks, parallel
 from npgated.layers.base import Layer
 from npgated.layers.dropout import keep_mask
 
@@ -238,6 +238,7 @@ class RecurrentLayer(Layer):
         self.drop_masks = None
         self.h = None
         self.dh = None
+        self.dstatic = None  # dL/dstatic of the last backward of a forward(xs, static)
         if self.has_cell:
             self.c = None
             self.dc = None
@@ -486,6 +487,57 @@ class RecurrentLayer(Layer):
             if getattr(self, name):
                 options.append(f"{name}={getattr(self, name)}")
         return f"{base}, {', '.join(options)})"
+
+    # -- static inputs ------------------------------------------------------------------
+    def _check_static(self, xs, static) -> int:
+        """P, the number of static input columns (0 without ``static``), xs checked with it.
+
+        With ``static`` (N, P) the input at step t is [static | xs[:, t]]: xs is (N, T, D - P).
+        """
+        if static is None:
+            self._check_xs(xs)
+            return 0
+        checks.check_float(static, "static", ndim=2, dtype=self.dtype, symbolic="(N, P)")
+        checks.check_float(xs, "xs", ndim=3, dtype=self.dtype, symbolic="(N, T, D - P)")
+        N, P = static.shape
+        if not 0 < P < self.input_size or xs.shape[0] != N or P + xs.shape[2] != self.input_size:
+            raise ValueError(
+                f"static (N, P) and xs (N, T, D - P) must share N and together give the "
+                f"layer's D = {self.input_size} input columns (0 < P < D), got static "
+                f"{checks.shape_str(static.shape)} and xs {checks.shape_str(xs.shape)}"
+            )
+        return P
+
+    def _project_inputs(self, xs_t, static, T, N):
+        """F0 without the bias: (T, N, kH) = xs_t @ Wx, xs_t the (T * N, D) input rows.
+
+        With ``static`` (N, P) (F0s): xs_t holds the other D - P columns, and the static
+        part static @ Wx[:P], the same at every step, is computed once and added to every
+        step's rows (one (N, P) product instead of T).
+        """
+        Wx = self.params[0]
+        P = 0 if static is None else static.shape[1]
+        ax = parallel.matmul(xs_t, Wx[P:]).reshape(T, N, Wx.shape[1])  # the layers' F0
+        if P:
+            ax += parallel.matmul(static, Wx[:P])  # F0s  broadcast over the T steps
+        return ax
+
+    def _static_backward(self, da_x, static) -> int:
+        """B8s, B9s for the static columns: sets ``dstatic``, adds into dWx[:P]; returns P.
+
+        ``da_x`` (T, N, kH) is dL/d(F0's pre-activations). The static input reached every
+        step, so its gradients sum over t, and sum_t (s.T @ da_t) = s.T @ (sum_t da_t): one
+        (N, kH) sum and two small products instead of T of each.
+        """
+        if static is None:
+            self.dstatic = None
+            return 0
+        Wx, dWx = self.params[0], self.grads[0]
+        P = static.shape[1]
+        da_sum = da_x.sum(axis=0)  # B8s, B9s  sum over t, (N, kH)
+        self.dstatic = parallel.matmul(da_sum, Wx[:P].T)  # B8s
+        parallel.add_matmul(dWx[:P], static.T, da_sum)  # B9s
+        return P
 
     # -- validation -------------------------------------------------------------------
     def _check_xs(self, xs) -> None:

@@ -43,7 +43,8 @@ Forward (:meth:`Seq2seq.forward`)::
     F2  h = hs_enc[:, -1]
     F3  es = E_dec[ts[:, :-1]]                                             (N, T_dec, D)
     F4  hs_dec = RNN_dec(es)                        Seq2seq, Attention     (N, T_dec, H)
-        hs_dec = RNN_dec([h | es])                  Peeky (h at every t)
+        hs_dec = RNN_dec([h | es])                  Peeky (h at every t: the layer's
+                                                    static input, h @ Wx[:H] once)
         (initial state h_0 = h, c_0 = 0)
     F5  cs = TimeAttention(hs_enc, hs_dec)          Attention only         (N, T_dec, H)
     F6  u = hs_dec                                  Seq2seq                (N, T_dec, H)
@@ -60,10 +61,11 @@ Backward (:meth:`Seq2seq.backward`), each layer's own backward doing its part::
         dh_peek = du[..., :H];  dhs_dec = du[..., H:]      Peeky
         dcs = du[..., :H];      dhs_dec = du[..., H:]      Attention
     B4  dhs_enc, dhs_dec += TimeAttention.backward(dcs)    Attention (both inputs of F5)
-    B5  d[h | es] or des = RNN_dec.backward(dhs_dec); dh_0 = RNN_dec.dh  (the initial state)
+    B5  des = RNN_dec.backward(dhs_dec); dh_0 = RNN_dec.dh  (the initial state)
+        Peeky: also dh_in = RNN_dec.dstatic = sum over t of d[h | e_t][..., :H]
     B6  E_dec gets des                              TimeEmbedding
     B7  dh = dh_0                                   Seq2seq
-        dh = dh_0 + sum over t of (dh_peek + d[h | es][..., :H])   Peeky (h used at every t)
+        dh = dh_0 + sum over t of dh_peek + dh_in   Peeky (h used at every t)
         dhs_enc[:, -1] += dh_0                      Attention (h_0 = hs_enc[:, -1])
     B8  dhs_enc = 0 except dhs_enc[:, -1] = dh      Seq2seq, Peeky
     B9  E_enc gets RNN_enc.backward(dhs_enc)        the encoder
@@ -250,8 +252,10 @@ class Seq2seq(Model):
             return rnn.forward(es)  # F4, F6  u = hs_dec
         xp = backend.get_array_module(es)
         N, T, _ = es.shape
+        # F4  RNN([h | e_t]): h is the layer's static input, its part of the input
+        # projection (h @ Wx[:H]) computed once, not at every step (the layer's F0s)
+        hs_dec = rnn.forward(es, static=h)
         peek = xp.broadcast_to(h[:, None, :], (N, T, h.shape[1]))  # h at every step
-        hs_dec = rnn.forward(xp.concatenate((peek, es), axis=2))  # F4  RNN([h | e_t])
         return xp.concatenate((peek, hs_dec), axis=2)  # F6  [h | hs_dec]
 
     def forward(self, xs, ts):
@@ -301,8 +305,9 @@ class Seq2seq(Model):
         dh = dhs_enc[:, -1]  # B8  the only encoder state the decoder saw
         dh += rnn.dh  # B7
         if self.peeky:
-            self._layer("decoder", "embed").backward(dxs[..., H:])  # B6
-            dh += (dh_peek + dxs[..., :H]).sum(axis=1)  # B7
+            self._layer("decoder", "embed").backward(dxs)  # B6  (dxs: the e_t columns)
+            dh += dh_peek.sum(axis=1)  # B7  the output layer's use of h at every t
+            dh += rnn.dstatic  # B7  the recurrent layer's, summed over t by the layer (B8s)
         else:
             self._layer("decoder", "embed").backward(dxs)  # B6
         return dhs_enc
