@@ -34,7 +34,7 @@ The module has three parts, the same in ``rnn.py`` and ``gru.py``:
 3. :class:`TimeLSTM`, the fast layer over a whole (N, T, D) sequence: the input projection of
    all T steps is one GEMM before the time loop, the weight gradients are one GEMM each
    after the backward loop, and the loop itself does only ``h @ Wh`` and element-wise math
-   on one packed (N, T, 4H) array of gates.
+   on one packed, time-major (T, N, 4H) array of gates.
 
 Shapes: N batch, T time steps, D input size, H hidden size.
 """
@@ -368,7 +368,7 @@ class TimeLSTM(RecurrentLayer):
 
     Without a mask read m = 1 and Wh_eff = Wh below (and nothing is computed for it)::
 
-        F0  ax = xs @ Wx + b                      all T steps in one GEMM, (N, T, 4H)
+        F0  ax = xs @ Wx + b                      all T steps in one GEMM, (T, N, 4H)
         F1  a_t = ax[:, t] + (m * h_{t-1}) @ Wh_eff   the only GEMM in the loop
         F2  [i | f | g | o] = scale * tanh(scale * a_t) + shift
         F3  c_t = f * c_{t-1} + i * g

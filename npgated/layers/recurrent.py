@@ -190,6 +190,9 @@ class RecurrentLayer(Layer):
     dh : (N, H) array or None
         After backward: the gradient of the loss w.r.t. the initial state ``h_0`` of the
         forward (likewise ``dc``). It is not fed to an earlier window (TBPTT).
+    dstatic : (N, P) array or None
+        After the backward of a ``forward(xs, static)`` (TimeLSTM, TimeGRU): the gradient of
+        the loss w.r.t. ``static``, summed over the steps; None after any other backward.
     record_grad_norms : bool
         Class default False. When True, ``backward`` stores ``grad_norms``, a host float64
         array (T,) whose entry t is the Frobenius norm (over the batch) of the total gradient

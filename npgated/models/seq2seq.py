@@ -304,12 +304,10 @@ class Seq2seq(Model):
         dhs_enc = xp.zeros((dxs.shape[0], self._T_enc, H), dtype=du.dtype)
         dh = dhs_enc[:, -1]  # B8  the only encoder state the decoder saw
         dh += rnn.dh  # B7
+        self._layer("decoder", "embed").backward(dxs)  # B6  (Peeky: dxs is the e_t columns')
         if self.peeky:
-            self._layer("decoder", "embed").backward(dxs)  # B6  (dxs: the e_t columns)
             dh += dh_peek.sum(axis=1)  # B7  the output layer's use of h at every t
             dh += rnn.dstatic  # B7  the recurrent layer's, summed over t by the layer (B8s)
-        else:
-            self._layer("decoder", "embed").backward(dxs)  # B6
         return dhs_enc
 
     def backward(self, dout=1.0):
